@@ -1,0 +1,547 @@
+/*
+ * bnn.h - libbnn, Bayesian neural networks trained by stochastic variational
+ * inference, with a Monte Carlo predictor that can refuse to answer.
+ *
+ * This header is the whole public API and its reference manual: if it is not
+ * in this file, it is not part of the API.
+ *
+ * General contract
+ * ----------------
+ * - Every fallible function returns a bnn_status.  BNN_OK is 0.  On error a
+ *   human-readable message is available from bnn_last_error() on the calling
+ *   thread, and out-parameters are left untouched.
+ * - Handles are opaque.  Each *_free(NULL) is a no-op.
+ * - Configuration structs start with `size_t struct_size`.  Fill them with the
+ *   matching *_init() function and then change fields; the library reads only
+ *   the fields covered by struct_size, so new fields can be appended in later
+ *   versions without breaking existing binaries.
+ * - Output records written into caller arrays take an explicit record size
+ *   (which is also the stride); the library writes only the fields that fit.
+ * - Nothing in the library prints, aborts or exits.
+ * - Threading: a model and a guide are read-only during prediction, so any
+ *   number of threads may predict concurrently on the same model and guide.
+ *   Training mutates the guide and optimizer: they belong to one thread at a
+ *   time, and no prediction may run on that guide meanwhile.
+ * - Determinism: the same seed and inputs give bit-identical results for the
+ *   same BLAS implementation, whatever the batching of prediction inputs.
+ */
+#ifndef BNN_H
+#define BNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BNN_BUILDING_LIBRARY) && defined(__GNUC__)
+#define BNN_API __attribute__((visibility("default")))
+#else
+#define BNN_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define BNN_VERSION_MAJOR 0
+#define BNN_VERSION_MINOR 1
+#define BNN_VERSION_PATCH 0
+#define BNN_VERSION_STRING "0.1.0"
+/** MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define BNN_VERSION_NUMBER \
+    (BNN_VERSION_MAJOR * 10000 + BNN_VERSION_MINOR * 100 + BNN_VERSION_PATCH)
+
+/** Version number of the linked library (compare with BNN_VERSION_NUMBER). */
+BNN_API unsigned bnn_version_number(void);
+/** Version string of the linked library, static storage, e.g. "0.1.0". */
+BNN_API const char *bnn_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes (values are pinned; new codes are only ever appended)       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum bnn_status {
+    BNN_OK = 0,
+    BNN_E_INVALID = 1,     /**< invalid argument (NULL, out of range, NaN) */
+    BNN_E_NOMEM = 2,       /**< an allocation failed */
+    BNN_E_SHAPE = 3,       /**< sizes do not match or overflow */
+    BNN_E_IO = 4,          /**< a file could not be read or written */
+    BNN_E_FORMAT = 5,      /**< data is corrupt or not a libbnn file */
+    BNN_E_VERSION = 6,     /**< file format version not supported */
+    BNN_E_NUMERIC = 7,     /**< a loss or gradient became NaN or infinite */
+    BNN_E_STATE = 8,       /**< the call is not valid in the object's state */
+    BNN_E_UNSUPPORTED = 9, /**< valid request this build/config cannot do */
+    BNN_E_INTERNAL = 10    /**< a bug in libbnn */
+} bnn_status;
+
+/** Static, never-NULL name of a status ("BNN_OK", ...); unknown values give
+ *  "BNN_E_UNKNOWN".  Thread-safe. */
+BNN_API const char *bnn_status_string(bnn_status status);
+
+/** Detail message of the last failing libbnn call on the calling thread
+ *  (thread-local storage; valid until the next failing call on this thread).
+ *  Returns "" if no call failed yet.  Never NULL. */
+BNN_API const char *bnn_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Optional user allocator.  alloc must return memory aligned for any type
+ *  (like malloc) or NULL on failure; free accepts NULL.  Both may be called
+ *  from any thread that uses objects created with this allocator. */
+typedef struct bnn_allocator {
+    void *(*alloc)(void *ctx, size_t size);
+    void (*free)(void *ctx, void *ptr);
+    void *ctx;
+} bnn_allocator;
+
+/* ------------------------------------------------------------------------ */
+/* Model: architecture, prior, likelihood  ("model()" in Pyro)             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bnn_model bnn_model;
+
+typedef enum bnn_activation {
+    BNN_ACT_RELU = 0,
+    BNN_ACT_TANH = 1
+} bnn_activation;
+
+typedef enum bnn_likelihood {
+    BNN_LIK_CATEGORICAL = 0, /**< int32 labels in [0, outputs) */
+    BNN_LIK_GAUSSIAN = 1     /**< float targets, N(y | f(x), noise_sigma^2) */
+} bnn_likelihood;
+
+typedef enum bnn_prior {
+    BNN_PRIOR_NORMAL = 0,       /**< N(0, prior_sigma^2) on every weight/bias */
+    BNN_PRIOR_SCALE_MIXTURE = 1 /**< pi N(0,s1^2) + (1-pi) N(0,s2^2) */
+} bnn_prior;
+
+/** Maximum number of layer sizes (input + hidden + output). */
+#define BNN_MAX_LAYERS 16
+
+typedef struct bnn_model_config {
+    size_t struct_size;
+    /** Number of entries in layer_sizes: input, hidden..., output (>= 2). */
+    size_t n_sizes;
+    /** e.g. {784, 1024, 10}.  Copied by bnn_model_create. */
+    const size_t *layer_sizes;
+    bnn_activation activation; /**< hidden layers; default ReLU */
+    bnn_likelihood likelihood; /**< default categorical */
+    float noise_sigma;         /**< Gaussian likelihood noise, > 0; default 1 */
+    bnn_prior prior;           /**< default Normal */
+    float prior_sigma;         /**< Normal prior scale, > 0; default 1 */
+    float prior_pi;            /**< mixture weight in (0,1); default 0.5 */
+    float prior_sigma1;        /**< mixture scale 1, > 0; default 1 */
+    float prior_sigma2;        /**< mixture scale 2, > 0; default exp(-6) */
+    /** Allocator for this model and every guide/optimizer/prediction
+     *  workspace made from it; NULL means malloc/free.  The struct is copied;
+     *  its ctx must outlive the model. */
+    const bnn_allocator *allocator;
+} bnn_model_config;
+
+/** Fill cfg with defaults (no layer sizes: the caller must set n_sizes and
+ *  layer_sizes).  Sets struct_size.  NULL is ignored. */
+BNN_API void bnn_model_config_init(bnn_model_config *cfg);
+
+/** Create a model.  On success *out owns a new model; free it with
+ *  bnn_model_free after every guide made from it has been freed.
+ *  Errors: BNN_E_INVALID (NULL, bad enum, non-positive sigma, pi not in
+ *  (0,1), fewer than 2 sizes), BNN_E_SHAPE (a zero size, too many layers or
+ *  a parameter count that overflows), BNN_E_NOMEM. */
+BNN_API bnn_status bnn_model_create(const bnn_model_config *cfg,
+                                    bnn_model **out);
+/** Free a model.  NULL is a no-op. */
+BNN_API void bnn_model_free(bnn_model *model);
+
+/** Input width (first layer size); 0 for NULL. */
+BNN_API size_t bnn_model_input_size(const bnn_model *model);
+/** Output width (classes for categorical, targets for Gaussian); 0 for NULL. */
+BNN_API size_t bnn_model_output_size(const bnn_model *model);
+/** Number of weight layers (n_sizes - 1); 0 for NULL. */
+BNN_API size_t bnn_model_layer_count(const bnn_model *model);
+/** Number of network parameters (weights + biases); 0 for NULL.  The guide
+ *  holds two variational parameters (mu, rho) per network parameter. */
+BNN_API size_t bnn_model_param_count(const bnn_model *model);
+/** Copy the model's configuration into *cfg (fields covered by
+ *  cfg->struct_size, which the caller sets).  layer_sizes points into the
+ *  model and stays valid while it lives.  allocator is set to NULL. */
+BNN_API bnn_status bnn_model_get_config(const bnn_model *model,
+                                        bnn_model_config *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Guide: mean-field Normal posterior q(w) = N(mu, softplus(rho)^2)         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bnn_guide bnn_guide;
+
+typedef enum bnn_init {
+    /** mu ~ N(0, 1/fan_in) (He-style for ReLU), sigma = init_sigma. */
+    BNN_INIT_DEFAULT = 0,
+    /** The original Pyro program: mu ~ N(0,1), rho ~ N(0,1). */
+    BNN_INIT_PYRO = 1
+} bnn_init;
+
+typedef struct bnn_guide_config {
+    size_t struct_size;
+    bnn_init init;    /**< default BNN_INIT_DEFAULT */
+    float init_sigma; /**< initial posterior sigma for DEFAULT; default 1e-3 */
+    uint64_t seed;    /**< initialisation seed; default 1 */
+} bnn_guide_config;
+
+BNN_API void bnn_guide_config_init(bnn_guide_config *cfg);
+
+/** Create a guide for a model.  cfg may be NULL (defaults).  The guide keeps
+ *  a pointer to the model: the model must outlive the guide.
+ *  Errors: BNN_E_INVALID, BNN_E_NOMEM. */
+BNN_API bnn_status bnn_guide_create(const bnn_model *model,
+                                    const bnn_guide_config *cfg,
+                                    bnn_guide **out);
+/** Free a guide.  NULL is a no-op. */
+BNN_API void bnn_guide_free(bnn_guide *guide);
+/** The model this guide belongs to; NULL for NULL. */
+BNN_API const bnn_model *bnn_guide_model(const bnn_guide *guide);
+
+/** Copy layer `layer` (0-based weight layer) out of the guide.  Weights are
+ *  row-major out x in (out = layer_sizes[layer+1], in = layer_sizes[layer]),
+ *  biases have `out` entries.  sigma = softplus(rho).  Any pointer may be
+ *  NULL to skip it.  Errors: BNN_E_INVALID (NULL guide, layer out of range). */
+BNN_API bnn_status bnn_guide_get_layer(const bnn_guide *guide, size_t layer,
+                                       float *w_mu, float *w_sigma,
+                                       float *b_mu, float *b_sigma);
+/** Copy a layer into the guide (same layout as bnn_guide_get_layer); NULL
+ *  pointers leave that part unchanged.  Every value must be finite and every
+ *  sigma > 0 (BNN_E_INVALID otherwise; the guide is then unchanged).  Sigmas
+ *  below ~1e-30 are stored as the smallest representable softplus. */
+BNN_API bnn_status bnn_guide_set_layer(bnn_guide *guide, size_t layer,
+                                       const float *w_mu, const float *w_sigma,
+                                       const float *b_mu, const float *b_sigma);
+
+/** The flat variational parameter buffer [mu of all layers | rho of all
+ *  layers]; within each half, layer by layer, weights (row-major out x in)
+ *  then biases.  *count receives 2 * bnn_model_param_count().  The pointer
+ *  stays valid for the guide's lifetime; writes change the posterior. */
+BNN_API float *bnn_guide_params(bnn_guide *guide, size_t *count);
+/** The flat gradient buffer, same layout as bnn_guide_params, filled by
+ *  bnn_svi_grad (gradient of the negative ELBO).  A host may modify it
+ *  (e.g. average it across processes) before bnn_optimizer_step. */
+BNN_API float *bnn_guide_grads(bnn_guide *guide, size_t *count);
+
+/* ------------------------------------------------------------------------ */
+/* Optimizer and SVI  ("SVI(model, guide, optim, Trace_ELBO())")            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bnn_optimizer bnn_optimizer;
+
+typedef enum bnn_optimizer_kind {
+    BNN_OPT_ADAM = 0,
+    BNN_OPT_SGD = 1 /**< with optional momentum */
+} bnn_optimizer_kind;
+
+typedef enum bnn_estimator {
+    /** Local reparameterization (Kingma et al. 2015): noise on the
+     *  pre-activations, independent per example.  Default. */
+    BNN_EST_LOCAL_REPARAM = 0,
+    /** One weight draw per step shared by the batch (Pyro random_module). */
+    BNN_EST_WEIGHT_SAMPLING = 1,
+    /** Flipout (Wen et al. 2018): one draw, decorrelated by random signs. */
+    BNN_EST_FLIPOUT = 2
+} bnn_estimator;
+
+typedef enum bnn_kl_mode {
+    /** Closed-form KL(q || p); Normal prior only.  Default. */
+    BNN_KL_ANALYTIC = 0,
+    /** log q(w) - log p(w) at sampled weights, as Pyro's Trace_ELBO does.
+     *  Required for the scale-mixture prior. */
+    BNN_KL_MONTE_CARLO = 1
+} bnn_kl_mode;
+
+typedef struct bnn_optimizer_config {
+    size_t struct_size;
+    bnn_optimizer_kind kind; /**< default Adam */
+    float lr;                /**< > 0; default 1e-3 */
+    float beta1;             /**< Adam, [0,1); default 0.9 */
+    float beta2;             /**< Adam, [0,1); default 0.999 */
+    float eps;               /**< Adam, > 0; default 1e-8 */
+    float momentum;          /**< SGD, [0,1); default 0 */
+    float clip_norm;         /**< clip the global gradient norm; 0 = off */
+} bnn_optimizer_config;
+
+BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg);
+
+typedef struct bnn_svi_config {
+    size_t struct_size;
+    /** N, the number of examples in the data set (>= 1).  Each minibatch of
+     *  size B adds kl_weight * KL * B / N, so a full pass sums to one ELBO. */
+    size_t dataset_size;
+    float kl_weight;         /**< >= 0; default 1 */
+    bnn_estimator estimator; /**< default local reparameterization */
+    bnn_kl_mode kl_mode;     /**< default analytic */
+    size_t num_particles;    /**< Monte Carlo particles per step, >= 1 */
+    size_t max_batch;        /**< largest batch to be passed; default 128 */
+    uint64_t seed;           /**< noise seed; default 1 */
+} bnn_svi_config;
+
+BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
+
+/** Create an optimizer bound to `guide`, with its training workspace sized
+ *  for svi->max_batch (allocated once: steady-state steps do not allocate).
+ *  ocfg or svi may be NULL for defaults, but svi->dataset_size has no
+ *  useful default (1).  The guide (and its model) must outlive the
+ *  optimizer.  Errors: BNN_E_INVALID (NULL, bad values, analytic KL with the
+ *  scale-mixture prior), BNN_E_NOMEM. */
+BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
+                                        const bnn_optimizer_config *ocfg,
+                                        const bnn_svi_config *svi,
+                                        bnn_optimizer **out);
+BNN_API void bnn_optimizer_free(bnn_optimizer *opt);
+/** Change the learning rate (> 0) between steps. */
+BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *opt, float lr);
+/** Number of optimizer steps taken so far (also the noise counter). */
+BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *opt);
+
+/** Per-step figures.  loss = nll + kl_term. */
+typedef struct bnn_svi_stats {
+    size_t struct_size;
+    double loss;      /**< negative ELBO of the batch (averaged particles) */
+    double nll;       /**< sum over the batch of -log p(y | x, w) */
+    double kl;        /**< full KL(q || p) (or its MC estimate) */
+    double kl_term;   /**< kl_weight * kl * batch / N, the part in loss */
+    double grad_norm; /**< L2 norm of the gradient before clipping */
+} bnn_svi_stats;
+
+/** Compute the negative ELBO of one minibatch and its gradient into the
+ *  guide's gradient buffer (overwritten).  x is n x inputs row-major; for a
+ *  categorical model `labels` holds n int32 classes and `targets` must be
+ *  NULL; for a Gaussian model `targets` holds n x outputs floats and
+ *  `labels` must be NULL.  1 <= n <= max_batch.  stats may be NULL; if not,
+ *  its struct_size must be set.  The parameters are not changed.
+ *  Errors: BNN_E_INVALID (NULL, NaN/Inf input, label out of range),
+ *  BNN_E_SHAPE (n), BNN_E_NUMERIC (non-finite loss or gradient). */
+BNN_API bnn_status bnn_svi_grad(bnn_optimizer *opt, const float *x,
+                                const int32_t *labels, const float *targets,
+                                size_t n, bnn_svi_stats *stats);
+
+/** Like bnn_svi_grad for the part [offset, offset + n) of a global batch of
+ *  `total` examples that is split across processes.  The noise for each
+ *  example is keyed by its global index and the step, and the KL share is
+ *  kl_weight * KL * n / N, so summing the gradients of all parts gives
+ *  exactly the gradient of the whole batch (up to summation order). */
+BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *opt, const float *x,
+                                     const int32_t *labels,
+                                     const float *targets, size_t n,
+                                     size_t offset, size_t total,
+                                     bnn_svi_stats *stats);
+
+/** Apply the gradient buffer to the parameters (clipping if configured) and
+ *  advance the step counter.  Errors: BNN_E_NUMERIC if the gradient holds a
+ *  NaN/Inf (parameters untouched, step not advanced). */
+BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *opt);
+
+/** bnn_svi_grad then bnn_optimizer_step.  On BNN_E_NUMERIC the parameters
+ *  are untouched. */
+BNN_API bnn_status bnn_svi_step(bnn_optimizer *opt, const float *x,
+                                const int32_t *labels, const float *targets,
+                                size_t n, bnn_svi_stats *stats);
+
+/** Current configuration of an optimizer (struct_size set by the caller). */
+BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
+                                            bnn_optimizer_config *ocfg,
+                                            bnn_svi_config *svi);
+
+/* ------------------------------------------------------------------------ */
+/* Prediction                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Every sample is a whole network drawn from the guide, used for all inputs
+ * of the call (the original program's semantics).  Sample s is a pure
+ * function of (seed, s), so results do not depend on n or on batching.
+ * Workspace is allocated per call with the model's allocator; its size is
+ * bounded independently of n. */
+
+/** Mean predictive class probabilities over num_samples networks: probs is
+ *  n x classes.  Categorical models only (BNN_E_UNSUPPORTED otherwise). */
+BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
+                               size_t n, size_t num_samples, uint64_t seed,
+                               float *probs);
+
+/** Gaussian models: predictive mean (n x outputs) and variance (n x
+ *  outputs, epistemic variance of the sampled outputs + noise_sigma^2).
+ *  var may be NULL. */
+BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
+                                          const float *x, size_t n,
+                                          size_t num_samples, uint64_t seed,
+                                          float *mean, float *var);
+
+/** Raw per-sample log-probabilities: logp is num_samples x n x classes. */
+BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
+                                       size_t n, size_t num_samples,
+                                       uint64_t seed, float *logp);
+
+typedef enum bnn_refusal_rule {
+    BNN_REFUSE_NONE = 0,       /**< never refuse */
+    /** Original program: accept when some class's median sampled probability
+     *  is > threshold; the answer is the class with the highest median. */
+    BNN_REFUSE_MEDIAN = 1,
+    BNN_REFUSE_MAX_PROB = 2,   /**< refuse when max mean probability < t */
+    BNN_REFUSE_ENTROPY = 3,    /**< refuse when predictive entropy > t */
+    BNN_REFUSE_MUTUAL_INFO = 4 /**< refuse when mutual information > t */
+} bnn_refusal_rule;
+
+typedef struct bnn_predict_config {
+    size_t struct_size;
+    size_t num_samples;    /**< >= 1; default 100 */
+    uint64_t seed;         /**< default 1 */
+    bnn_refusal_rule rule; /**< default BNN_REFUSE_MEDIAN */
+    /** default 0.2; must be in [0,1] for MEDIAN/MAX_PROB and >= 0 (finite)
+     *  for ENTROPY/MUTUAL_INFO (nats). */
+    float threshold;
+    size_t n_quantiles;      /**< extra quantiles per class; default 0 */
+    const float *quantiles;  /**< n_quantiles values in [0,1] */
+} bnn_predict_config;
+
+BNN_API void bnn_predict_config_init(bnn_predict_config *cfg);
+
+/** One answer.  Entropies are in nats. */
+typedef struct bnn_prediction {
+    int32_t label;     /**< answer: argmax median (MEDIAN rule) or argmax
+                            mean probability (every other rule) */
+    int32_t refused;   /**< 1 if the rule refuses this input, else 0 */
+    float prob;        /**< mean predictive probability of label */
+    float entropy;     /**< H[mean p], total predictive uncertainty */
+    float expected_entropy; /**< E_s H[p_s], aleatoric part */
+    float mutual_info; /**< entropy - expected_entropy (>= 0), epistemic */
+    float max_median;  /**< highest per-class median sampled probability */
+    int32_t mean_label; /**< argmax of the mean probabilities */
+} bnn_prediction;
+
+/** Predict with uncertainty for n inputs.  out receives n records of
+ *  record_size bytes each (record_size >= offsetof(bnn_prediction,
+ *  mean_label) rounded up to the field set the caller knows; pass
+ *  sizeof(bnn_prediction)).  Optional outputs (may be NULL): medians, n x
+ *  classes per-class median sampled probabilities; quantiles, n x classes x
+ *  n_quantiles.  Medians are exact (the mean of the two middle samples for
+ *  even S).  Ties in argmax go to the lowest class index.
+ *  Errors: BNN_E_INVALID, BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
+BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
+                                                const bnn_predict_config *cfg,
+                                                const float *x, size_t n,
+                                                bnn_prediction *out,
+                                                size_t record_size,
+                                                float *medians,
+                                                float *quantiles);
+
+/** Re-apply a rule and threshold to existing records (sets refused and, for
+ *  the median rule, nothing else: label is set at prediction time). */
+BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
+                                     size_t record_size, size_t n,
+                                     bnn_refusal_rule rule, float threshold);
+
+typedef enum bnn_calibration_target {
+    /** the threshold whose accepted set reaches the target accuracy with
+     *  the largest coverage */
+    BNN_CALIBRATE_ACCURACY = 0,
+    /** the threshold that accepts at least the target fraction of inputs */
+    BNN_CALIBRATE_COVERAGE = 1
+} bnn_calibration_target;
+
+/** Choose a threshold for `rule` from validation records and their true
+ *  labels.  Writes the threshold and, if not NULL, the coverage and accuracy
+ *  it achieves on the validation set.  If no threshold reaches an accuracy
+ *  target, returns the strictest one (accepting the single most certain
+ *  input) and BNN_OK; the achieved accuracy tells.  Errors: BNN_E_INVALID
+ *  (target out of (0,1], rule NONE, label out of range). */
+BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
+                                           size_t record_size,
+                                           const int32_t *labels, size_t n,
+                                           bnn_refusal_rule rule,
+                                           bnn_calibration_target target,
+                                           double value, float *threshold,
+                                           double *coverage, double *accuracy);
+
+/* ------------------------------------------------------------------------ */
+/* Evaluation helpers                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bnn_metrics {
+    size_t struct_size;
+    double accuracy; /**< fraction with argmax prob == label */
+    double nll;      /**< mean -log p(label), probabilities clamped at 1e-12 */
+    double brier;    /**< mean sum_c (p_c - [c == label])^2 */
+    double ece;      /**< expected calibration error over equal-width bins
+                          of max probability */
+} bnn_metrics;
+
+/** Metrics of predictive probabilities (n x classes) against labels. */
+BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
+                                    size_t n, size_t classes, size_t ece_bins,
+                                    bnn_metrics *out);
+
+/** Risk-coverage curve: inputs sorted by decreasing confidence (ties keep
+ *  input order); coverage[k] = (k+1)/n and risk[k] = error rate of the k+1
+ *  most confident.  risk/coverage may be NULL (n entries each); aurc gets
+ *  the mean of risk over k.  correct[i] is nonzero when input i was
+ *  answered correctly. */
+BNN_API bnn_status bnn_eval_risk_coverage(const float *confidence,
+                                          const int32_t *correct, size_t n,
+                                          double *risk, double *coverage,
+                                          double *aurc);
+
+typedef struct bnn_refusal_report {
+    size_t struct_size;
+    size_t n;                  /**< inputs */
+    size_t refused;            /**< inputs refused */
+    double forced_accuracy;    /**< accuracy of label over all inputs */
+    double refused_fraction;   /**< refused / n */
+    double accepted_accuracy;  /**< accuracy on accepted (0 if none) */
+} bnn_refusal_report;
+
+/** The original program's three figures from prediction records. */
+BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
+                                    size_t record_size, const int32_t *labels,
+                                    size_t n, bnn_refusal_report *out);
+
+/* ------------------------------------------------------------------------ */
+/* Files                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** Save the model (architecture, prior, likelihood), the guide's parameters
+ *  and, if opt is not NULL, the optimizer's configuration and state.  The
+ *  file is written to a temporary file in the same folder, flushed and
+ *  renamed over `path`: a failed save leaves any previous file intact.
+ *  Errors: BNN_E_INVALID, BNN_E_IO, BNN_E_NOMEM. */
+BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
+                            const bnn_optimizer *opt);
+
+/** Bytes that bnn_save_to_memory needs for this guide (and optimizer). */
+BNN_API bnn_status bnn_save_size(const bnn_guide *guide,
+                                 const bnn_optimizer *opt, size_t *size);
+/** Serialize into buf (capacity cap).  *written gets the byte count.
+ *  Errors: BNN_E_INVALID, BNN_E_SHAPE (cap too small). */
+BNN_API bnn_status bnn_save_to_memory(const bnn_guide *guide,
+                                      const bnn_optimizer *opt, void *buf,
+                                      size_t cap, size_t *written);
+
+/** Load a file written by bnn_save.  Creates a model and a guide (free them
+ *  with bnn_guide_free then bnn_model_free) and, if opt_out is not NULL and
+ *  the file holds optimizer state, an optimizer (*opt_out = NULL if the
+ *  file has none).  alloc may be NULL.  Every field is validated before
+ *  use.  Errors: BNN_E_IO, BNN_E_FORMAT (corrupt, truncated, bad CRC),
+ *  BNN_E_VERSION (newer format), BNN_E_NOMEM, BNN_E_INVALID. */
+BNN_API bnn_status bnn_load(const char *path, const bnn_allocator *alloc,
+                            bnn_model **model_out, bnn_guide **guide_out,
+                            bnn_optimizer **opt_out);
+/** bnn_load from a memory buffer of `size` bytes. */
+BNN_API bnn_status bnn_load_from_memory(const void *buf, size_t size,
+                                        const bnn_allocator *alloc,
+                                        bnn_model **model_out,
+                                        bnn_guide **guide_out,
+                                        bnn_optimizer **opt_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BNN_H */

@@ -1,0 +1,124 @@
+/* Internal definitions shared by the modules of libbnn.  Never installed. */
+#ifndef BNN_INTERNAL_H
+#define BNN_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bnn.h"
+
+/* ---- errors (error.c) -------------------------------------------------- */
+
+/* Record a thread-local message for bnn_last_error() and return status, so
+ * call sites read `return error_set(BNN_E_INVALID, "x is NULL");`. */
+bnn_status error_set(bnn_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ---- memory (mem.c) ----------------------------------------------------- */
+
+/* Every allocation in the library goes through these, so a user allocator or
+ * a failure-injecting one sees all of them.  `a` is never NULL inside the
+ * library: bnn_model resolves the default allocator at creation. */
+void *mem_alloc(const bnn_allocator *a, size_t size);
+/* count * size with overflow detection; NULL on overflow or failure. */
+void *mem_alloc_array(const bnn_allocator *a, size_t count, size_t size);
+/* Zeroed array allocation (overflow checked). */
+void *mem_calloc_array(const bnn_allocator *a, size_t count, size_t size);
+void mem_free(const bnn_allocator *a, void *ptr);
+/* The malloc/free allocator. */
+bnn_allocator mem_default_allocator(void);
+/* 1 if a * b overflows size_t, else stores the product and returns 0. */
+int mem_mul_overflow(size_t a, size_t b, size_t *out);
+
+/* ---- model (model.c) ---------------------------------------------------- */
+
+struct bnn_model {
+    bnn_allocator alloc;
+    size_t n_sizes;
+    size_t sizes[BNN_MAX_LAYERS];
+    bnn_activation activation;
+    bnn_likelihood likelihood;
+    float noise_sigma;
+    bnn_prior prior;
+    float prior_sigma;
+    float prior_pi;
+    float prior_sigma1;
+    float prior_sigma2;
+    size_t n_params; /* weights + biases of the network */
+    /* Offsets of layer l's weights (out x in, row-major) and biases inside
+     * one half (mu or rho) of the guide's parameter buffer. */
+    size_t w_off[BNN_MAX_LAYERS];
+    size_t b_off[BNN_MAX_LAYERS];
+    size_t max_width; /* largest layer size */
+};
+
+static inline size_t model_layer_in(const struct bnn_model *m, size_t l)
+{
+    return m->sizes[l];
+}
+static inline size_t model_layer_out(const struct bnn_model *m, size_t l)
+{
+    return m->sizes[l + 1];
+}
+static inline size_t model_n_layers(const struct bnn_model *m)
+{
+    return m->n_sizes - 1;
+}
+
+/* ---- guide (guide.c) ---------------------------------------------------- */
+
+struct bnn_guide {
+    const struct bnn_model *model;
+    size_t n_params; /* == model->n_params; the buffers hold 2 * n_params */
+    float *params;   /* [mu | rho] */
+    float *grads;    /* same layout */
+};
+
+static inline const float *guide_mu(const struct bnn_guide *g)
+{
+    return g->params;
+}
+static inline const float *guide_rho(const struct bnn_guide *g)
+{
+    return g->params + g->n_params;
+}
+
+/* Draw one whole network w = mu + softplus(rho) * eps, eps ~ N(0,1) from
+ * the RNG stream (seed, stream), into `out` (n_params floats, same layout as
+ * the mu half).  Used by weight-sampling training and by prediction. */
+void guide_sample_network(const struct bnn_guide *g, uint64_t seed,
+                          uint64_t stream, float *out);
+
+/* ---- RNG stream ids --------------------------------------------------------
+ * A stream is identified by 64 bits composed from what the noise is for, so
+ * that every draw is a pure function of (seed, step, layer, purpose, index).
+ * Prediction uses purpose RNG_PREDICT with `step` = sample index. */
+enum rng_purpose {
+    RNG_INIT = 1,          /* guide initialisation */
+    RNG_WEIGHTS = 2,       /* weight-sampling network draw */
+    RNG_LOCAL = 3,         /* local reparameterization pre-activation noise */
+    RNG_FLIPOUT_EPS = 4,   /* flipout perturbation */
+    RNG_FLIPOUT_SIGN_IN = 5,
+    RNG_FLIPOUT_SIGN_OUT = 6,
+    RNG_KL = 7,            /* Monte Carlo KL draw (local reparameterization) */
+    RNG_PREDICT = 8
+};
+
+/* step: 40 bits, particle: 8 bits, layer: 8 bits, purpose: 8 bits. */
+static inline uint64_t rng_stream_id(uint64_t step, unsigned particle,
+                                     unsigned layer, enum rng_purpose purpose)
+{
+    return (step << 24) | ((uint64_t)(particle & 0xffu) << 16) |
+           ((uint64_t)(layer & 0xffu) << 8) | (uint64_t)purpose;
+}
+
+/* ---- misc --------------------------------------------------------------- */
+
+/* 1 if all n values are finite. */
+int check_all_finite(const float *x, size_t n);
+
+#endif
