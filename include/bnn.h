@@ -279,7 +279,7 @@ typedef struct bnn_svi_config {
     float kl_weight;         /**< >= 0; default 1 */
     bnn_estimator estimator; /**< default local reparameterization */
     bnn_kl_mode kl_mode;     /**< default analytic */
-    size_t num_particles;    /**< Monte Carlo particles per step, >= 1 */
+    size_t num_particles;    /**< MC particles per step, [1, 256]; default 1 */
     size_t max_batch;        /**< largest batch to be passed; default 128 */
     uint64_t seed;           /**< noise seed; default 1 */
 } bnn_svi_config;
@@ -359,7 +359,11 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
  * of the call (the original program's semantics).  Sample s is a pure
  * function of (seed, s), so results do not depend on n or on batching.
  * Workspace is allocated per call with the model's allocator; its size is
- * bounded independently of n. */
+ * bounded independently of n: one sampled network (4 bytes per parameter)
+ * plus at most 16 MiB of per-input buffers, or one input's worth if that is
+ * larger (bnn_predict_with_uncertainty keeps num_samples x classes floats
+ * per input for its exact medians).  Inputs are processed in chunks that
+ * fit, and each chunk draws the networks again. */
 
 /** Mean predictive class probabilities over num_samples networks: probs is
  *  n x classes.  Categorical models only (BNN_E_UNSUPPORTED otherwise). */
@@ -417,10 +421,10 @@ typedef struct bnn_prediction {
     int32_t mean_label; /**< argmax of the mean probabilities */
 } bnn_prediction;
 
-/** Predict with uncertainty for n inputs.  out receives n records of
- *  record_size bytes each (record_size >= offsetof(bnn_prediction,
- *  mean_label) rounded up to the field set the caller knows; pass
- *  sizeof(bnn_prediction)).  Optional outputs (may be NULL): medians, n x
+/** Predict with uncertainty for n inputs.  cfg may be NULL for the
+ *  defaults.  out receives n records of record_size bytes each (the stride;
+ *  at least offsetof(bnn_prediction, prob), i.e. label and refused; only
+ *  the fields that fit entirely are written; pass sizeof(bnn_prediction)).  Optional outputs (may be NULL): medians, n x
  *  classes per-class median sampled probabilities; quantiles, n x classes x
  *  n_quantiles.  Medians are exact (the mean of the two middle samples for
  *  even S).  Ties in argmax go to the lowest class index.
@@ -434,7 +438,10 @@ BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                                                 float *quantiles);
 
 /** Re-apply a rule and threshold to existing records (sets refused and, for
- *  the median rule, nothing else: label is set at prediction time). */
+ *  the median rule, nothing else: label is set at prediction time).  The
+ *  rule reads max_median (MEDIAN), prob (MAX_PROB: the max mean probability
+ *  in records predicted under any rule but MEDIAN), entropy or
+ *  mutual_info; record_size must cover that field (BNN_E_INVALID). */
 BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
                                      size_t record_size, size_t n,
                                      bnn_refusal_rule rule, float threshold);
@@ -449,10 +456,18 @@ typedef enum bnn_calibration_target {
 
 /** Choose a threshold for `rule` from validation records and their true
  *  labels.  Writes the threshold and, if not NULL, the coverage and accuracy
- *  it achieves on the validation set.  If no threshold reaches an accuracy
- *  target, returns the strictest one (accepting the single most certain
- *  input) and BNN_OK; the achieved accuracy tells.  Errors: BNN_E_INVALID
- *  (target out of (0,1], rule NONE, label out of range). */
+ *  it achieves on the validation set; bnn_apply_refusal with it accepts
+ *  exactly that set of these records.  Inputs with equal scores are
+ *  accepted or refused together.  An answer is correct when label (MEDIAN)
+ *  or mean_label (other rules) equals the true label, so records must be
+ *  full size for the other rules.  Under MEDIAN a max_median of 0 can never
+ *  be accepted, so a coverage target may be missed (the coverage tells).  If no threshold reaches an accuracy
+ *  target, returns the strictest one (accepting the most certain input and
+ *  any tied with it) and BNN_OK; the achieved accuracy tells.  Uses
+ *  malloc/free (there is no model allocator to use).  Errors: BNN_E_INVALID
+ *  (NULL, n = 0, target out of (0,1], rule NONE, a negative label, a
+ *  record score out of range for the rule, record_size too small),
+ *  BNN_E_NOMEM. */
 BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
                                            size_t record_size,
                                            const int32_t *labels, size_t n,
@@ -474,7 +489,11 @@ typedef struct bnn_metrics {
                           of max probability */
 } bnn_metrics;
 
-/** Metrics of predictive probabilities (n x classes) against labels. */
+/** Metrics of predictive probabilities (n x classes) against labels.
+ *  ECE uses ece_bins (>= 1) equal-width bins of the max probability, bin b
+ *  holding (b/B, (b+1)/B] and 0 going to the first.  out->struct_size must
+ *  be set; only the fields it covers are written.  Errors: BNN_E_INVALID
+ *  (NULL, a zero size, NaN/Inf probability, label out of range). */
 BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
                                     size_t n, size_t classes, size_t ece_bins,
                                     bnn_metrics *out);

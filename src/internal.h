@@ -116,9 +116,45 @@ static inline uint64_t rng_stream_id(uint64_t step, unsigned particle,
            ((uint64_t)(layer & 0xffu) << 8) | (uint64_t)purpose;
 }
 
+/* ---- optimizer and SVI workspace (optim.c, svi.c, layer.c) ---------------- */
+
+/* Per-layer activations kept from the forward pass for the backward pass. */
+struct svi_layer_ws {
+    float *pre;   /* B x out: pre-activation */
+    float *post;  /* B x out: activation output (hidden layers) */
+    float *std;   /* B x out: local reparameterization sqrt(variance) */
+    float *eps;   /* B x out: LRT pre-activation noise / flipout output signs */
+    float *s_in;  /* B x in: flipout input signs */
+};
+
+struct bnn_optimizer {
+    bnn_guide *guide;
+    bnn_optimizer_config ocfg;
+    bnn_svi_config svi;
+    uint64_t step;
+    float *m; /* Adam first moment / SGD momentum buffer, 2 * n_params */
+    float *v; /* Adam second moment, 2 * n_params */
+    /* Training workspace, sized once for svi.max_batch.  The n_params
+     * buffers an estimator does not use are NULL. */
+    float *dsig;  /* n_params: 2 sigma dsigma/drho (local reparameterization) */
+    float *sig2;  /* n_params: sigma^2 (local reparameterization) */
+    float *noise; /* n_params: eps of a whole-network draw, then eps dsigma/drho */
+    float *wsamp; /* n_params: sampled weights, or flipout's delta */
+    float *gw;    /* n_params: per-layer raw gradient scratch */
+    float *logp;  /* B x outputs: log-softmax or Gaussian mean */
+    float *tmp_a; /* B x max_width: gradient wrt pre-activations */
+    float *tmp_b; /* B x max_width: gradient wrt layer input */
+    float *tmp_c; /* B x max_width: scratch (h*h, h*s_in) */
+    struct svi_layer_ws layer[BNN_MAX_LAYERS];
+};
+
+/* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known
+ * (finite): bnn_svi_step computes it with the gradient. */
+bnn_status optim_apply(bnn_optimizer *o, double grad_ss);
+
 /* ---- misc --------------------------------------------------------------- */
 
-/* 1 if all n values are finite. */
-int check_all_finite(const float *x, size_t n);
+/* 1 if all n values are finite (tensor.c). */
+int tensor_all_finite(const float *x, size_t n);
 
 #endif

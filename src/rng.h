@@ -26,4 +26,19 @@ void rng_normal_fill(uint64_t seed, uint64_t stream, uint64_t offset,
 void rng_sign_fill(uint64_t seed, uint64_t stream, uint64_t offset, size_t n,
                    float *out);
 
+/* The fills above run on the fastest code path the CPU supports; every
+ * path gives bit-identical numbers.  For tests and benchmarks the path can
+ * be named explicitly. */
+enum rng_dist { RNG_DIST_UNIFORM, RNG_DIST_NORMAL, RNG_DIST_SIGN };
+enum rng_impl { RNG_IMPL_AUTO, RNG_IMPL_PORTABLE, RNG_IMPL_AVX2 };
+
+/* Fill as rng_*_fill would, on path `impl` (RNG_IMPL_AUTO: the default
+ * choice; a path this build or CPU lacks falls back to the portable one).
+ * Returns the path actually taken, also for n == 0 (out may then be NULL). */
+enum rng_impl rng_fill_impl(enum rng_impl impl, enum rng_dist dist,
+                            uint64_t seed, uint64_t stream, uint64_t offset,
+                            size_t n, float *out);
+/* "portable", "avx2", ... */
+const char *rng_impl_name(enum rng_impl impl);
+
 #endif

@@ -59,6 +59,8 @@ void tensor_add_row(const tensor *x, const float *row, tensor *out);
 void tensor_sum_rows(const tensor *x, float *out, int accumulate);
 /* Row-wise log-softmax, stable for large |x|. */
 void tensor_log_softmax_rows(const tensor *x, tensor *out);
+/* 1 if all n values of a contiguous array are finite. */
+int tensor_all_finite(const float *x, size_t n);
 /* Sum of squares in double. */
 double tensor_sum_sq(const tensor *x);
 

@@ -1,0 +1,398 @@
+/* PNG figures drawn with cairo's own API (no plotting library): simple
+ * boxes, bars and lines, with text from cairo's toy font interface. */
+#include "plot.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+#ifndef BNN_HAVE_CAIRO
+
+int plot_available(void) { return 0; }
+
+int plot_sample_histograms(const char *path, const float *image,
+                           const float *logp, size_t n_samples, size_t classes,
+                           const char *caption, char *err, size_t errlen)
+{
+    (void)image, (void)logp, (void)n_samples, (void)classes, (void)caption;
+    return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
+}
+
+int plot_reliability(const char *path, const float *confidence,
+                     const int32_t *correct, size_t n, size_t bins, double ece,
+                     const char *title, char *err, size_t errlen)
+{
+    (void)confidence, (void)correct, (void)n, (void)bins, (void)ece, (void)title;
+    return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
+}
+
+int plot_risk_coverage(const char *path, const double *risk,
+                       const double *coverage, size_t n, double aurc,
+                       double point_coverage, double point_risk,
+                       const char *point_label, const char *title, char *err,
+                       size_t errlen)
+{
+    (void)risk, (void)coverage, (void)n, (void)aurc, (void)point_coverage;
+    (void)point_risk, (void)point_label, (void)title;
+    return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
+}
+
+#else
+
+#include <cairo.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int plot_available(void) { return 1; }
+
+#define PLOT_PI 3.14159265358979323846
+
+/* Log-probabilities below this share the leftmost histogram bin. */
+#define LOGP_MIN (-10.0)
+#define HIST_BINS 20
+
+static void font(cairo_t *cr, double size, int bold)
+{
+    cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL,
+                           bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr, size);
+}
+
+/* Text with its baseline at y, horizontally anchored at x: align 0 puts x
+ * at the left edge, 0.5 at the centre, 1 at the right edge. */
+static void text(cairo_t *cr, double x, double y, double align, const char *s)
+{
+    cairo_text_extents_t ext;
+    cairo_text_extents(cr, s, &ext);
+    cairo_move_to(cr, x - align * ext.x_advance, y);
+    cairo_show_text(cr, s);
+}
+
+static void text_vertical(cairo_t *cr, double x, double y, const char *s)
+{
+    cairo_text_extents_t ext;
+    cairo_text_extents(cr, s, &ext);
+    cairo_save(cr);
+    cairo_move_to(cr, x, y + ext.x_advance / 2);
+    cairo_rotate(cr, -PLOT_PI / 2);
+    cairo_show_text(cr, s);
+    cairo_restore(cr);
+}
+
+static void rgb(cairo_t *cr, unsigned hex)
+{
+    cairo_set_source_rgb(cr, ((hex >> 16) & 255) / 255.0, ((hex >> 8) & 255) / 255.0,
+                         (hex & 255) / 255.0);
+}
+
+static cairo_t *begin(cairo_surface_t **surf, int w, int h)
+{
+    *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h);
+    cairo_t *cr = cairo_create(*surf);
+    cairo_set_source_rgb(cr, 1, 1, 1);
+    cairo_paint(cr);
+    return cr;
+}
+
+static int finish(cairo_t *cr, cairo_surface_t *surf, const char *path, char *err,
+                  size_t errlen)
+{
+    cairo_status_t st = cairo_status(cr);
+    cairo_destroy(cr);
+    if (st == CAIRO_STATUS_SUCCESS)
+        st = cairo_surface_write_to_png(surf, path);
+    cairo_surface_destroy(surf);
+    if (st != CAIRO_STATUS_SUCCESS)
+        return fail(err, errlen, "%s: %s", path, cairo_status_to_string(st));
+    return 0;
+}
+
+/* A plot frame: maps data ranges onto a pixel box. */
+typedef struct frame {
+    double x, y, w, h;        /* pixel box, y downwards */
+    double x0, x1, y0, y1;    /* data ranges */
+} frame;
+
+static double fx(const frame *f, double v) { return f->x + (v - f->x0) / (f->x1 - f->x0) * f->w; }
+static double fy(const frame *f, double v) { return f->y + f->h - (v - f->y0) / (f->y1 - f->y0) * f->h; }
+
+/* Box, ticks and tick labels every `xstep` / `ystep` data units, with
+ * xdec / ydec decimals. */
+static void axes(cairo_t *cr, const frame *f, double xstep, double ystep,
+                 int xdec, int ydec, double size)
+{
+    char buf[32];
+    cairo_set_line_width(cr, 1);
+    font(cr, size, 0);
+    if (xstep > 0) {
+        for (double v = f->x0; v <= f->x1 + 1e-9 * xstep; v += xstep) {
+            double px = fx(f, v);
+            rgb(cr, 0xe6e6e6);
+            cairo_move_to(cr, px, f->y);
+            cairo_line_to(cr, px, f->y + f->h);
+            cairo_stroke(cr);
+            rgb(cr, 0x333333);
+            snprintf(buf, sizeof buf, "%.*f", xdec, v);
+            text(cr, px, f->y + f->h + size + 4, 0.5, buf);
+        }
+    }
+    if (ystep > 0) {
+        for (double v = f->y0; v <= f->y1 + 1e-9 * ystep; v += ystep) {
+            double py = fy(f, v);
+            rgb(cr, 0xe6e6e6);
+            cairo_move_to(cr, f->x, py);
+            cairo_line_to(cr, f->x + f->w, py);
+            cairo_stroke(cr);
+            rgb(cr, 0x333333);
+            snprintf(buf, sizeof buf, "%.*f", ydec, v);
+            text(cr, f->x - 5, py + size / 3, 1, buf);
+        }
+    }
+    rgb(cr, 0x333333);
+    cairo_rectangle(cr, f->x + 0.5, f->y + 0.5, f->w, f->h);
+    cairo_stroke(cr);
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+int plot_sample_histograms(const char *path, const float *image,
+                           const float *logp, size_t n_samples, size_t classes,
+                           const char *caption, char *err, size_t errlen)
+{
+    enum { SCALE = 7, IMG = 28 * SCALE, TOP = 44, PANEL_W = 124, PLOT_H = 170 };
+    if (n_samples == 0 || classes == 0 || classes > 100)
+        return fail(err, errlen, "%s: nothing to plot", path);
+    const int left = 20 + IMG + 40;
+    const int width = left + (int)classes * PANEL_W + 10;
+    const int height = TOP + PLOT_H + 62;
+
+    /* Per-class histograms, shared vertical scale, and the medians (of the
+     * probabilities: for an even count the mean of the two middle ones). */
+    size_t *counts = calloc(classes * HIST_BINS, sizeof *counts);
+    float *col = malloc(n_samples * sizeof *col);
+    double *median = malloc(classes * sizeof *median);
+    if (!counts || !col || !median) {
+        free(counts), free(col), free(median);
+        return fail(err, errlen, "%s: out of memory", path);
+    }
+    size_t peak = 1, best = 0;
+    for (size_t c = 0; c < classes; c++) {
+        for (size_t s = 0; s < n_samples; s++) {
+            double v = logp[s * classes + c];
+            col[s] = (float)v;
+            int b = (int)floor((v - LOGP_MIN) / -LOGP_MIN * HIST_BINS);
+            b = b < 0 ? 0 : b >= HIST_BINS ? HIST_BINS - 1 : b;
+            if (++counts[c * HIST_BINS + (size_t)b] > peak)
+                peak = counts[c * HIST_BINS + (size_t)b];
+        }
+        qsort(col, n_samples, sizeof *col, cmp_float);
+        size_t m = n_samples / 2;
+        median[c] = n_samples % 2 ? exp(col[m]) : 0.5 * (exp(col[m - 1]) + exp(col[m]));
+        if (median[c] > median[best])
+            best = c;
+    }
+
+    cairo_surface_t *surf;
+    cairo_t *cr = begin(&surf, width, height);
+
+    /* The image, scaled up with crisp pixels (white background, dark ink). */
+    rgb(cr, 0x111111);
+    font(cr, 14, 1);
+    text(cr, 20, 24, 0, caption ? caption : "");
+    for (int r = 0; r < 28; r++) {
+        for (int c = 0; c < 28; c++) {
+            double v = image[r * 28 + c];
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            cairo_set_source_rgb(cr, 1 - v, 1 - v, 1 - v);
+            cairo_rectangle(cr, 20 + c * SCALE, TOP + r * SCALE, SCALE, SCALE);
+            cairo_fill(cr);
+        }
+    }
+    rgb(cr, 0x999999);
+    cairo_set_line_width(cr, 1);
+    cairo_rectangle(cr, 19.5, TOP - 0.5, IMG + 1, IMG + 1);
+    cairo_stroke(cr);
+
+    char buf[128];
+    for (size_t c = 0; c < classes; c++) {
+        frame f = {left + (double)c * PANEL_W + 8, TOP, PANEL_W - 22, PLOT_H,
+                   LOGP_MIN, 0, 0, (double)peak * 1.08};
+        font(cr, 13, c == best);
+        rgb(cr, c == best ? 0x1a7f37 : 0x111111);
+        snprintf(buf, sizeof buf, "class %zu", c);
+        text(cr, f.x + f.w / 2, TOP - 8, 0.5, buf);
+        axes(cr, &f, 5, 0, 0, 0, 10);
+        rgb(cr, 0x4878a8);
+        for (int b = 0; b < HIST_BINS; b++) {
+            size_t k = counts[c * HIST_BINS + (size_t)b];
+            if (!k)
+                continue;
+            double v0 = LOGP_MIN + (double)b / HIST_BINS * -LOGP_MIN;
+            double v1 = LOGP_MIN + (double)(b + 1) / HIST_BINS * -LOGP_MIN;
+            double x0 = fx(&f, v0), x1 = fx(&f, v1), y = fy(&f, (double)k);
+            cairo_rectangle(cr, x0 + 0.5, y, x1 - x0 - 1, f.y + f.h - y);
+            cairo_fill(cr);
+        }
+        double lm = log(median[c] > 1e-300 ? median[c] : 1e-300);
+        lm = lm < LOGP_MIN ? LOGP_MIN : lm;
+        rgb(cr, 0xd62728);
+        cairo_set_line_width(cr, 2);
+        cairo_move_to(cr, fx(&f, lm), f.y);
+        cairo_line_to(cr, fx(&f, lm), f.y + f.h);
+        cairo_stroke(cr);
+        font(cr, 11, 0);
+        rgb(cr, 0x333333);
+        snprintf(buf, sizeof buf, "median p %.2f", median[c]);
+        text(cr, f.x + f.w / 2, f.y + f.h + 30, 0.5, buf);
+    }
+    font(cr, 11, 0);
+    rgb(cr, 0x555555);
+    snprintf(buf, sizeof buf,
+             "histograms of log p(class) over %zu sampled networks; red: median", n_samples);
+    text(cr, left + 8, height - 8, 0, buf);
+
+    free(counts), free(col), free(median);
+    return finish(cr, surf, path, err, errlen);
+}
+
+int plot_reliability(const char *path, const float *confidence,
+                     const int32_t *correct, size_t n, size_t bins, double ece,
+                     const char *title, char *err, size_t errlen)
+{
+    if (n == 0 || bins == 0 || bins > 1000)
+        return fail(err, errlen, "%s: nothing to plot", path);
+    size_t *cnt = calloc(bins, sizeof *cnt);
+    double *acc = calloc(bins, sizeof *acc), *conf = calloc(bins, sizeof *conf);
+    if (!cnt || !acc || !conf) {
+        free(cnt), free(acc), free(conf);
+        return fail(err, errlen, "%s: out of memory", path);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t b = (size_t)(confidence[i] * (double)bins);
+        b = b >= bins ? bins - 1 : b;
+        cnt[b]++;
+        acc[b] += correct[i] != 0;
+        conf[b] += confidence[i];
+    }
+
+    cairo_surface_t *surf;
+    cairo_t *cr = begin(&surf, 600, 600);
+    frame f = {80, 60, 480, 460, 0, 1, 0, 1};
+    rgb(cr, 0x111111);
+    font(cr, 16, 1);
+    text(cr, f.x + f.w / 2, 30, 0.5, title ? title : "Reliability");
+    axes(cr, &f, 0.2, 0.2, 1, 1, 12);
+
+    char buf[64];
+    for (size_t b = 0; b < bins; b++) {
+        if (!cnt[b])
+            continue;
+        double a = acc[b] / (double)cnt[b], c = conf[b] / (double)cnt[b];
+        double x0 = fx(&f, (double)b / (double)bins), x1 = fx(&f, (double)(b + 1) / (double)bins);
+        rgb(cr, 0x4878a8);
+        cairo_rectangle(cr, x0 + 1, fy(&f, a), x1 - x0 - 2, fy(&f, 0) - fy(&f, a));
+        cairo_fill(cr);
+        /* The gap between the bin's accuracy and its mean confidence. */
+        cairo_set_source_rgba(cr, 0.84, 0.15, 0.16, 0.45);
+        double ya = fy(&f, a), yc = fy(&f, c);
+        cairo_rectangle(cr, x0 + 1, ya < yc ? ya : yc, x1 - x0 - 2, fabs(ya - yc));
+        cairo_fill(cr);
+        rgb(cr, 0x333333);
+        font(cr, 9, 0);
+        snprintf(buf, sizeof buf, "%zu", cnt[b]);
+        text(cr, (x0 + x1) / 2, (ya < yc ? ya : yc) - 4, 0.5, buf);
+    }
+    rgb(cr, 0x555555);
+    cairo_set_line_width(cr, 1.5);
+    double dash[] = {6, 4};
+    cairo_set_dash(cr, dash, 2, 0);
+    cairo_move_to(cr, fx(&f, 0), fy(&f, 0));
+    cairo_line_to(cr, fx(&f, 1), fy(&f, 1));
+    cairo_stroke(cr);
+    cairo_set_dash(cr, NULL, 0, 0);
+
+    rgb(cr, 0x111111);
+    font(cr, 13, 0);
+    text(cr, f.x + f.w / 2, f.y + f.h + 42, 0.5, "confidence (highest mean class probability)");
+    text_vertical(cr, 28, f.y + f.h / 2, "accuracy");
+    font(cr, 13, 1);
+    snprintf(buf, sizeof buf, "ECE %.2f%%  (%zu bins, %zu inputs)", 100 * ece, bins, n);
+    text(cr, f.x + 12, f.y + 22, 0, buf);
+    font(cr, 11, 0);
+    rgb(cr, 0x4878a8);
+    text(cr, f.x + 12, f.y + 40, 0, "bars: accuracy per bin (count above)");
+    rgb(cr, 0xd62728);
+    text(cr, f.x + 12, f.y + 56, 0, "red: gap to the bin's mean confidence");
+
+    free(cnt), free(acc), free(conf);
+    return finish(cr, surf, path, err, errlen);
+}
+
+int plot_risk_coverage(const char *path, const double *risk,
+                       const double *coverage, size_t n, double aurc,
+                       double point_coverage, double point_risk,
+                       const char *point_label, const char *title, char *err,
+                       size_t errlen)
+{
+    if (n == 0)
+        return fail(err, errlen, "%s: nothing to plot", path);
+    double top = 0.01;
+    for (size_t k = 0; k < n; k++)
+        top = risk[k] > top ? risk[k] : top;
+    /* A round upper limit so the tick labels stay short. */
+    double step = top <= 0.02 ? 0.005 : top <= 0.05 ? 0.01 : top <= 0.1 ? 0.02 : top <= 0.25 ? 0.05 : 0.1;
+    top = ceil(top * 1.05 / step) * step;
+
+    cairo_surface_t *surf;
+    cairo_t *cr = begin(&surf, 700, 500);
+    frame f = {80, 60, 580, 360, 0, 1, 0, top};
+    rgb(cr, 0x111111);
+    font(cr, 16, 1);
+    text(cr, f.x + f.w / 2, 30, 0.5, title ? title : "Risk-coverage");
+    axes(cr, &f, 0.1, step, 1, step < 0.01 ? 3 : 2, 12);
+
+    rgb(cr, 0x4878a8);
+    cairo_set_line_width(cr, 2);
+    cairo_move_to(cr, fx(&f, coverage[0]), fy(&f, risk[0]));
+    for (size_t k = 1; k < n; k++)
+        cairo_line_to(cr, fx(&f, coverage[k]), fy(&f, risk[k]));
+    cairo_stroke(cr);
+
+    char buf[96];
+    if (point_coverage >= 0) {
+        double px = fx(&f, point_coverage), py = fy(&f, point_risk);
+        rgb(cr, 0xd62728);
+        cairo_arc(cr, px, py, 6, 0, 2 * PLOT_PI);
+        cairo_fill(cr);
+        font(cr, 12, 1);
+        if (point_label)
+            text(cr, px - 10, py - 12, px > f.x + f.w * 0.6 ? 1 : 0, point_label);
+    }
+    rgb(cr, 0x111111);
+    font(cr, 13, 0);
+    text(cr, f.x + f.w / 2, f.y + f.h + 42, 0.5,
+         "coverage (fraction answered, most confident first)");
+    text_vertical(cr, 22, f.y + f.h / 2, "risk (error rate of the answered)");
+    font(cr, 13, 1);
+    snprintf(buf, sizeof buf, "AURC %.4f", aurc);
+    text(cr, f.x + 12, f.y + 22, 0, buf);
+
+    return finish(cr, surf, path, err, errlen);
+}
+
+#endif

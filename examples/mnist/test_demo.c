@@ -1,0 +1,311 @@
+/* End-to-end test of the bnn_mnist program (its path is argv[1]) on a tiny
+ * synthetic IDX data set: it must train for an epoch, save the model, learn
+ * something, and evaluating the saved file must reproduce the figures it
+ * printed after training. */
+#define _POSIX_C_SOURCE 200809L
+
+#include "idx.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static const char *program; /* set once by main from argv[1] */
+
+#define N_TRAIN 400
+#define N_TEST 100
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static void write_file(const char *path, const unsigned char *buf, size_t len, int gz)
+{
+    if (gz) {
+        gzFile f = gzopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_int_eq(gzwrite(f, buf, (unsigned)len), (int)len);
+        ck_assert_int_eq(gzclose(f), Z_OK);
+    } else {
+        FILE *f = fopen(path, "wb");
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
+        ck_assert_int_eq(fclose(f), 0);
+    }
+}
+
+/* Class c is a bright 6x6 square at its own place on a noisy background:
+ * easy enough that one epoch of a small network learns it. */
+static void write_split(const char *dir, const char *prefix, size_t n, uint64_t seed,
+                        int gz)
+{
+    tu_rng r = {seed};
+    unsigned char *img = calloc(16 + n * IDX_PIXELS, 1);
+    unsigned char *lab = calloc(8 + n, 1);
+    ck_assert_ptr_nonnull(img);
+    ck_assert_ptr_nonnull(lab);
+    put32(img, 0x803);
+    put32(img + 4, (uint32_t)n);
+    put32(img + 8, 28);
+    put32(img + 12, 28);
+    put32(lab, 0x801);
+    put32(lab + 4, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = (unsigned)(tu_next(&r) % 10);
+        unsigned char *p = img + 16 + i * IDX_PIXELS;
+        for (size_t q = 0; q < IDX_PIXELS; q++)
+            p[q] = (unsigned char)(tu_next(&r) % 60);
+        size_t r0 = 3 + (c / 5) * 13, c0 = 1 + (c % 5) * 5;
+        for (size_t y = r0; y < r0 + 6; y++)
+            for (size_t x = c0; x < c0 + 6; x++)
+                p[y * 28 + x] = (unsigned char)(200 + tu_next(&r) % 56);
+        lab[8 + i] = (unsigned char)c;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte%s", dir, prefix, gz ? ".gz" : "");
+    write_file(path, img, 16 + n * IDX_PIXELS, gz);
+    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte%s", dir, prefix, gz ? ".gz" : "");
+    write_file(path, lab, 8 + n, gz);
+    free(img);
+    free(lab);
+}
+
+/* Run the program with args (NULL-terminated after argv[0]), output into
+ * log; returns its exit status, or -1 if it did not exit normally. */
+static int run(const char *log, const char *const *args)
+{
+    char *argv[64];
+    size_t k = 0;
+    argv[k++] = (char *)program;
+    for (; args[k - 1] && k < 63; k++)
+        argv[k] = (char *)args[k - 1];
+    argv[k] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0)
+            _exit(126);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(program, argv);
+        _exit(127);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char *buf = malloc(1 << 20);
+    ck_assert_ptr_nonnull(buf);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The "evaluation" object of a JSON report, as text (malloc'd). */
+static char *evaluation_section(const char *path)
+{
+    char *text = slurp(path);
+    char *a = strstr(text, "\"evaluation\":");
+    char *b = a ? strstr(a, "\"evaluation_seconds\"") : NULL;
+    ck_assert_msg(a && b, "%s has no evaluation section", path);
+    *b = '\0';
+    char *out = strdup(a);
+    free(text);
+    return out;
+}
+
+static double json_number_after(const char *text, const char *key1, const char *key2)
+{
+    const char *p = strstr(text, key1);
+    ck_assert_msg(p != NULL, "no %s", key1);
+    p = strstr(p, key2);
+    ck_assert_msg(p != NULL, "no %s after %s", key2, key1);
+    return strtod(p + strlen(key2), NULL);
+}
+
+static void show_log(const char *log)
+{
+    char *t = slurp(log);
+    fprintf(stderr, "---- %s ----\n%s\n", log, t);
+    free(t);
+}
+
+static int has_png(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        unsigned char sig[8] = {0};
+        if (f) {
+            found = fread(sig, 1, 8, f) == 8 && !memcmp(sig, "\x89PNG\r\n\x1a\n", 8);
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            remove_tree(path);
+        else
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void make_tmp(char *dir, size_t len)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, len, "%s/bnn-demo-XXXXXX", base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+START_TEST(train_then_evaluate)
+{
+    char dir[256], model[320], rep1[320], rep2[320], log1[320], log2[320], plots[320];
+    make_tmp(dir, sizeof dir);
+    /* Compressed training files and plain test files: both paths of the
+     * reader. */
+    write_split(dir, "train", N_TRAIN, 11, 1);
+    write_split(dir, "t10k", N_TEST, 22, 0);
+    snprintf(model, sizeof model, "%s/model.bnn", dir);
+    snprintf(rep1, sizeof rep1, "%s/train.json", dir);
+    snprintf(rep2, sizeof rep2, "%s/eval.json", dir);
+    snprintf(log1, sizeof log1, "%s/train.log", dir);
+    snprintf(log2, sizeof log2, "%s/eval.log", dir);
+    snprintf(plots, sizeof plots, "%s/plots", dir);
+
+    const char *train_args[] = {"train", "--data", dir, "--hidden", "32", "--epochs", "1",
+                                "--batch", "32", "--lr", "0.01", "--seed", "3",
+                                "--out", model, "--report", rep1, "--refuse-samples", "30",
+                                "--forced-samples", "5", "--target-accuracy", "0.95", NULL};
+    int rc = run(log1, train_args);
+    if (rc != 0)
+        show_log(log1);
+    ck_assert_int_eq(rc, 0);
+    struct stat st;
+    ck_assert_int_eq(stat(model, &st), 0);
+    ck_assert_int_gt(st.st_size, 0);
+
+    const char *eval_args[] = {"evaluate", "--data", dir, "--load", model, "--report", rep2,
+                               "--refuse-samples", "30", "--forced-samples", "5",
+                               "--target-accuracy", "0.95", "--plots", plots,
+                               "--plot-count", "2", NULL};
+    rc = run(log2, eval_args);
+    if (rc != 0)
+        show_log(log2);
+    ck_assert_int_eq(rc, 0);
+
+    char *e1 = evaluation_section(rep1), *e2 = evaluation_section(rep2);
+    ck_assert_msg(strcmp(e1, e2) == 0, "evaluate --load differs from training:\n%s\n%s", e1,
+                  e2);
+    /* A dozen steps on an easy task: far above chance (0.1). */
+    double forced = json_number_after(e1, "\"forced\"", "\"accuracy\": ");
+    double acc = json_number_after(e1, "\"metrics\"", "\"accuracy\": ");
+    ck_assert_msg(forced > 0.6 && acc > 0.6, "forced accuracy %g, accuracy %g", forced, acc);
+    double refused = json_number_after(e1, "\"median_rule\"", "\"refused_fraction\": ");
+    ck_assert(refused >= 0 && refused <= 1);
+    free(e1);
+    free(e2);
+
+    char *log = slurp(log2);
+    if (strstr(log, "plots are unavailable")) {
+        fprintf(stderr, "test_demo: built without cairo, figures not checked\n");
+    } else {
+        ck_assert(has_png(plots, "reliability.png"));
+        ck_assert(has_png(plots, "risk-coverage.png"));
+        ck_assert(has_png(plots, "confident-01-"));
+    }
+    free(log);
+    remove_tree(dir);
+}
+END_TEST
+
+START_TEST(bad_inputs_fail_cleanly)
+{
+    char dir[256], log[320], path[320], model[320];
+    make_tmp(dir, sizeof dir);
+    snprintf(log, sizeof log, "%s/out.log", dir);
+    snprintf(model, sizeof model, "%s/missing.bnn", dir);
+
+    write_split(dir, "train", 50, 5, 0);
+    write_split(dir, "t10k", 20, 6, 0);
+    const char *eval_args[] = {"evaluate", "--data", dir, "--load", model, NULL};
+    ck_assert_int_eq(run(log, eval_args), 1);
+
+    /* Cut the test images short: the reader must say so, not crash. */
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
+    ck_assert_int_eq(truncate(path, 16 + 19 * IDX_PIXELS), 0);
+    const char *train_args[] = {"train", "--data", dir, "--hidden", "4", "--epochs", "1",
+                                "--out", model, NULL};
+    ck_assert_int_eq(run(log, train_args), 1);
+    char *t = slurp(log);
+    ck_assert_msg(strstr(t, "truncated") != NULL, "%s", t);
+    free(t);
+
+    const char *bad_opt[] = {"train", "--estimator", "bogus", NULL};
+    ck_assert_int_eq(run(log, bad_opt), 1);
+    remove_tree(dir);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("demo");
+    TCase *tc = tcase_create("bnn_mnist");
+    tcase_set_timeout(tc, 200);
+    tcase_add_test(tc, train_then_evaluate);
+    tcase_add_test(tc, bad_inputs_fail_cleanly);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_demo PATH/TO/bnn_mnist\n");
+        return 2;
+    }
+    program = argv[1];
+    return tu_run(suite());
+}

@@ -1,0 +1,182 @@
+/* Writes the fuzzing seed corpus: small valid files covering every section
+ * and enum value, plus truncated, corrupted and forged variants that start
+ * the fuzzer next to each check of the loader.
+ *   gen_corpus <output directory> */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bnn.h"
+
+static const char *out_dir;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "gen_corpus: %s: %s\n", what, bnn_last_error());
+    exit(EXIT_FAILURE);
+}
+
+static void put(const char *name, const unsigned char *b, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", out_dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, n, f) != n || fclose(f) != 0)
+        die(path);
+}
+
+static uint32_t crc32_bitwise(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c & 1u) ? (c >> 1) ^ 0xedb88320u : c >> 1;
+    }
+    return ~c;
+}
+
+static void set_le(unsigned char *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Fix the length field and the CRC after an edit. */
+static void reseal(unsigned char *b, size_t n)
+{
+    set_le(b + 16, n, 8);
+    set_le(b + n - 4, crc32_bitwise(b, n - 4), 4);
+}
+
+typedef struct spec {
+    const char *name;
+    size_t n_sizes;
+    size_t sizes[4];
+    bnn_activation act;
+    bnn_likelihood lik;
+    bnn_prior prior;
+    int opt; /* 0 none, 1 Adam, 2 SGD with momentum */
+    bnn_estimator est;
+} spec;
+
+static unsigned char *make(const spec *s, size_t *size)
+{
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = s->n_sizes;
+    mc.layer_sizes = s->sizes;
+    mc.activation = s->act;
+    mc.likelihood = s->lik;
+    mc.prior = s->prior;
+    mc.noise_sigma = 0.5f;
+    bnn_model *m;
+    bnn_guide *g;
+    bnn_optimizer *o = NULL;
+    if (bnn_model_create(&mc, &m) != BNN_OK)
+        die("model");
+    bnn_guide_config gc;
+    bnn_guide_config_init(&gc);
+    gc.init = BNN_INIT_PYRO;
+    if (bnn_guide_create(m, &gc, &g) != BNN_OK)
+        die("guide");
+    if (s->opt) {
+        bnn_optimizer_config oc;
+        bnn_optimizer_config_init(&oc);
+        oc.kind = s->opt == 1 ? BNN_OPT_ADAM : BNN_OPT_SGD;
+        oc.momentum = 0.9f;
+        bnn_svi_config sc;
+        bnn_svi_config_init(&sc);
+        sc.dataset_size = 100;
+        sc.max_batch = 8;
+        sc.estimator = s->est;
+        sc.kl_mode = s->prior == BNN_PRIOR_NORMAL ? BNN_KL_ANALYTIC
+                                                  : BNN_KL_MONTE_CARLO;
+        if (bnn_optimizer_create(g, &oc, &sc, &o) != BNN_OK)
+            die("optimizer");
+        size_t n;
+        float *gr = bnn_guide_grads(g, &n);
+        for (int step = 0; step < 2; step++) {
+            for (size_t i = 0; i < n; i++)
+                gr[i] = (float)((int)((i * 7 + (size_t)step) % 11) - 5) / 4;
+            if (bnn_optimizer_step(o) != BNN_OK)
+                die("step");
+        }
+    }
+    if (bnn_save_size(g, o, size) != BNN_OK)
+        die("size");
+    unsigned char *b = malloc(*size);
+    if (!b || bnn_save_to_memory(g, o, b, *size, size) != BNN_OK)
+        die("save");
+    bnn_optimizer_free(o);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+    return b;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: gen_corpus <output directory>\n");
+        return EXIT_FAILURE;
+    }
+    out_dir = argv[1];
+    static const spec specs[] = {
+        {"valid_relu_categorical.bnn", 2, {2, 2}, BNN_ACT_RELU,
+         BNN_LIK_CATEGORICAL, BNN_PRIOR_NORMAL, 0, BNN_EST_LOCAL_REPARAM},
+        {"valid_tanh_gaussian_mixture.bnn", 3, {2, 3, 1}, BNN_ACT_TANH,
+         BNN_LIK_GAUSSIAN, BNN_PRIOR_SCALE_MIXTURE, 0, BNN_EST_LOCAL_REPARAM},
+        {"valid_adam.bnn", 3, {2, 2, 2}, BNN_ACT_RELU, BNN_LIK_CATEGORICAL,
+         BNN_PRIOR_NORMAL, 1, BNN_EST_LOCAL_REPARAM},
+        {"valid_sgd_flipout_mixture.bnn", 2, {1, 2}, BNN_ACT_TANH,
+         BNN_LIK_GAUSSIAN, BNN_PRIOR_SCALE_MIXTURE, 2, BNN_EST_FLIPOUT},
+        {"valid_deep_weight_sampling.bnn", 4, {1, 1, 1, 2}, BNN_ACT_RELU,
+         BNN_LIK_CATEGORICAL, BNN_PRIOR_NORMAL, 1,
+         BNN_EST_WEIGHT_SAMPLING},
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        size_t n;
+        unsigned char *b = make(&specs[i], &n);
+        put(specs[i].name, b, n);
+        free(b);
+    }
+
+    size_t n;
+    unsigned char *b = make(&specs[2], &n);
+    unsigned char *c = malloc(n);
+    if (!c)
+        die("malloc");
+    put("truncated_header.bnn", b, 20);
+    put("truncated_half.bnn", b, n / 2);
+    put("truncated_crc.bnn", b, n - 1);
+    put("empty.bnn", b, 0);
+    put("magic_only.bnn", b, 8);
+
+    memcpy(c, b, n);
+    c[n / 2] ^= 0x10;
+    put("corrupt_bit_flip.bnn", c, n);
+
+    memcpy(c, b, n);
+    set_le(c + 8, 2, 4);
+    put("newer_version.bnn", c, n);
+
+    memcpy(c, b, n);
+    set_le(c + 24 + 36 + 3 * 8, (uint64_t)1 << 62, 8); /* parameter count */
+    reseal(c, n);
+    put("forged_param_count.bnn", c, n);
+
+    memcpy(c, b, n);
+    set_le(c + 28, (uint64_t)1 << 40, 8); /* first layer size */
+    reseal(c, n);
+    put("forged_layer_size.bnn", c, n);
+
+    memcpy(c, b, n);
+    set_le(c + 52, 7, 4); /* activation */
+    reseal(c, n);
+    put("forged_activation.bnn", c, n);
+
+    free(b);
+    free(c);
+    return EXIT_SUCCESS;
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The MNIST demo from start to finish: install what is missing, fetch and
+# convert the data, build a release build, train a Bayesian network with the
+# default configuration, evaluate it (accuracy, calibration, refusal) and
+# draw the figures.
+#
+# usage: bash scripts/demo.sh [mnist10k|fashion] [bnn_mnist train options...]
+#   e.g. bash scripts/demo.sh
+#        bash scripts/demo.sh mnist10k --pyro-config
+#        bash scripts/demo.sh fashion --epochs 5
+#
+# Results go to out/<data set>/ (model.bnn, report.json, plots/).
+# The build folder is build-demo-release/ (configured once, rebuilt as needed).
+# Set BNN_DEMO_SKIP_APT=1 to skip the package check.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+
+set_name=mnist10k
+case ${1:-} in
+    mnist10k|fashion) set_name=$1; shift ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+
+say() { printf '\n== %s\n' "$*"; }
+
+# ---- packages: the CI list minus the test-only tools, plus node for the data
+packages=(build-essential pkg-config meson ninja-build check libsubunit-dev
+          libopenblas-dev zlib1g-dev libcairo2-dev)
+if [ "${BNN_DEMO_SKIP_APT:-0}" != 1 ]; then
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed ||
+            missing+=("$p")
+    done
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    # A nodejs build that bundles npm conflicts with Debian's npm package.
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        export DEBIAN_FRONTEND=noninteractive
+        if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null; then
+            "${sudo[@]}" apt-get update -q </dev/null
+            "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+        fi
+    fi
+fi
+
+say "data: $set_name"
+bash "$here/get-data.sh" "$set_name"
+
+build=build-demo-release
+say "build: $build"
+if [ ! -f "$build/build.ninja" ]; then
+    meson setup "$build" --buildtype=release -Dtests=false -Dbench=false
+fi
+ninja -C "$build" examples/mnist/bnn_mnist
+prog=$build/examples/mnist/bnn_mnist
+
+# Fashion-MNIST has 6.75 times more training images: fewer epochs keep the
+# demo within a few minutes (pass --epochs to choose).
+extra=()
+[ "$set_name" = fashion ] && extra=(--epochs 3)
+
+out=out/$set_name
+mkdir -p "$out"
+say "train and evaluate"
+start=$SECONDS
+"$prog" train --data "data/$set_name" --out "$out/model.bnn" --report "$out/report.json" \
+    --plots "$out/plots" "${extra[@]}" "$@"
+
+say "done in $((SECONDS - start)) s; results in $out/"
+echo "  model      $out/model.bnn    (evaluate again: $prog evaluate --data data/$set_name --load $out/model.bnn)"
+echo "  figures    $out/report.json"
+if [ -d "$out/plots" ]; then
+    echo "  pictures   $out/plots/  ($(ls "$out/plots" | wc -l) PNG files)"
+fi

@@ -1,0 +1,334 @@
+/* Fused per-parameter passes (see fused.h).
+ *
+ * Every pass walks its arrays in blocks of FUSED_BLOCK elements: the
+ * arithmetic of a block is one branch-free loop that vectorizes, and the
+ * block's sums (KL terms, squares) are then added from L1 into eight
+ * double lanes in a fixed order, so the totals do not depend on the code
+ * path.  As in tensor.c the entry points are also compiled for AVX2 and
+ * picked at load time; without FMA and without contraction (ISO C mode)
+ * both versions round identically. */
+#include "fused.h"
+
+#include <math.h>
+
+#include "vmath.h"
+
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define FUSED_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef FUSED_CLONES
+#define FUSED_CLONES
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FUSED_INLINE static inline __attribute__((always_inline))
+#else
+#define FUSED_INLINE static inline
+#endif
+
+/* A multiple of FUSED_LANES, so element i always lands in lane i % 8. */
+#define FUSED_BLOCK 256
+#define FUSED_LANES 8
+
+/* Below this rho, e^rho < 2.1e-9, so sigmoid(r) / softplus(r) = 1 - e^r/2
+ * + ... rounds to 1 and log softplus(r) = r + log1p(-e^r/2 + ...) rounds to
+ * r in float; the direct forms would divide by, and take the log of, a
+ * sigma that becomes subnormal and then 0. */
+#define FUSED_SERIES_BELOW (-20.0f)
+
+typedef struct sp_terms {
+    float s;     /* softplus(r) */
+    float g;     /* sigmoid(r) */
+    float ratio; /* g / s */
+    float log_s; /* log s */
+} sp_terms;
+
+/* softplus(r) = max(r, 0) + log1p(e^-|r|) and sigmoid(r) from the same
+ * exponential; unused members cost nothing once inlined. */
+FUSED_INLINE sp_terms softplus_terms(float r)
+{
+    sp_terms o;
+    float t = vmath_exp_nonpos(-fabsf(r));
+    o.s = vmath_select(r > 0.0f, r, 0.0f) + vmath_log1p(t);
+    o.g = vmath_select(r >= 0.0f, 1.0f, t) / (1.0f + t);
+    int tiny = r < FUSED_SERIES_BELOW;
+    o.ratio = vmath_select(tiny, 1.0f, o.g / o.s);
+    o.log_s = vmath_select(tiny, r, vmath_log(o.s));
+    return o;
+}
+
+FUSED_INLINE void lanes_add(double *restrict lane, const float *restrict v, size_t len)
+{
+    size_t j = 0;
+    for (; j + FUSED_LANES <= len; j += FUSED_LANES)
+        for (size_t k = 0; k < FUSED_LANES; k++)
+            lane[k] += (double)v[j + k];
+    for (size_t k = 0; j + k < len; k++)
+        lane[k] += (double)v[j + k];
+}
+
+FUSED_INLINE void lanes_add_sq(double *restrict lane, const float *restrict v, size_t len)
+{
+    size_t j = 0;
+    for (; j + FUSED_LANES <= len; j += FUSED_LANES)
+        for (size_t k = 0; k < FUSED_LANES; k++)
+            lane[k] += (double)v[j + k] * (double)v[j + k];
+    for (size_t k = 0; j + k < len; k++)
+        lane[k] += (double)v[j + k] * (double)v[j + k];
+}
+
+static double lanes_total(const double *lane)
+{
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* ---- KL terms of one parameter --------------------------------------------- */
+
+/* Constants of a KL pass, hoisted out of the loops. */
+typedef struct kl_const {
+    float scale, a;    /* a = scale / p^2 */
+    float inv_p2, log_p, c0; /* c0 = log p - 1/2 */
+    float c1, c2, h1, h2;
+    int acc;
+} kl_const;
+
+static kl_const kl_constants(const fused_kl *k)
+{
+    kl_const c = {0};
+    c.scale = k->scale;
+    c.inv_p2 = k->inv_p2;
+    c.a = k->scale * k->inv_p2;
+    c.log_p = k->log_p;
+    c.c0 = k->log_p - 0.5f;
+    c.c1 = k->mix_c1;
+    c.c2 = k->mix_c2;
+    c.h1 = k->mix_h1;
+    c.h2 = k->mix_h2;
+    c.acc = k->accumulate != 0;
+    return c;
+}
+
+/* KL term and its scaled gradient (mu, rho) for one parameter.  mode is a
+ * constant after inlining.  Analytic:
+ *   KL = log p - log s + (s^2 + m^2) / (2 p^2) - 1/2,
+ *   dKL/dm = m / p^2, dKL/dr = (s / p^2 - 1 / s) g.
+ * Monte Carlo at w = m + s e (Pyro's Trace_ELBO: the gradient flows through
+ * w and through log q's own parameters):
+ *   KL = log q(w) - log p(w) = -log s - e^2/2 - log p~(w)   (2 pi cancels)
+ *   dKL/dm = -p'(w)/p(w), dKL/dr = (-1/s - e p'(w)/p(w)) g. */
+FUSED_INLINE float kl_term(const int mode, const kl_const *c, float m, float e, sp_terms t,
+                           float *gm, float *gr)
+{
+    if (mode == FUSED_KL_ANALYTIC) {
+        *gm = c->a * m;
+        *gr = c->a * t.s * t.g - c->scale * t.ratio;
+        return c->c0 - t.log_s + 0.5f * (t.s * t.s + m * m) * c->inv_p2;
+    }
+    float w = m + t.s * e;
+    float w2 = w * w;
+    float nlp, k; /* -log p~(w) and -p'(w) / (w p(w)) */
+    if (mode == FUSED_KL_MC_NORMAL) {
+        nlp = c->log_p + 0.5f * w2 * c->inv_p2;
+        k = c->inv_p2;
+    } else {
+        /* log-sum-exp of the two weighted components, and their
+         * responsibilities from one stable sigmoid of the difference */
+        float q1 = c->c1 - w2 * c->h1, q2 = c->c2 - w2 * c->h2;
+        float d = q1 - q2;
+        float z = vmath_exp_nonpos(-fabsf(d));
+        float inv = 1.0f / (1.0f + z);
+        float r1 = vmath_select(d >= 0.0f, 1.0f, z) * inv;
+        float r2 = vmath_select(d >= 0.0f, z, 1.0f) * inv;
+        nlp = -(vmath_select(d >= 0.0f, q1, q2) + vmath_log1p(z));
+        k = 2.0f * (r1 * c->h1 + r2 * c->h2);
+    }
+    float sk = c->scale * k * w;
+    *gm = sk;
+    *gr = sk * e * t.g - c->scale * t.ratio;
+    return -t.log_s - 0.5f * e * e + nlp;
+}
+
+FUSED_INLINE void store_grad(int acc, float *restrict g, float v)
+{
+    float old = g[0];
+    g[0] = vmath_select(acc, old + v, v);
+}
+
+/* ---- local reparameterization ----------------------------------------------- */
+
+FUSED_INLINE void lrt_block(const int mode, size_t len, const float *restrict mu,
+                            const float *restrict rho, float *restrict sig2,
+                            float *restrict dsig, const kl_const *c, float *restrict gmu,
+                            float *restrict grho, float *restrict klv)
+{
+    for (size_t j = 0; j < len; j++) {
+        sp_terms t = softplus_terms(rho[j]);
+        sig2[j] = t.s * t.s;
+        dsig[j] = (t.s + t.s) * t.g;
+        if (mode != FUSED_KL_NONE) {
+            float gm, gr;
+            klv[j] = kl_term(mode, c, mu[j], 0.0f, t, &gm, &gr);
+            store_grad(c->acc, gmu + j, gm);
+            store_grad(c->acc, grho + j, gr);
+        }
+    }
+}
+
+FUSED_CLONES
+double fused_lrt_prepare(size_t n, const float *mu, const float *rho, float *sig2, float *dsig,
+                         const fused_kl *kl)
+{
+    int mode = kl ? (int)kl->mode : FUSED_KL_NONE;
+    kl_const c = kl ? kl_constants(kl) : (kl_const){0};
+    double lane[FUSED_LANES] = {0};
+    float klv[FUSED_BLOCK];
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        if (mode == FUSED_KL_ANALYTIC) {
+            lrt_block(FUSED_KL_ANALYTIC, len, mu + i, rho + i, sig2 + i, dsig + i, &c,
+                      kl->gmu + i, kl->grho + i, klv);
+            lanes_add(lane, klv, len);
+        } else {
+            lrt_block(FUSED_KL_NONE, len, mu + i, rho + i, sig2 + i, dsig + i, &c, NULL, NULL,
+                      NULL);
+        }
+    }
+    return lanes_total(lane);
+}
+
+/* ---- network draws ------------------------------------------------------------ */
+
+FUSED_INLINE void draw_block(const int has_w, const int mode, size_t len,
+                             const float *restrict mu, const float *restrict rho,
+                             float *restrict eps, float *restrict w, int add_mu,
+                             const kl_const *c, float *restrict gmu, float *restrict grho,
+                             float *restrict klv)
+{
+    for (size_t j = 0; j < len; j++) {
+        float m = mu[j], e = eps[j];
+        sp_terms t = softplus_terms(rho[j]);
+        if (has_w) {
+            float se = t.s * e;
+            w[j] = vmath_select(add_mu, m + se, se);
+            eps[j] = e * t.g;
+        }
+        if (mode != FUSED_KL_NONE) {
+            float gm, gr;
+            klv[j] = kl_term(mode, c, m, e, t, &gm, &gr);
+            store_grad(c->acc, gmu + j, gm);
+            store_grad(c->acc, grho + j, gr);
+        }
+    }
+}
+
+#define DRAW_CASE(hw, md)                                                               \
+    draw_block(hw, md, len, mu + i, rho + i, eps + i, hw ? w + i : NULL, add_mu, &c,   \
+               md != FUSED_KL_NONE ? kl->gmu + i : NULL,                              \
+               md != FUSED_KL_NONE ? kl->grho + i : NULL, klv)
+
+FUSED_CLONES
+double fused_draw(size_t n, const float *mu, const float *rho, float *eps, float *w, int add_mu,
+                  const fused_kl *kl)
+{
+    int mode = kl ? (int)kl->mode : FUSED_KL_NONE;
+    kl_const c = kl ? kl_constants(kl) : (kl_const){0};
+    double lane[FUSED_LANES] = {0};
+    float klv[FUSED_BLOCK];
+    add_mu = add_mu != 0;
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        /* Each combination is its own loop, specialised at compile time. */
+        switch (mode * 2 + (w != NULL)) {
+        case FUSED_KL_NONE * 2 + 1: DRAW_CASE(1, FUSED_KL_NONE); break;
+        case FUSED_KL_ANALYTIC * 2 + 1: DRAW_CASE(1, FUSED_KL_ANALYTIC); break;
+        case FUSED_KL_ANALYTIC * 2: DRAW_CASE(0, FUSED_KL_ANALYTIC); break;
+        case FUSED_KL_MC_NORMAL * 2 + 1: DRAW_CASE(1, FUSED_KL_MC_NORMAL); break;
+        case FUSED_KL_MC_NORMAL * 2: DRAW_CASE(0, FUSED_KL_MC_NORMAL); break;
+        case FUSED_KL_MC_MIXTURE * 2 + 1: DRAW_CASE(1, FUSED_KL_MC_MIXTURE); break;
+        case FUSED_KL_MC_MIXTURE * 2: DRAW_CASE(0, FUSED_KL_MC_MIXTURE); break;
+        default: break; /* neither output nor KL: nothing to do */
+        }
+        if (mode != FUSED_KL_NONE)
+            lanes_add(lane, klv, len);
+    }
+    return lanes_total(lane);
+}
+
+#undef DRAW_CASE
+
+FUSED_CLONES
+void fused_sample_network(size_t n, const float *mu, const float *rho, float *w)
+{
+    const float *restrict m = mu, *restrict r = rho;
+    float *restrict o = w;
+    for (size_t i = 0; i < n; i++) {
+        sp_terms t = softplus_terms(r[i]);
+        o[i] = m[i] + t.s * o[i];
+    }
+}
+
+/* ---- backward, norm, optimizer ----------------------------------------------- */
+
+FUSED_INLINE void backward_block(const int add, size_t len, const float *restrict gw,
+                                 const float *restrict f, float *restrict gmu,
+                                 float *restrict grho)
+{
+    for (size_t j = 0; j < len; j++) {
+        float g = gw[j];
+        grho[j] += f[j] * g;
+        if (add)
+            gmu[j] += g;
+    }
+}
+
+FUSED_CLONES
+void fused_backward(size_t n, const float *gw, const float *factor, float *gmu, int gmu_add,
+                    float *grho, double *ss)
+{
+    double lane[FUSED_LANES] = {0};
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        if (gmu_add)
+            backward_block(1, len, gw + i, factor + i, gmu + i, grho + i);
+        else
+            backward_block(0, len, gw + i, factor + i, gmu + i, grho + i);
+        if (ss) {
+            lanes_add_sq(lane, gmu + i, len);
+            lanes_add_sq(lane, grho + i, len);
+        }
+    }
+    if (ss)
+        *ss += lanes_total(lane);
+}
+
+FUSED_CLONES
+double fused_sum_sq(size_t n, const float *x)
+{
+    double lane[FUSED_LANES] = {0};
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        lanes_add_sq(lane, x + i, len);
+    }
+    return lanes_total(lane);
+}
+
+FUSED_CLONES
+void fused_adam(size_t n, float *p, const float *g, float *m, float *v, const fused_adam_args *a)
+{
+    float *restrict pp = p, *restrict mm = m, *restrict vv = v;
+    const float *restrict gg = g;
+    const float gscale = a->gscale, b1 = a->b1, b2 = a->b2, step = a->step_size;
+    const float ibc2 = a->inv_sqrt_bc2, eps = a->eps;
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (size_t i = 0; i < n; i++) {
+        float gi = gg[i] * gscale;
+        float mi = b1 * mm[i] + c1 * gi;
+        float vi = b2 * vv[i] + c2 * gi * gi;
+        mm[i] = mi;
+        vv[i] = vi;
+        pp[i] -= step * mi / (sqrtf(vi) * ibc2 + eps);
+    }
+}

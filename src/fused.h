@@ -1,0 +1,83 @@
+/* Fused per-parameter passes of an SVI step and of network draws.
+ * Internal.
+ *
+ * A step touches every variational parameter a handful of times: sigma =
+ * softplus(rho) and what the estimator derives from it, the weight draw,
+ * the KL term and its gradient, the chain rule from sigma to rho, the
+ * gradient norm and the optimizer.  Each function below does several of
+ * those in one pass over memory, with the float approximations of vmath.h
+ * so that the loops vectorize.  Results are deterministic and the same on
+ * every code path: sums are kept in double in eight fixed lanes (element i
+ * goes to lane i % 8).
+ *
+ * Notation per parameter: m = mu, r = rho, s = softplus(r), g = sigmoid(r)
+ * = ds/dr.  Gradients of the rho half are always with respect to rho. */
+#ifndef BNN_FUSED_H
+#define BNN_FUSED_H
+
+#include <stddef.h>
+
+enum fused_kl_mode {
+    FUSED_KL_NONE = 0,
+    /* closed-form KL(N(m, s^2) || N(0, p^2)) */
+    FUSED_KL_ANALYTIC = 1,
+    /* log q(w) - log p(w) at the drawn w = m + s eps, Normal prior */
+    FUSED_KL_MC_NORMAL = 2,
+    /* the same for the scale-mixture prior */
+    FUSED_KL_MC_MIXTURE = 3
+};
+
+/* The KL part of a pass: its value is returned (sum over the parameters,
+ * not scaled) and scale * its gradient is written (accumulate == 0) or
+ * added (accumulate != 0) to gmu and grho. */
+typedef struct fused_kl {
+    enum fused_kl_mode mode;
+    float scale;
+    int accumulate;
+    float *gmu;
+    float *grho;
+    /* Normal prior N(0, p^2) */
+    float inv_p2; /* 1 / p^2 */
+    float log_p;  /* log p */
+    /* mixture pi N(0, s1^2) + (1 - pi) N(0, s2^2) */
+    float mix_c1, mix_c2; /* log(pi / s1), log((1 - pi) / s2) */
+    float mix_h1, mix_h2; /* 1 / (2 s1^2), 1 / (2 s2^2) */
+} fused_kl;
+
+/* Local reparameterization, once per step: sig2 = s^2 and dsig = 2 s g
+ * (d sigma^2 / d rho), plus the KL part (mode NONE or ANALYTIC; kl may be
+ * NULL). */
+double fused_lrt_prepare(size_t n, const float *mu, const float *rho,
+                         float *sig2, float *dsig, const fused_kl *kl);
+
+/* One network draw from standard normals eps: w = m + s eps (add_mu != 0)
+ * or w = s eps (flipout's perturbation), and eps is replaced by eps * g,
+ * the factor that turns dLoss/dw into dLoss/drho.  w may be NULL (a draw
+ * used only by a Monte Carlo KL): eps is then left as it is.  Plus the KL
+ * part at this draw (any mode; kl may be NULL). */
+double fused_draw(size_t n, const float *mu, const float *rho, float *eps,
+                  float *w, int add_mu, const fused_kl *kl);
+
+/* A whole sampled network in place: w = m + s w, w holding standard
+ * normals on entry. */
+void fused_sample_network(size_t n, const float *mu, const float *rho,
+                          float *w);
+
+/* Backward of one layer's parameters: grho += factor * gw and, if gmu_add
+ * != 0, gmu += gw.  If ss is not NULL, the squares of the resulting gmu
+ * and grho are added to *ss (NaN or Inf make it non-finite). */
+void fused_backward(size_t n, const float *gw, const float *factor,
+                    float *gmu, int gmu_add, float *grho, double *ss);
+
+/* Sum of squares in double, in fixed lanes: non-finite iff some x is. */
+double fused_sum_sq(size_t n, const float *x);
+
+/* PyTorch's Adam on g * gscale: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2)
+ * g^2, p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps). */
+typedef struct fused_adam_args {
+    float gscale, b1, b2, step_size, inv_sqrt_bc2, eps;
+} fused_adam_args;
+void fused_adam(size_t n, float *p, const float *g, float *m, float *v,
+                const fused_adam_args *a);
+
+#endif

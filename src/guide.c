@@ -1,0 +1,228 @@
+/* bnn_guide: mean-field Normal posterior, one flat [mu | rho] buffer. */
+#include <math.h>
+#include <string.h>
+
+#include "dist.h"
+#include "fused.h"
+#include "internal.h"
+#include "rng.h"
+#include "tensor.h"
+
+/* Below this sigma, softplus(rho) underflows in float arithmetic. */
+#define GUIDE_MIN_SIGMA 1e-30
+
+/* Parameters per block of a network draw: a multiple of the RNG's 256
+ * values per batch, and small enough to stay in L1/L2. */
+#define GUIDE_DRAW_BLOCK 4096
+
+BNN_API void bnn_guide_config_init(bnn_guide_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
+    cfg->init = BNN_INIT_DEFAULT;
+    cfg->init_sigma = 1e-3f;
+    cfg->seed = 1;
+}
+
+static float rho_of_sigma(double sigma)
+{
+    if (sigma < GUIDE_MIN_SIGMA)
+        sigma = GUIDE_MIN_SIGMA;
+    return (float)dist_softplus_inv(sigma);
+}
+
+static void init_default(bnn_guide *g, const bnn_guide_config *c)
+{
+    const bnn_model *m = g->model;
+    float *mu = g->params, *rho = g->params + g->n_params;
+    /* He scaling keeps ReLU activations at unit variance through depth;
+     * tanh prefers 1/fan_in. */
+    double gain = m->activation == BNN_ACT_RELU ? 2.0 : 1.0;
+    for (size_t l = 0; l < model_n_layers(m); l++) {
+        size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
+        float *w = mu + m->w_off[l];
+        rng_normal_fill(c->seed, rng_stream_id(0, 0, (unsigned)l, RNG_INIT), 0, in * out, w);
+        float scale = (float)sqrt(gain / (double)in);
+        for (size_t i = 0; i < in * out; i++)
+            w[i] *= scale;
+        memset(mu + m->b_off[l], 0, out * sizeof(float));
+    }
+    float r = rho_of_sigma(c->init_sigma);
+    for (size_t i = 0; i < g->n_params; i++)
+        rho[i] = r;
+}
+
+static void init_pyro(bnn_guide *g, const bnn_guide_config *c)
+{
+    /* The original program drew every mu and every rho from N(0, 1). */
+    rng_normal_fill(c->seed, rng_stream_id(0, 0, 0, RNG_INIT), 0, 2 * g->n_params, g->params);
+}
+
+BNN_API bnn_status bnn_guide_create(const bnn_model *m, const bnn_guide_config *user,
+                                    bnn_guide **out)
+{
+    if (!m || !out)
+        return error_set(BNN_E_INVALID, "bnn_guide_create: model and out must not be NULL");
+    bnn_guide_config c;
+    bnn_guide_config_init(&c);
+    if (user) {
+        if (user->struct_size < offsetof(bnn_guide_config, init_sigma))
+            return error_set(BNN_E_INVALID, "bnn_guide_config.struct_size %zu is too small",
+                             user->struct_size);
+        memcpy(&c, user, user->struct_size < sizeof c ? user->struct_size : sizeof c);
+        c.struct_size = sizeof c;
+    }
+    if (c.init != BNN_INIT_DEFAULT && c.init != BNN_INIT_PYRO)
+        return error_set(BNN_E_INVALID, "unknown guide init %d", (int)c.init);
+    if (!(isfinite(c.init_sigma) && c.init_sigma > 0.0f))
+        return error_set(BNN_E_INVALID, "init_sigma must be finite and > 0, got %g",
+                         (double)c.init_sigma);
+
+    const bnn_allocator *a = &m->alloc;
+    bnn_guide *g = mem_alloc(a, sizeof *g);
+    if (!g)
+        return error_set(BNN_E_NOMEM, "out of memory allocating the guide");
+    g->model = m;
+    g->n_params = m->n_params;
+    g->params = mem_alloc_array(a, 2 * m->n_params, sizeof(float));
+    g->grads = mem_calloc_array(a, 2 * m->n_params, sizeof(float));
+    if (!g->params || !g->grads) {
+        bnn_guide_free(g);
+        return error_set(BNN_E_NOMEM, "out of memory allocating %zu guide parameters",
+                         2 * m->n_params);
+    }
+    if (c.init == BNN_INIT_PYRO)
+        init_pyro(g, &c);
+    else
+        init_default(g, &c);
+    *out = g;
+    return BNN_OK;
+}
+
+BNN_API void bnn_guide_free(bnn_guide *g)
+{
+    if (!g)
+        return;
+    const bnn_allocator *a = &g->model->alloc;
+    mem_free(a, g->params);
+    mem_free(a, g->grads);
+    mem_free(a, g);
+}
+
+BNN_API const bnn_model *bnn_guide_model(const bnn_guide *g)
+{
+    return g ? g->model : NULL;
+}
+
+static bnn_status check_layer(const bnn_guide *g, size_t layer, const char *fn)
+{
+    if (!g)
+        return error_set(BNN_E_INVALID, "%s: guide is NULL", fn);
+    if (layer >= model_n_layers(g->model))
+        return error_set(BNN_E_INVALID, "%s: layer %zu out of range (model has %zu)", fn,
+                         layer, model_n_layers(g->model));
+    return BNN_OK;
+}
+
+static void copy_sigma_out(const float *rho, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = (float)dist_softplus(rho[i]);
+}
+
+BNN_API bnn_status bnn_guide_get_layer(const bnn_guide *g, size_t layer, float *w_mu,
+                                       float *w_sigma, float *b_mu, float *b_sigma)
+{
+    bnn_status st = check_layer(g, layer, "bnn_guide_get_layer");
+    if (st != BNN_OK)
+        return st;
+    const bnn_model *m = g->model;
+    size_t in = model_layer_in(m, layer), out = model_layer_out(m, layer);
+    const float *mu = guide_mu(g), *rho = guide_rho(g);
+    if (w_mu)
+        memcpy(w_mu, mu + m->w_off[layer], in * out * sizeof(float));
+    if (w_sigma)
+        copy_sigma_out(rho + m->w_off[layer], in * out, w_sigma);
+    if (b_mu)
+        memcpy(b_mu, mu + m->b_off[layer], out * sizeof(float));
+    if (b_sigma)
+        copy_sigma_out(rho + m->b_off[layer], out, b_sigma);
+    return BNN_OK;
+}
+
+static bnn_status check_values(const float *v, size_t n, int sigma, const char *what)
+{
+    if (!v)
+        return BNN_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(v[i]))
+            return error_set(BNN_E_INVALID, "bnn_guide_set_layer: %s[%zu] is not finite", what, i);
+        if (sigma && !(v[i] > 0.0f))
+            return error_set(BNN_E_INVALID, "bnn_guide_set_layer: %s[%zu] = %g is not > 0", what,
+                             i, (double)v[i]);
+    }
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_guide_set_layer(bnn_guide *g, size_t layer, const float *w_mu,
+                                       const float *w_sigma, const float *b_mu,
+                                       const float *b_sigma)
+{
+    bnn_status st = check_layer(g, layer, "bnn_guide_set_layer");
+    if (st != BNN_OK)
+        return st;
+    const bnn_model *m = g->model;
+    size_t in = model_layer_in(m, layer), out = model_layer_out(m, layer);
+    /* Validate everything first so a rejected call changes nothing. */
+    if ((st = check_values(w_mu, in * out, 0, "w_mu")) != BNN_OK ||
+        (st = check_values(w_sigma, in * out, 1, "w_sigma")) != BNN_OK ||
+        (st = check_values(b_mu, out, 0, "b_mu")) != BNN_OK ||
+        (st = check_values(b_sigma, out, 1, "b_sigma")) != BNN_OK)
+        return st;
+    float *mu = g->params, *rho = g->params + g->n_params;
+    if (w_mu)
+        memcpy(mu + m->w_off[layer], w_mu, in * out * sizeof(float));
+    if (b_mu)
+        memcpy(mu + m->b_off[layer], b_mu, out * sizeof(float));
+    if (w_sigma)
+        for (size_t i = 0; i < in * out; i++)
+            rho[m->w_off[layer] + i] = rho_of_sigma(w_sigma[i]);
+    if (b_sigma)
+        for (size_t i = 0; i < out; i++)
+            rho[m->b_off[layer] + i] = rho_of_sigma(b_sigma[i]);
+    return BNN_OK;
+}
+
+BNN_API float *bnn_guide_params(bnn_guide *g, size_t *count)
+{
+    if (!g)
+        return NULL;
+    if (count)
+        *count = 2 * g->n_params;
+    return g->params;
+}
+
+BNN_API float *bnn_guide_grads(bnn_guide *g, size_t *count)
+{
+    if (!g)
+        return NULL;
+    if (count)
+        *count = 2 * g->n_params;
+    return g->grads;
+}
+
+void guide_sample_network(const bnn_guide *g, uint64_t seed, uint64_t stream, float *out)
+{
+    const float *mu = guide_mu(g), *rho = guide_rho(g);
+    size_t n = g->n_params;
+    /* Block by block, so that the normals are still in cache when
+     * w = mu + softplus(rho) * eps reads them; a stream gives the same
+     * numbers however its range is split. */
+    for (size_t i = 0; i < n; i += GUIDE_DRAW_BLOCK) {
+        size_t len = n - i < GUIDE_DRAW_BLOCK ? n - i : GUIDE_DRAW_BLOCK;
+        rng_normal_fill(seed, stream, i, len, out + i);
+        fused_sample_network(len, mu + i, rho + i, out + i);
+    }
+}

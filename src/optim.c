@@ -1,0 +1,281 @@
+/* bnn_optimizer: Adam and SGD on the guide's flat buffers; owns the SVI
+ * training workspace so that steady-state steps never allocate. */
+#include <math.h>
+#include <string.h>
+
+#include "fused.h"
+#include "internal.h"
+
+BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
+    cfg->kind = BNN_OPT_ADAM;
+    cfg->lr = 1e-3f;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps = 1e-8f;
+    cfg->momentum = 0.0f;
+    cfg->clip_norm = 0.0f;
+}
+
+BNN_API void bnn_svi_config_init(bnn_svi_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
+    cfg->dataset_size = 1;
+    cfg->kl_weight = 1.0f;
+    cfg->estimator = BNN_EST_LOCAL_REPARAM;
+    cfg->kl_mode = BNN_KL_ANALYTIC;
+    cfg->num_particles = 1;
+    cfg->max_batch = 128;
+    cfg->seed = 1;
+}
+
+static bnn_status validate_ocfg(const bnn_optimizer_config *c)
+{
+    if (c->kind != BNN_OPT_ADAM && c->kind != BNN_OPT_SGD)
+        return error_set(BNN_E_INVALID, "unknown optimizer kind %d", (int)c->kind);
+    if (!(isfinite(c->lr) && c->lr > 0.0f))
+        return error_set(BNN_E_INVALID, "learning rate must be finite and > 0, got %g", (double)c->lr);
+    if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f) || !(c->beta2 >= 0.0f && c->beta2 < 1.0f))
+        return error_set(BNN_E_INVALID, "Adam betas must be in [0,1)");
+    if (!(isfinite(c->eps) && c->eps > 0.0f))
+        return error_set(BNN_E_INVALID, "Adam eps must be finite and > 0");
+    if (!(c->momentum >= 0.0f && c->momentum < 1.0f))
+        return error_set(BNN_E_INVALID, "momentum must be in [0,1), got %g", (double)c->momentum);
+    if (!(isfinite(c->clip_norm) && c->clip_norm >= 0.0f))
+        return error_set(BNN_E_INVALID, "clip_norm must be finite and >= 0");
+    return BNN_OK;
+}
+
+static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
+{
+    if (c->dataset_size == 0)
+        return error_set(BNN_E_INVALID, "dataset_size must be >= 1");
+    if (!(isfinite(c->kl_weight) && c->kl_weight >= 0.0f))
+        return error_set(BNN_E_INVALID, "kl_weight must be finite and >= 0");
+    if (c->estimator != BNN_EST_LOCAL_REPARAM && c->estimator != BNN_EST_WEIGHT_SAMPLING &&
+        c->estimator != BNN_EST_FLIPOUT)
+        return error_set(BNN_E_INVALID, "unknown estimator %d", (int)c->estimator);
+    if (c->kl_mode != BNN_KL_ANALYTIC && c->kl_mode != BNN_KL_MONTE_CARLO)
+        return error_set(BNN_E_INVALID, "unknown KL mode %d", (int)c->kl_mode);
+    if (c->kl_mode == BNN_KL_ANALYTIC && m->prior != BNN_PRIOR_NORMAL)
+        return error_set(BNN_E_INVALID, "the scale-mixture prior has no closed-form KL: "
+                         "use BNN_KL_MONTE_CARLO");
+    if (c->num_particles < 1 || c->num_particles > 256)
+        return error_set(BNN_E_INVALID, "num_particles must be in [1, 256], got %zu",
+                         c->num_particles);
+    if (c->max_batch < 1)
+        return error_set(BNN_E_INVALID, "max_batch must be >= 1");
+    return BNN_OK;
+}
+
+/* Copy a size-versioned struct over defaults. */
+static int read_sized(void *dst, size_t dst_size, const void *src, size_t min_size)
+{
+    size_t user = *(const size_t *)src;
+    if (user < min_size)
+        return 0;
+    memcpy(dst, src, user < dst_size ? user : dst_size);
+    *(size_t *)dst = dst_size;
+    return 1;
+}
+
+static bnn_status alloc_workspace(bnn_optimizer *o)
+{
+    const bnn_model *m = o->guide->model;
+    const bnn_allocator *a = &m->alloc;
+    size_t P = m->n_params, B = o->svi.max_batch, bw;
+    if (mem_mul_overflow(B, m->max_width, &bw) || bw > SIZE_MAX / 8)
+        return error_set(BNN_E_SHAPE, "max_batch %zu is too large", B);
+    /* Only the per-parameter buffers this estimator uses: they dominate
+     * the training footprint. */
+    int lrt = o->svi.estimator == BNN_EST_LOCAL_REPARAM;
+    int noise = !lrt || o->svi.kl_mode == BNN_KL_MONTE_CARLO;
+    o->m = mem_calloc_array(a, 2 * P, sizeof(float));
+    o->v = mem_calloc_array(a, 2 * P, sizeof(float)); /* saved with the state, even for SGD */
+    o->dsig = lrt ? mem_alloc_array(a, P, sizeof(float)) : NULL;
+    o->sig2 = lrt ? mem_alloc_array(a, P, sizeof(float)) : NULL;
+    o->noise = noise ? mem_alloc_array(a, P, sizeof(float)) : NULL;
+    o->wsamp = lrt ? NULL : mem_alloc_array(a, P, sizeof(float));
+    o->gw = mem_alloc_array(a, P, sizeof(float));
+    o->logp = mem_alloc_array(a, bw, sizeof(float));
+    o->tmp_a = mem_alloc_array(a, bw, sizeof(float));
+    o->tmp_b = mem_alloc_array(a, bw, sizeof(float));
+    o->tmp_c = mem_alloc_array(a, bw, sizeof(float));
+    if (!o->m || !o->v || (lrt && (!o->dsig || !o->sig2)) ||
+        (noise && !o->noise) || (!lrt && !o->wsamp) || !o->gw || !o->logp || !o->tmp_a ||
+        !o->tmp_b || !o->tmp_c)
+        return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
+    for (size_t l = 0; l < model_n_layers(m); l++) {
+        struct svi_layer_ws *w = &o->layer[l];
+        size_t nin = B * model_layer_in(m, l), nout = B * model_layer_out(m, l);
+        int flip = o->svi.estimator == BNN_EST_FLIPOUT;
+        w->pre = mem_alloc_array(a, nout, sizeof(float));
+        w->post = mem_alloc_array(a, nout, sizeof(float));
+        w->std = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
+        w->eps = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
+        w->s_in = flip ? mem_alloc_array(a, nin, sizeof(float)) : NULL;
+        if (!w->pre || !w->post || ((lrt || flip) && (!w->std || !w->eps)) ||
+            (flip && !w->s_in))
+            return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
+    }
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_config *ocfg,
+                                        const bnn_svi_config *svi, bnn_optimizer **out)
+{
+    if (!guide || !out)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_create: guide and out must not be NULL");
+    bnn_optimizer_config oc;
+    bnn_svi_config sc;
+    bnn_optimizer_config_init(&oc);
+    bnn_svi_config_init(&sc);
+    if (ocfg && !read_sized(&oc, sizeof oc, ocfg, offsetof(bnn_optimizer_config, beta1)))
+        return error_set(BNN_E_INVALID, "bnn_optimizer_config.struct_size is too small");
+    if (svi && !read_sized(&sc, sizeof sc, svi, offsetof(bnn_svi_config, seed)))
+        return error_set(BNN_E_INVALID, "bnn_svi_config.struct_size is too small");
+    bnn_status st = validate_ocfg(&oc);
+    if (st == BNN_OK)
+        st = validate_svi(&sc, guide->model);
+    if (st != BNN_OK)
+        return st;
+
+    const bnn_allocator *a = &guide->model->alloc;
+    bnn_optimizer *o = mem_alloc(a, sizeof *o);
+    if (!o)
+        return error_set(BNN_E_NOMEM, "out of memory allocating the optimizer");
+    memset(o, 0, sizeof *o);
+    o->guide = guide;
+    o->ocfg = oc;
+    o->svi = sc;
+    if ((st = alloc_workspace(o)) != BNN_OK) {
+        bnn_optimizer_free(o);
+        return st;
+    }
+    *out = o;
+    return BNN_OK;
+}
+
+BNN_API void bnn_optimizer_free(bnn_optimizer *o)
+{
+    if (!o)
+        return;
+    const bnn_allocator *a = &o->guide->model->alloc;
+    float **bufs[] = {&o->m, &o->v, &o->dsig, &o->sig2, &o->noise, &o->wsamp,
+                      &o->gw, &o->logp, &o->tmp_a, &o->tmp_b, &o->tmp_c};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        mem_free(a, *bufs[i]);
+    for (size_t l = 0; l < BNN_MAX_LAYERS; l++) {
+        struct svi_layer_ws *w = &o->layer[l];
+        mem_free(a, w->pre);
+        mem_free(a, w->post);
+        mem_free(a, w->std);
+        mem_free(a, w->eps);
+        mem_free(a, w->s_in);
+    }
+    mem_free(a, o);
+}
+
+BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *o, float lr)
+{
+    if (!o)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_set_lr: optimizer is NULL");
+    if (!(isfinite(lr) && lr > 0.0f))
+        return error_set(BNN_E_INVALID, "learning rate must be finite and > 0, got %g", (double)lr);
+    o->ocfg.lr = lr;
+    return BNN_OK;
+}
+
+BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *o)
+{
+    return o ? o->step : 0;
+}
+
+BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimizer_config *ocfg,
+                                            bnn_svi_config *svi)
+{
+    if (!o)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_get_config: optimizer is NULL");
+    if (ocfg) {
+        size_t n = ocfg->struct_size < sizeof o->ocfg ? ocfg->struct_size : sizeof o->ocfg;
+        size_t keep = ocfg->struct_size;
+        memcpy(ocfg, &o->ocfg, n);
+        ocfg->struct_size = keep;
+    }
+    if (svi) {
+        size_t n = svi->struct_size < sizeof o->svi ? svi->struct_size : sizeof o->svi;
+        size_t keep = svi->struct_size;
+        memcpy(svi, &o->svi, n);
+        svi->struct_size = keep;
+    }
+    return BNN_OK;
+}
+
+/* The update itself, for a gradient known to be finite with sum of
+ * squares ss. */
+static void apply(bnn_optimizer *o, double ss)
+{
+    bnn_guide *g = o->guide;
+    size_t n = 2 * g->n_params;
+    float *p = g->params, *gr = g->grads;
+
+    float scale = 1.0f;
+    if (o->ocfg.clip_norm > 0.0f) {
+        double norm = sqrt(ss);
+        if (norm > o->ocfg.clip_norm)
+            scale = (float)(o->ocfg.clip_norm / (norm + 1e-6));
+    }
+
+    uint64_t t = o->step + 1;
+    float lr = o->ocfg.lr;
+    float *m = o->m;
+    if (o->ocfg.kind == BNN_OPT_ADAM) {
+        /* PyTorch's Adam (which Pyro wraps): bias-corrected step size and
+         * eps added to the corrected root of v. */
+        float b1 = o->ocfg.beta1, b2 = o->ocfg.beta2;
+        double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+        fused_adam_args a = {scale, b1, b2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)),
+                             o->ocfg.eps};
+        fused_adam(n, p, gr, m, o->v, &a);
+    } else {
+        float mom = o->ocfg.momentum;
+        if (mom > 0.0f) {
+            /* PyTorch SGD momentum: the buffer starts as the first gradient. */
+            float keep = t == 1 ? 0.0f : mom;
+            for (size_t i = 0; i < n; i++) {
+                m[i] = keep * m[i] + gr[i] * scale;
+                p[i] -= lr * m[i];
+            }
+        } else {
+            for (size_t i = 0; i < n; i++)
+                p[i] -= lr * gr[i] * scale;
+        }
+    }
+    o->step = t;
+}
+
+bnn_status optim_apply(bnn_optimizer *o, double grad_ss)
+{
+    apply(o, grad_ss);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
+{
+    if (!o)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_step: optimizer is NULL");
+    /* One pass gives both the finiteness check (NaN and Inf propagate into
+     * the sum; finite floats cannot overflow it) and the clipping norm. */
+    double ss = fused_sum_sq(2 * o->guide->n_params, o->guide->grads);
+    if (!isfinite(ss))
+        return error_set(BNN_E_NUMERIC, "gradient holds NaN or Inf: parameters left unchanged");
+    apply(o, ss);
+    return BNN_OK;
+}

@@ -1,0 +1,986 @@
+/* Monte Carlo predictive distribution, uncertainty measures and refusal.
+ *
+ * Sample s is one whole network drawn from the guide on the RNG stream
+ * (seed, s), shared by every input of a call.  Inputs are processed in
+ * chunks of rows; each chunk redraws the networks it needs, which costs
+ * some RNG work but keeps memory independent of n, and since a draw is a
+ * pure function of (seed, s) the results do not depend on the chunking. */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "internal.h"
+#include "dense.h"
+#include "predict.h"
+#include "tensor.h"
+#include "vmath.h"
+
+#define COVERS(size, type, field) \
+    ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+/* Stream steps are 40 bits wide (rng_stream_id). */
+#define MAX_SAMPLES ((size_t)1 << 40)
+
+BNN_API void bnn_predict_config_init(bnn_predict_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
+    cfg->num_samples = 100;
+    cfg->seed = 1;
+    cfg->rule = BNN_REFUSE_MEDIAN;
+    cfg->threshold = 0.2f;
+    cfg->n_quantiles = 0;
+    cfg->quantiles = NULL;
+}
+
+/* ---- order statistics --------------------------------------------------- */
+
+static void swapf(float *a, float *b)
+{
+    float t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static float median3(float a, float b, float c)
+{
+    if (a > b)
+        swapf(&a, &b);
+    if (b > c)
+        b = c;
+    return a > b ? a : b;
+}
+
+/* k-th smallest (0-based) of v[0..n), in expected O(n).  Leaves v ordered so
+ * that v[0..k) <= v[k] <= v[k+1..n).  The three-way partition always puts
+ * the pivot in the middle group, so the range shrinks on every pass even
+ * with duplicates or NaN (which land in the middle group of any pivot). */
+static float select_kth(float *v, size_t n, size_t k)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        float piv = median3(v[lo], v[lo + (hi - lo) / 2], v[hi - 1]);
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            if (v[i] < piv)
+                swapf(&v[lt++], &v[i++]);
+            else if (v[i] > piv)
+                swapf(&v[i], &v[--gt]);
+            else
+                i++;
+        }
+        if (k < lt)
+            hi = lt;
+        else if (k >= gt)
+            lo = gt;
+        else
+            break;
+    }
+    return v[k];
+}
+
+/* Smallest of v[0..n), n >= 1: after select_kth(k) this is order statistic
+ * k+1 when called on v + k + 1. */
+static float min_of(const float *v, size_t n)
+{
+    float m = v[0];
+    for (size_t i = 1; i < n; i++)
+        if (v[i] < m)
+            m = v[i];
+    return m;
+}
+
+static float median_of(float *v, size_t n)
+{
+    if (n % 2)
+        return select_kth(v, n, n / 2);
+    float a = select_kth(v, n, n / 2 - 1);
+    float b = min_of(v + n / 2, n / 2);
+    return (float)(((double)a + (double)b) * 0.5);
+}
+
+/* Quantile q of v[0..n) by linear interpolation between order statistics
+ * (Hyndman-Fan type 7, numpy's default): position h = (n-1) q. */
+static float quantile_of(float *v, size_t n, float q)
+{
+    double h = (double)(n - 1) * (double)q;
+    double fl = floor(h);
+    size_t lo = (size_t)fl;
+    if (lo >= n - 1)
+        return select_kth(v, n, n - 1);
+    float a = select_kth(v, n, lo);
+    double frac = h - fl;
+    if (frac == 0.0)
+        return a;
+    float b = min_of(v + lo + 1, n - lo - 1);
+    return (float)((double)a + ((double)b - (double)a) * frac);
+}
+
+/* ---- uncertainty summary of one input ------------------------------------ */
+
+int predict_refuses(const bnn_prediction *rec, bnn_refusal_rule rule, float t)
+{
+    /* Written as negated acceptance tests so that NaN scores refuse. */
+    switch (rule) {
+    case BNN_REFUSE_NONE: return 0;
+    case BNN_REFUSE_MEDIAN: return !(rec->max_median > t);
+    case BNN_REFUSE_MAX_PROB: return !(rec->prob >= t);
+    case BNN_REFUSE_ENTROPY: return !(rec->entropy <= t);
+    case BNN_REFUSE_MUTUAL_INFO: return !(rec->mutual_info <= t);
+    }
+    return 1;
+}
+
+/* -p log p with 0 log 0 = 0. */
+static double plogp(double p)
+{
+    return p > 0.0 ? -p * log(p) : 0.0;
+}
+
+void predict_stats(const float *p, size_t num_samples, size_t classes,
+                   size_t stride, bnn_refusal_rule rule, float threshold,
+                   const float *levels, size_t n_levels, bnn_prediction *rec,
+                   float *medians, float *quantiles, float *scratch)
+{
+    const size_t S = num_samples;
+    double h_mean = 0.0, h_samples = 0.0;
+    size_t mean_best = 0, med_best = 0;
+    float mean_best_p = 0.0f, med_best_v = 0.0f, med_best_p = 0.0f;
+
+    /* One class at a time, so the only scratch is that class's S values. */
+    for (size_t c = 0; c < classes; c++) {
+        double sum = 0.0, h = 0.0;
+        for (size_t s = 0; s < S; s++) {
+            float v = p[s * stride + c];
+            sum += (double)v;
+            h += plogp((double)v);
+            scratch[s] = v;
+        }
+        /* Same operations as bnn_predict, so the two agree bit for bit. */
+        double mean = sum / (double)S;
+        float meanf = (float)mean;
+        h_mean += plogp(mean);
+        h_samples += h;
+
+        float med = median_of(scratch, S);
+        if (medians)
+            medians[c] = med;
+        if (quantiles)
+            for (size_t j = 0; j < n_levels; j++)
+                quantiles[c * n_levels + j] = quantile_of(scratch, S,
+                                                          levels[j]);
+        if (c == 0 || meanf > mean_best_p) {
+            mean_best = c;
+            mean_best_p = meanf;
+        }
+        if (c == 0 || med > med_best_v) {
+            med_best = c;
+            med_best_v = med;
+            med_best_p = meanf;
+        }
+    }
+
+    double expected = h_samples / (double)S;
+    double mi = h_mean - expected;
+    /* Jensen makes mi >= 0; rounding can leave a tiny negative. */
+    if (!(mi > 0.0))
+        mi = 0.0;
+    int median_rule = rule == BNN_REFUSE_MEDIAN;
+    rec->label = (int32_t)(median_rule ? med_best : mean_best);
+    rec->prob = median_rule ? med_best_p : mean_best_p;
+    rec->entropy = (float)h_mean;
+    rec->expected_entropy = (float)expected;
+    rec->mutual_info = (float)mi;
+    rec->max_median = med_best_v;
+    rec->mean_label = (int32_t)mean_best;
+    rec->refused = predict_refuses(rec, rule, threshold);
+}
+
+/* ---- records of caller-chosen size --------------------------------------- */
+
+/* Copy the fields of *r that fit in record_size bytes to dst.  memcpy
+ * because record_size need not keep the records aligned. */
+static void record_store(unsigned char *dst, size_t rs, const bnn_prediction *r)
+{
+#define STORE(f)                                                           \
+    if (COVERS(rs, bnn_prediction, f))                                     \
+    memcpy(dst + offsetof(bnn_prediction, f), &r->f, sizeof r->f)
+    STORE(label);
+    STORE(refused);
+    STORE(prob);
+    STORE(entropy);
+    STORE(expected_entropy);
+    STORE(mutual_info);
+    STORE(max_median);
+    STORE(mean_label);
+#undef STORE
+}
+
+/* The fields that fit in record_size; the others are zero. */
+static void record_load(const unsigned char *src, size_t rs, bnn_prediction *r)
+{
+    memset(r, 0, sizeof *r);
+#define LOAD(f)                                                            \
+    if (COVERS(rs, bnn_prediction, f))                                     \
+    memcpy(&r->f, src + offsetof(bnn_prediction, f), sizeof r->f)
+    LOAD(label);
+    LOAD(refused);
+    LOAD(prob);
+    LOAD(entropy);
+    LOAD(expected_entropy);
+    LOAD(mutual_info);
+    LOAD(max_median);
+    LOAD(mean_label);
+#undef LOAD
+}
+
+/* The record field a rule's score lives in, its end offset. */
+static size_t rule_field_end(bnn_refusal_rule rule)
+{
+    switch (rule) {
+    case BNN_REFUSE_NONE: return offsetof(bnn_prediction, prob);
+    case BNN_REFUSE_MEDIAN:
+        return offsetof(bnn_prediction, max_median) + sizeof(float);
+    case BNN_REFUSE_MAX_PROB:
+        return offsetof(bnn_prediction, prob) + sizeof(float);
+    case BNN_REFUSE_ENTROPY:
+        return offsetof(bnn_prediction, entropy) + sizeof(float);
+    case BNN_REFUSE_MUTUAL_INFO:
+        return offsetof(bnn_prediction, mutual_info) + sizeof(float);
+    }
+    return SIZE_MAX;
+}
+
+static bnn_status check_rule(const char *fn, bnn_refusal_rule rule, float t)
+{
+    switch (rule) {
+    case BNN_REFUSE_NONE: return BNN_OK; /* the threshold is not used */
+    case BNN_REFUSE_MEDIAN:
+    case BNN_REFUSE_MAX_PROB:
+        if (!(t >= 0.0f && t <= 1.0f))
+            return error_set(BNN_E_INVALID,
+                             "%s: threshold %g not in [0, 1] for this rule",
+                             fn, (double)t);
+        return BNN_OK;
+    case BNN_REFUSE_ENTROPY:
+    case BNN_REFUSE_MUTUAL_INFO:
+        if (!(t >= 0.0f && isfinite(t)))
+            return error_set(BNN_E_INVALID,
+                             "%s: threshold %g must be finite and >= 0 "
+                             "(nats)",
+                             fn, (double)t);
+        return BNN_OK;
+    }
+    return error_set(BNN_E_INVALID, "%s: unknown refusal rule %d", fn,
+                     (int)rule);
+}
+
+/* ---- validation shared by the predictors --------------------------------- */
+
+/* Checks common to every predictor but the finiteness of x (check_input);
+ * `classes` receives the output width.  Everything is validated before any
+ * output is written. */
+static bnn_status check_call(const char *fn, const bnn_guide *g,
+                             const float *x, size_t n, size_t num_samples,
+                             int want_categorical, size_t *classes)
+{
+    size_t total;
+    if (!g || !x)
+        return error_set(BNN_E_INVALID, "%s: NULL guide or x", fn);
+    if (!g->model)
+        return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
+    if (n == 0)
+        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
+    if (num_samples == 0)
+        return error_set(BNN_E_INVALID, "%s: num_samples is 0", fn);
+    if (num_samples > MAX_SAMPLES)
+        return error_set(BNN_E_INVALID, "%s: num_samples %zu exceeds 2^40",
+                         fn, num_samples);
+    const bnn_model *m = g->model;
+    if (want_categorical && m->likelihood != BNN_LIK_CATEGORICAL)
+        return error_set(BNN_E_UNSUPPORTED,
+                         "%s: needs a categorical model", fn);
+    if (!want_categorical && m->likelihood != BNN_LIK_GAUSSIAN)
+        return error_set(BNN_E_UNSUPPORTED, "%s: needs a Gaussian model",
+                         fn);
+    size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
+    if (mem_mul_overflow(n, in, &total))
+        return error_set(BNN_E_SHAPE, "%s: n * inputs overflows", fn);
+    size_t tmp;
+    if (mem_mul_overflow(n, out, &tmp) ||
+        mem_mul_overflow(tmp, sizeof(float), &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * outputs overflows", fn);
+    *classes = out;
+    return BNN_OK;
+}
+
+/* Last of the checks: it reads all of x, which is only safe once every
+ * size has been validated. */
+static bnn_status check_input(const char *fn, const bnn_guide *g,
+                              const float *x, size_t n)
+{
+    if (!tensor_all_finite(x, n * g->model->sizes[0]))
+        return error_set(BNN_E_INVALID, "%s: x holds NaN or Inf", fn);
+    return BNN_OK;
+}
+
+/* ---- workspace and forward pass ------------------------------------------ */
+
+typedef struct pred_ws {
+    const bnn_model *m;
+    float *net;      /* one sampled network, n_params */
+    float *xp;       /* the chunk's inputs, packed in panels */
+    float *act;      /* two panel buffers for the hidden layers */
+    float *yp;       /* the last layer's outputs, packed */
+    size_t act_half; /* floats in one hidden buffer */
+    size_t chunk;    /* rows per chunk */
+} pred_ws;
+
+static size_t hidden_width(const bnn_model *m)
+{
+    size_t w = 0;
+    for (size_t l = 1; l + 1 < m->n_sizes; l++)
+        if (m->sizes[l] > w)
+            w = m->sizes[l];
+    return w;
+}
+
+/* Floats per input row of the forward buffers: packed input, two hidden
+ * buffers and the packed output; 0 on overflow. */
+static size_t forward_row_floats(const bnn_model *m)
+{
+    size_t hw2, in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
+    if (mem_mul_overflow(hidden_width(m), 2, &hw2) || hw2 > SIZE_MAX - in ||
+        hw2 + in > SIZE_MAX - out)
+        return 0;
+    return hw2 + in + out;
+}
+
+/* Rows per chunk, given `extra` bytes of per-row buffers besides the
+ * forward pass's; 0 if a single row's size overflows.  A forced chunk
+ * (tests) is used as is. */
+static size_t choose_chunk(const bnn_model *m, size_t n, size_t extra,
+                           size_t forced)
+{
+    size_t fl = forward_row_floats(m), row;
+    if (!fl || mem_mul_overflow(fl, sizeof(float), &row) ||
+        row > SIZE_MAX - extra)
+        return 0;
+    row += extra;
+    if (forced)
+        return forced < n ? forced : n;
+    size_t c = PREDICT_WORKSPACE_BYTES / row;
+    if (c < 1)
+        c = 1;
+    return c < n ? c : n;
+}
+
+static bnn_status ws_init(pred_ws *w, const bnn_model *m, size_t chunk,
+                          const char *fn)
+{
+    /* Rows are padded to whole panels; chunk <= n was checked against
+     * overflow with the per-row sizes, a panel more cannot overflow. */
+    size_t rows = (chunk + DENSE_PANEL - 1) / DENSE_PANEL * DENSE_PANEL;
+    size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
+    memset(w, 0, sizeof *w);
+    w->m = m;
+    w->chunk = chunk;
+    w->act_half = rows * hidden_width(m);
+    w->net = mem_alloc_array(&m->alloc, m->n_params, sizeof(float));
+    w->xp = mem_alloc_array(&m->alloc, rows * in, sizeof(float));
+    w->yp = mem_alloc_array(&m->alloc, rows * out, sizeof(float));
+    w->act = w->act_half
+                 ? mem_alloc_array(&m->alloc, w->act_half, 2 * sizeof(float))
+                 : NULL;
+    if (!w->net || !w->xp || !w->yp || (w->act_half && !w->act)) {
+        mem_free(&m->alloc, w->net);
+        mem_free(&m->alloc, w->xp);
+        mem_free(&m->alloc, w->yp);
+        mem_free(&m->alloc, w->act);
+        return error_set(BNN_E_NOMEM, "%s: cannot allocate the forward "
+                         "workspace", fn);
+    }
+    return BNN_OK;
+}
+
+static void ws_free(pred_ws *w)
+{
+    mem_free(&w->m->alloc, w->net);
+    mem_free(&w->m->alloc, w->xp);
+    mem_free(&w->m->alloc, w->yp);
+    mem_free(&w->m->alloc, w->act);
+}
+
+static void draw_network(const bnn_guide *g, uint64_t seed, size_t s,
+                         float *net)
+{
+    guide_sample_network(g, seed,
+                         rng_stream_id((uint64_t)s, 0, 0, RNG_PREDICT), net);
+}
+
+/* Pack rows x inputs of x into panels, padding the last panel with zero
+ * inputs (they are computed and dropped). */
+static void pack_inputs(pred_ws *w, const float *x, size_t rows)
+{
+    size_t in = w->m->sizes[0];
+    size_t padded = (rows + DENSE_PANEL - 1) / DENSE_PANEL * DENSE_PANEL;
+    for (size_t i = 0; i < padded; i++) {
+        float *dst = w->xp + (i / DENSE_PANEL) * in * DENSE_PANEL +
+                     i % DENSE_PANEL;
+        if (i < rows)
+            for (size_t k = 0; k < in; k++)
+                dst[k * DENSE_PANEL] = x[i * in + k];
+        else
+            for (size_t k = 0; k < in; k++)
+                dst[k * DENSE_PANEL] = 0.0f;
+    }
+}
+
+/* The sampled network in w->net on the packed inputs (rows of them); the
+ * last layer goes to y (rows x outputs, contiguous): log-softmax for a
+ * categorical model, the raw outputs for a Gaussian one. */
+static void forward(pred_ws *w, size_t rows, float *y)
+{
+    const bnn_model *m = w->m;
+    size_t L = model_n_layers(m);
+    size_t npan = (rows + DENSE_PANEL - 1) / DENSE_PANEL;
+    const float *src = w->xp;
+    for (size_t l = 0; l < L; l++) {
+        size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
+        float *dst = l + 1 == L ? w->yp : w->act + (l % 2) * w->act_half;
+        dense_panels(w->net + m->w_off[l], w->net + m->b_off[l], out, in,
+                     src, dst, npan, DENSE_PATH_AUTO);
+        if (l + 1 < L) {
+            tensor a = tensor_mat(dst, 1, npan * out * DENSE_PANEL);
+            if (m->activation == BNN_ACT_TANH)
+                tensor_tanh(&a, &a);
+            else
+                tensor_relu(&a, &a);
+        }
+        src = dst;
+    }
+    size_t C = m->sizes[m->n_sizes - 1];
+    for (size_t i = 0; i < rows; i++) {
+        const float *col = w->yp + (i / DENSE_PANEL) * C * DENSE_PANEL +
+                           i % DENSE_PANEL;
+        for (size_t c = 0; c < C; c++)
+            y[i * C + c] = col[c * DENSE_PANEL];
+    }
+    if (m->likelihood == BNN_LIK_CATEGORICAL) {
+        tensor t = tensor_mat(y, rows, C);
+        tensor_log_softmax_rows(&t, &t);
+    }
+}
+
+/* ---- bnn_predict ---------------------------------------------------------- */
+
+bnn_status predict_mean_with_chunk(const bnn_guide *g, const float *x,
+                                   size_t n, size_t S, uint64_t seed,
+                                   float *probs, size_t chunk)
+{
+    static const char fn[] = "bnn_predict";
+    size_t C;
+    bnn_status st = check_call(fn, g, x, n, S, 1, &C);
+    if (st)
+        return st;
+    if (!probs)
+        return error_set(BNN_E_INVALID, "%s: NULL probs", fn);
+    if ((st = check_input(fn, g, x, n)))
+        return st;
+    const bnn_model *m = g->model;
+    size_t in = m->sizes[0];
+    /* per row: one sample's log-probs (float) and the sum (double) */
+    chunk = choose_chunk(m, n, C * (sizeof(float) + sizeof(double)), chunk);
+    if (!chunk)
+        return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
+
+    pred_ws w;
+    if ((st = ws_init(&w, m, chunk, fn)))
+        return st;
+    float *lp = mem_alloc_array(&m->alloc, chunk * C, sizeof(float));
+    double *acc = mem_alloc_array(&m->alloc, chunk * C, sizeof(double));
+    if (!lp || !acc) {
+        mem_free(&m->alloc, lp);
+        mem_free(&m->alloc, acc);
+        ws_free(&w);
+        return error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
+    }
+
+    for (size_t i0 = 0; i0 < n; i0 += chunk) {
+        size_t rows = n - i0 < chunk ? n - i0 : chunk, k = rows * C;
+        memset(acc, 0, k * sizeof *acc);
+        pack_inputs(&w, x + i0 * in, rows);
+        for (size_t s = 0; s < S; s++) {
+            draw_network(g, seed, s, w.net);
+            forward(&w, rows, lp);
+            for (size_t j = 0; j < k; j++)
+                acc[j] += (double)vmath_exp_nonpos(lp[j]);
+        }
+        for (size_t j = 0; j < k; j++)
+            probs[i0 * C + j] = (float)(acc[j] / (double)S);
+    }
+
+    mem_free(&m->alloc, lp);
+    mem_free(&m->alloc, acc);
+    ws_free(&w);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
+                               size_t n, size_t num_samples, uint64_t seed,
+                               float *probs)
+{
+    return predict_mean_with_chunk(guide, x, n, num_samples, seed, probs, 0);
+}
+
+/* ---- bnn_predict_samples -------------------------------------------------- */
+
+bnn_status predict_samples_with_chunk(const bnn_guide *g, const float *x,
+                                      size_t n, size_t S, uint64_t seed,
+                                      float *logp, size_t chunk)
+{
+    static const char fn[] = "bnn_predict_samples";
+    size_t C, total;
+    bnn_status st = check_call(fn, g, x, n, S, 1, &C);
+    if (st)
+        return st;
+    if (!logp)
+        return error_set(BNN_E_INVALID, "%s: NULL logp", fn);
+    if (mem_mul_overflow(S, n * C, &total) ||
+        mem_mul_overflow(total, sizeof(float), &total))
+        return error_set(BNN_E_SHAPE,
+                         "%s: num_samples * n * classes overflows", fn);
+    if ((st = check_input(fn, g, x, n)))
+        return st;
+    const bnn_model *m = g->model;
+    size_t in = m->sizes[0];
+    chunk = choose_chunk(m, n, 0, chunk);
+    if (!chunk)
+        return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
+
+    pred_ws w;
+    if ((st = ws_init(&w, m, chunk, fn)))
+        return st;
+    /* The output holds every sample, so each network is drawn once and
+     * the chunks only bound the activations. */
+    for (size_t s = 0; s < S; s++) {
+        draw_network(g, seed, s, w.net);
+        for (size_t i0 = 0; i0 < n; i0 += chunk) {
+            size_t rows = n - i0 < chunk ? n - i0 : chunk;
+            pack_inputs(&w, x + i0 * in, rows);
+            forward(&w, rows, logp + (s * n + i0) * C);
+        }
+    }
+    ws_free(&w);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
+                                       size_t n, size_t num_samples,
+                                       uint64_t seed, float *logp)
+{
+    return predict_samples_with_chunk(guide, x, n, num_samples, seed, logp,
+                                      0);
+}
+
+/* ---- bnn_predict_regression ----------------------------------------------- */
+
+bnn_status predict_regression_with_chunk(const bnn_guide *g, const float *x,
+                                         size_t n, size_t S, uint64_t seed,
+                                         float *mean, float *var,
+                                         size_t chunk)
+{
+    static const char fn[] = "bnn_predict_regression";
+    size_t C;
+    bnn_status st = check_call(fn, g, x, n, S, 0, &C);
+    if (st)
+        return st;
+    if (!mean)
+        return error_set(BNN_E_INVALID, "%s: NULL mean", fn);
+    if ((st = check_input(fn, g, x, n)))
+        return st;
+    const bnn_model *m = g->model;
+    size_t in = m->sizes[0];
+    /* per row: one sample's outputs, running mean and sum of squares */
+    chunk = choose_chunk(m, n, C * (sizeof(float) + 2 * sizeof(double)),
+                         chunk);
+    if (!chunk)
+        return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
+
+    pred_ws w;
+    if ((st = ws_init(&w, m, chunk, fn)))
+        return st;
+    float *y = mem_alloc_array(&m->alloc, chunk * C, sizeof(float));
+    double *mu = mem_alloc_array(&m->alloc, chunk * C, sizeof(double));
+    double *m2 = mem_alloc_array(&m->alloc, chunk * C, sizeof(double));
+    if (!y || !mu || !m2) {
+        mem_free(&m->alloc, y);
+        mem_free(&m->alloc, mu);
+        mem_free(&m->alloc, m2);
+        ws_free(&w);
+        return error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
+    }
+
+    double noise2 = (double)m->noise_sigma * (double)m->noise_sigma;
+    for (size_t i0 = 0; i0 < n; i0 += chunk) {
+        size_t rows = n - i0 < chunk ? n - i0 : chunk, k = rows * C;
+        memset(mu, 0, k * sizeof *mu);
+        memset(m2, 0, k * sizeof *m2);
+        pack_inputs(&w, x + i0 * in, rows);
+        for (size_t s = 0; s < S; s++) {
+            draw_network(g, seed, s, w.net);
+            forward(&w, rows, y);
+            /* Welford: no cancellation when the spread is small next to
+             * the mean. */
+            double inv = 1.0 / (double)(s + 1);
+            for (size_t j = 0; j < k; j++) {
+                double v = (double)y[j], d = v - mu[j];
+                mu[j] += d * inv;
+                m2[j] += d * (v - mu[j]);
+            }
+        }
+        for (size_t j = 0; j < k; j++) {
+            mean[i0 * C + j] = (float)mu[j];
+            if (var)
+                var[i0 * C + j] = (float)(m2[j] / (double)S + noise2);
+        }
+    }
+
+    mem_free(&m->alloc, y);
+    mem_free(&m->alloc, mu);
+    mem_free(&m->alloc, m2);
+    ws_free(&w);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
+                                          const float *x, size_t n,
+                                          size_t num_samples, uint64_t seed,
+                                          float *mean, float *var)
+{
+    return predict_regression_with_chunk(guide, x, n, num_samples, seed,
+                                         mean, var, 0);
+}
+
+/* ---- bnn_predict_with_uncertainty ----------------------------------------- */
+
+/* The caller's config over the defaults: only fields its struct_size
+ * covers are read. */
+static bnn_status read_config(const bnn_predict_config *cfg,
+                              bnn_predict_config *c, const char *fn)
+{
+    bnn_predict_config_init(c);
+    if (!cfg)
+        return BNN_OK;
+    size_t sz = cfg->struct_size;
+    if (!COVERS(sz, bnn_predict_config, num_samples))
+        return error_set(BNN_E_INVALID,
+                         "%s: cfg->struct_size %zu too small (call "
+                         "bnn_predict_config_init)",
+                         fn, sz);
+#define READ(f)                                                            \
+    if (COVERS(sz, bnn_predict_config, f))                                 \
+    c->f = cfg->f
+    READ(num_samples);
+    READ(seed);
+    READ(rule);
+    READ(threshold);
+    READ(n_quantiles);
+    READ(quantiles);
+#undef READ
+    return BNN_OK;
+}
+
+bnn_status predict_with_chunk(const bnn_guide *g,
+                              const bnn_predict_config *cfg_in,
+                              const float *x, size_t n, bnn_prediction *out,
+                              size_t rs, float *medians, float *quantiles,
+                              size_t chunk)
+{
+    static const char fn[] = "bnn_predict_with_uncertainty";
+    bnn_predict_config cfg;
+    size_t C, tmp;
+    bnn_status st = read_config(cfg_in, &cfg, fn);
+    if (st)
+        return st;
+    const size_t S = cfg.num_samples, nq = cfg.n_quantiles;
+    if ((st = check_call(fn, g, x, n, S, 1, &C)))
+        return st;
+    if (!out)
+        return error_set(BNN_E_INVALID, "%s: NULL out", fn);
+    if (rs < offsetof(bnn_prediction, prob))
+        return error_set(BNN_E_INVALID,
+                         "%s: record_size %zu does not cover label and "
+                         "refused",
+                         fn, rs);
+    if (mem_mul_overflow(n, rs, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
+    if ((st = check_rule(fn, cfg.rule, cfg.threshold)))
+        return st;
+    if (nq && !cfg.quantiles)
+        return error_set(BNN_E_INVALID, "%s: n_quantiles %zu but NULL "
+                         "quantile levels", fn, nq);
+    for (size_t j = 0; j < nq; j++)
+        if (!(cfg.quantiles[j] >= 0.0f && cfg.quantiles[j] <= 1.0f))
+            return error_set(BNN_E_INVALID,
+                             "%s: quantile level %zu = %g not in [0, 1]", fn,
+                             j, (double)cfg.quantiles[j]);
+    if (quantiles && nq &&
+        (mem_mul_overflow(n * C, nq, &tmp) ||
+         mem_mul_overflow(tmp, sizeof(float), &tmp)))
+        return error_set(BNN_E_SHAPE, "%s: n * classes * n_quantiles "
+                         "overflows", fn);
+    if (quantiles && !nq)
+        quantiles = NULL;
+    if ((st = check_input(fn, g, x, n)))
+        return st;
+
+    const bnn_model *m = g->model;
+    size_t in = m->sizes[0], per_row;
+    /* per row: every sample's probabilities, which medians need at once */
+    if (mem_mul_overflow(S, C, &per_row) ||
+        mem_mul_overflow(per_row, sizeof(float), &per_row) ||
+        !(chunk = choose_chunk(m, n, per_row, chunk)))
+        return error_set(BNN_E_SHAPE, "%s: num_samples * classes overflows",
+                         fn);
+
+    pred_ws w;
+    if ((st = ws_init(&w, m, chunk, fn)))
+        return st;
+    float *buf = mem_alloc_array(&m->alloc, chunk, per_row);
+    float *scratch = mem_alloc_array(&m->alloc, S, sizeof(float));
+    if (!buf || !scratch) {
+        mem_free(&m->alloc, buf);
+        mem_free(&m->alloc, scratch);
+        ws_free(&w);
+        return error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
+    }
+
+    unsigned char *base = (unsigned char *)out;
+    for (size_t i0 = 0; i0 < n; i0 += chunk) {
+        size_t rows = n - i0 < chunk ? n - i0 : chunk, k = rows * C;
+        pack_inputs(&w, x + i0 * in, rows);
+        for (size_t s = 0; s < S; s++) {
+            float *ps = buf + s * k;
+            draw_network(g, cfg.seed, s, w.net);
+            forward(&w, rows, ps);
+            for (size_t j = 0; j < k; j++)
+                ps[j] = vmath_exp_nonpos(ps[j]);
+        }
+        for (size_t i = 0; i < rows; i++) {
+            bnn_prediction rec;
+            predict_stats(buf + i * C, S, C, k, cfg.rule, cfg.threshold,
+                          cfg.quantiles, nq, &rec,
+                          medians ? medians + (i0 + i) * C : NULL,
+                          quantiles ? quantiles + (i0 + i) * C * nq : NULL,
+                          scratch);
+            record_store(base + (i0 + i) * rs, rs, &rec);
+        }
+    }
+
+    mem_free(&m->alloc, buf);
+    mem_free(&m->alloc, scratch);
+    ws_free(&w);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
+                                                const bnn_predict_config *cfg,
+                                                const float *x, size_t n,
+                                                bnn_prediction *out,
+                                                size_t record_size,
+                                                float *medians,
+                                                float *quantiles)
+{
+    return predict_with_chunk(guide, cfg, x, n, out, record_size, medians,
+                              quantiles, 0);
+}
+
+/* ---- refusal on existing records ------------------------------------------ */
+
+BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
+                                     size_t record_size, size_t n,
+                                     bnn_refusal_rule rule, float threshold)
+{
+    static const char fn[] = "bnn_apply_refusal";
+    size_t tmp;
+    bnn_status st;
+    if (!records)
+        return error_set(BNN_E_INVALID, "%s: NULL records", fn);
+    if (n == 0)
+        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
+    if ((st = check_rule(fn, rule, threshold)))
+        return st;
+    if (record_size < offsetof(bnn_prediction, prob) ||
+        record_size < rule_field_end(rule))
+        return error_set(BNN_E_INVALID,
+                         "%s: record_size %zu does not cover the fields "
+                         "this rule reads",
+                         fn, record_size);
+    if (mem_mul_overflow(n, record_size, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
+
+    unsigned char *base = (unsigned char *)records;
+    for (size_t i = 0; i < n; i++) {
+        bnn_prediction r;
+        unsigned char *p = base + i * record_size;
+        record_load(p, record_size, &r);
+        int32_t refused = predict_refuses(&r, rule, threshold);
+        memcpy(p + offsetof(bnn_prediction, refused), &refused,
+               sizeof refused);
+    }
+    return BNN_OK;
+}
+
+/* ---- threshold calibration ------------------------------------------------ */
+
+BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
+                                           size_t record_size,
+                                           const int32_t *labels, size_t n,
+                                           bnn_refusal_rule rule,
+                                           bnn_calibration_target target,
+                                           double value, float *threshold,
+                                           double *coverage, double *accuracy)
+{
+    static const char fn[] = "bnn_calibrate_threshold";
+    size_t tmp;
+    bnn_status st;
+    if (!records || !labels || !threshold)
+        return error_set(BNN_E_INVALID, "%s: NULL argument", fn);
+    if (n == 0)
+        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
+    if (rule == BNN_REFUSE_NONE)
+        return error_set(BNN_E_INVALID, "%s: rule NONE has no threshold", fn);
+    if ((st = check_rule(fn, rule, 0.0f)))
+        return st;
+    if (target != BNN_CALIBRATE_ACCURACY && target != BNN_CALIBRATE_COVERAGE)
+        return error_set(BNN_E_INVALID, "%s: unknown target %d", fn,
+                         (int)target);
+    if (!(value > 0.0 && value <= 1.0))
+        return error_set(BNN_E_INVALID, "%s: target value %g not in (0, 1]",
+                         fn, value);
+    int median_rule = rule == BNN_REFUSE_MEDIAN;
+    /* The median rule answers with label, the others with mean_label. */
+    size_t need = median_rule ? rule_field_end(rule) : sizeof(bnn_prediction);
+    if (record_size < need)
+        return error_set(BNN_E_INVALID,
+                         "%s: record_size %zu does not cover the fields "
+                         "this rule reads",
+                         fn, record_size);
+    if (mem_mul_overflow(n, record_size, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
+
+    bnn_allocator al = mem_default_allocator();
+    size_t *idx = mem_alloc_array(&al, n, sizeof *idx);
+    size_t *tmpi = mem_alloc_array(&al, n, sizeof *tmpi);
+    float *key = mem_alloc_array(&al, n, sizeof *key);
+    unsigned char *ok = mem_alloc(&al, n);
+    if (!idx || !tmpi || !key || !ok) {
+        mem_free(&al, idx);
+        mem_free(&al, tmpi);
+        mem_free(&al, key);
+        mem_free(&al, ok);
+        return error_set(BNN_E_NOMEM, "%s: cannot sort %zu records", fn, n);
+    }
+
+    /* key: higher means more certain (scores of the entropy rules are
+     * negated, exactly, so one descending sort serves every rule). */
+    const unsigned char *base = (const unsigned char *)records;
+    for (size_t i = 0; i < n; i++) {
+        bnn_prediction r;
+        record_load(base + i * record_size, record_size, &r);
+        float score;
+        switch (rule) {
+        case BNN_REFUSE_MEDIAN: score = r.max_median; break;
+        case BNN_REFUSE_MAX_PROB: score = r.prob; break;
+        case BNN_REFUSE_ENTROPY: score = r.entropy; break;
+        default: score = r.mutual_info; break;
+        }
+        int bad = median_rule || rule == BNN_REFUSE_MAX_PROB
+                      ? !(score >= 0.0f && score <= 1.0f)
+                      : !(score >= 0.0f && isfinite(score));
+        if (bad || labels[i] < 0) {
+            mem_free(&al, idx);
+            mem_free(&al, tmpi);
+            mem_free(&al, key);
+            mem_free(&al, ok);
+            return bad ? error_set(BNN_E_INVALID,
+                                   "%s: record %zu has score %g out of "
+                                   "range for this rule",
+                                   fn, i, (double)score)
+                       : error_set(BNN_E_INVALID,
+                                   "%s: labels[%zu] = %d is negative", fn, i,
+                                   (int)labels[i]);
+        }
+        key[i] = median_rule || rule == BNN_REFUSE_MAX_PROB ? score : -score;
+        ok[i] = (median_rule ? r.label : r.mean_label) == labels[i];
+        idx[i] = i;
+    }
+    eval_sort_desc(idx, tmpi, n, key);
+
+    /* Accepting exactly the k most certain inputs needs a cut between
+     * distinct scores (ties are accepted or refused together), and for the
+     * median rule (accept when > t, t >= 0) a k-th score above 0.
+     * Candidates are scanned in increasing k. */
+    size_t best_k = 0, best_ok = 0, first_k = 0, first_ok = 0;
+    size_t last_k = 0, last_ok = 0, correct = 0;
+    int found = 0;
+    for (size_t k = 1; k <= n; k++) {
+        correct += ok[idx[k - 1]];
+        float sk = key[idx[k - 1]];
+        int cut = k == n || sk > key[idx[k]];
+        if (median_rule && !(sk > 0.0f))
+            cut = 0;
+        if (!cut)
+            continue;
+        if (!first_k) {
+            first_k = k;
+            first_ok = correct;
+        }
+        last_k = k;
+        last_ok = correct;
+        if (target == BNN_CALIBRATE_ACCURACY) {
+            if ((double)correct / (double)k >= value) {
+                best_k = k; /* keep going: the largest such k wins */
+                best_ok = correct;
+                found = 1;
+            }
+        } else if (!found && (double)k / (double)n >= value) {
+            best_k = k;
+            best_ok = correct;
+            found = 1;
+        }
+    }
+    if (!found) {
+        /* Accuracy: the strictest cut; coverage (median rule with zero
+         * scores only): the widest reachable one. */
+        best_k = target == BNN_CALIBRATE_ACCURACY ? first_k : last_k;
+        best_ok = target == BNN_CALIBRATE_ACCURACY ? first_ok : last_ok;
+    }
+
+    float t;
+    if (best_k == 0) {
+        /* Median rule, every max_median is 0: nothing can be accepted. */
+        t = 0.0f;
+    } else if (median_rule) {
+        /* accept when > t: the next score down, or 0 to accept all */
+        t = best_k < n ? key[idx[best_k]] : 0.0f;
+    } else if (rule == BNN_REFUSE_MAX_PROB) {
+        t = key[idx[best_k - 1]]; /* accept when >= t */
+    } else {
+        t = -key[idx[best_k - 1]]; /* accept when <= t */
+    }
+
+    mem_free(&al, idx);
+    mem_free(&al, tmpi);
+    mem_free(&al, key);
+    mem_free(&al, ok);
+    *threshold = t;
+    if (coverage)
+        *coverage = (double)best_k / (double)n;
+    if (accuracy)
+        *accuracy = best_k ? (double)best_ok / (double)best_k : 0.0;
+    return BNN_OK;
+}

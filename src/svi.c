@@ -1,0 +1,235 @@
+/* bnn_svi_grad / bnn_svi_step: the negative ELBO of a minibatch,
+ *   loss = sum_i -log p(y_i | x_i, w) + kl_weight * KL(q || p) * n / N,
+ * averaged over particles, and its gradient w.r.t. every mu and rho. */
+#include <math.h>
+#include <string.h>
+
+#include "fused.h"
+#include "internal.h"
+#include "layer.h"
+#include "rng.h"
+#include "tensor.h"
+
+#define LOG_2PI 1.8378770664093453
+
+static bnn_status check_batch(const bnn_optimizer *o, const float *x, const int32_t *labels,
+                              const float *targets, size_t n, size_t offset, size_t total)
+{
+    if (!o || !x)
+        return error_set(BNN_E_INVALID, "bnn_svi_grad: optimizer and x must not be NULL");
+    const bnn_model *m = o->guide->model;
+    if (n == 0 || n > o->svi.max_batch)
+        return error_set(BNN_E_SHAPE, "batch size %zu must be in [1, max_batch = %zu]", n,
+                         o->svi.max_batch);
+    if (total < n || offset > total - n)
+        return error_set(BNN_E_SHAPE, "part [%zu, %zu) does not fit in a batch of %zu", offset,
+                         offset + n, total);
+    size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
+    if (!tensor_all_finite(x, n * in))
+        return error_set(BNN_E_INVALID, "x holds NaN or Inf");
+    if (m->likelihood == BNN_LIK_CATEGORICAL) {
+        if (!labels || targets)
+            return error_set(BNN_E_INVALID, "a categorical model takes labels (and NULL targets)");
+        for (size_t i = 0; i < n; i++)
+            if (labels[i] < 0 || (size_t)labels[i] >= out)
+                return error_set(BNN_E_INVALID, "label[%zu] = %d is outside [0, %zu)", i,
+                                 (int)labels[i], out);
+    } else {
+        if (!targets || labels)
+            return error_set(BNN_E_INVALID, "a Gaussian model takes targets (and NULL labels)");
+        if (!tensor_all_finite(targets, n * out))
+            return error_set(BNN_E_INVALID, "targets hold NaN or Inf");
+    }
+    return BNN_OK;
+}
+
+/* The KL part of a fused pass with the model's prior. */
+static fused_kl kl_setup(const bnn_optimizer *o, double scale, int accumulate)
+{
+    const bnn_guide *g = o->guide;
+    const bnn_model *m = g->model;
+    fused_kl k;
+    memset(&k, 0, sizeof k);
+    k.scale = (float)scale;
+    k.accumulate = accumulate;
+    k.gmu = g->grads;
+    k.grho = g->grads + g->n_params;
+    if (o->svi.kl_mode == BNN_KL_ANALYTIC)
+        k.mode = FUSED_KL_ANALYTIC;
+    else
+        k.mode = m->prior == BNN_PRIOR_NORMAL ? FUSED_KL_MC_NORMAL : FUSED_KL_MC_MIXTURE;
+    double p = m->prior_sigma, s1 = m->prior_sigma1, s2 = m->prior_sigma2, pi = m->prior_pi;
+    k.inv_p2 = (float)(1.0 / (p * p));
+    k.log_p = (float)log(p);
+    k.mix_c1 = (float)(log(pi) - log(s1));
+    k.mix_c2 = (float)(log1p(-pi) - log(s2));
+    k.mix_h1 = (float)(0.5 / (s1 * s1));
+    k.mix_h2 = (float)(0.5 / (s2 * s2));
+    return k;
+}
+
+/* Everything of particle k that depends on the parameters only, in one
+ * pass: the network draw (weight sampling: w = mu + sigma eps; flipout:
+ * delta = sigma eps; local reparameterization: sigma^2, done once per
+ * step), the KL term and its gradient, which initialise the gradient
+ * buffer at k = 0.  Returns the KL contribution to the loss before
+ * kl_scale (analytic: the KL, once; Monte Carlo: this draw's estimate over
+ * K). */
+static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale)
+{
+    bnn_guide *g = o->guide;
+    size_t P = g->n_params, K = o->svi.num_particles;
+    const float *mu = guide_mu(g), *rho = guide_rho(g);
+    int analytic = o->svi.kl_mode == BNN_KL_ANALYTIC;
+    uint64_t seed = o->svi.seed, step = o->step;
+    fused_kl kl = kl_setup(o, analytic ? kl_scale : kl_scale / (double)K, k > 0);
+    double r = 0.0;
+    switch (o->svi.estimator) {
+    case BNN_EST_WEIGHT_SAMPLING:
+    case BNN_EST_FLIPOUT: {
+        int ws = o->svi.estimator == BNN_EST_WEIGHT_SAMPLING;
+        rng_normal_fill(seed, rng_stream_id(step, k, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS), 0, P,
+                        o->noise);
+        r = fused_draw(P, mu, rho, o->noise, o->wsamp, ws, analytic && k > 0 ? NULL : &kl);
+        break;
+    }
+    case BNN_EST_LOCAL_REPARAM:
+        if (k == 0)
+            r = fused_lrt_prepare(P, mu, rho, o->sig2, o->dsig, analytic ? &kl : NULL);
+        if (!analytic) {
+            rng_normal_fill(seed, rng_stream_id(step, k, 0, RNG_KL), 0, P, o->noise);
+            r = fused_draw(P, mu, rho, o->noise, NULL, 0, &kl);
+        }
+        break;
+    }
+    return analytic ? r : r / (double)K;
+}
+
+/* Forward the whole network, then the likelihood: returns the batch NLL and
+ * leaves dLoss/da of the last layer, times `weight`, in o->tmp_a. */
+static double forward_loss(bnn_optimizer *o, const float *x, const int32_t *labels,
+                           const float *targets, size_t n, const layer_noise *nz, float weight)
+{
+    const bnn_model *m = o->guide->model;
+    size_t L = model_n_layers(m), out = m->sizes[L];
+    tensor h = tensor_mat((float *)x, n, m->sizes[0]);
+    for (size_t l = 0; l < L; l++) {
+        layer_forward(o, l, &h, nz);
+        h = tensor_mat(o->layer[l].post, n, model_layer_out(m, l));
+    }
+    const float *a = o->layer[L - 1].pre;
+    float *da = o->tmp_a;
+    double nll = 0.0;
+    if (m->likelihood == BNN_LIK_CATEGORICAL) {
+        tensor at = tensor_mat((float *)a, n, out), lp = tensor_mat(o->logp, n, out);
+        tensor_log_softmax_rows(&at, &lp);
+        /* d(-log softmax_y)/da = softmax - onehot(y). */
+        for (size_t i = 0; i < n; i++) {
+            const float *lr = o->logp + i * out;
+            float *dr = da + i * out;
+            nll -= lr[labels[i]];
+            for (size_t k = 0; k < out; k++)
+                dr[k] = weight * expf(lr[k]);
+            dr[labels[i]] -= weight;
+        }
+    } else {
+        double s = m->noise_sigma, inv_s2 = 1.0 / (s * s);
+        for (size_t i = 0; i < n * out; i++) {
+            double r = (double)a[i] - targets[i];
+            nll += 0.5 * r * r * inv_s2 + log(s) + 0.5 * LOG_2PI;
+            da[i] = (float)(weight * r * inv_s2);
+        }
+    }
+    return nll;
+}
+
+static void backward(bnn_optimizer *o, const float *x, size_t n, double *ss)
+{
+    const bnn_model *m = o->guide->model;
+    size_t L = model_n_layers(m);
+    float *da = o->tmp_a, *dh = o->tmp_b;
+    for (size_t l = L; l-- > 0;) {
+        size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
+        tensor h = l == 0 ? tensor_mat((float *)x, n, in) : tensor_mat(o->layer[l - 1].post, n, in);
+        tensor dat = tensor_mat(da, n, out);
+        if (l == 0) {
+            layer_backward(o, l, &h, &dat, NULL, ss);
+            break;
+        }
+        tensor dht = tensor_mat(dh, n, in);
+        layer_backward(o, l, &h, &dat, &dht, ss);
+        /* Through the activation of layer l-1 into its pre-activation. */
+        tensor dprev = tensor_mat(da, n, in);
+        if (m->activation == BNN_ACT_RELU) {
+            tensor pre = tensor_mat(o->layer[l - 1].pre, n, in);
+            tensor_relu_backward(&pre, &dht, &dprev);
+        } else {
+            tensor post = tensor_mat(o->layer[l - 1].post, n, in);
+            tensor_tanh_backward(&post, &dht, &dprev);
+        }
+    }
+}
+
+/* grad_ss, if not NULL, receives the gradient's sum of squares. */
+static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labels,
+                           const float *targets, size_t n, size_t offset, size_t total,
+                           bnn_svi_stats *stats, double *grad_ss)
+{
+    bnn_status st = check_batch(o, x, labels, targets, n, offset, total);
+    if (st != BNN_OK)
+        return st;
+    if (stats && stats->struct_size < offsetof(bnn_svi_stats, kl))
+        return error_set(BNN_E_INVALID, "bnn_svi_stats.struct_size is too small");
+    size_t K = o->svi.num_particles;
+    float inv_k = 1.0f / (float)K;
+    double kl_scale = (double)o->svi.kl_weight * (double)n / (double)o->svi.dataset_size;
+
+    /* Particle 0's parameter pass writes the whole gradient buffer (its KL
+     * part); every backward adds to it, and the last one also sums the
+     * squares of the finished gradient. */
+    double nll = 0.0, kl = 0.0, ss = 0.0;
+    for (size_t k = 0; k < K; k++) {
+        layer_noise nz = {o->svi.seed, o->step, (unsigned)k, offset};
+        kl += prepare_particle(o, (unsigned)k, kl_scale);
+        nll += forward_loss(o, x, labels, targets, n, &nz, inv_k) / (double)K;
+        backward(o, x, n, k + 1 == K ? &ss : NULL);
+    }
+
+    double loss = nll + kl_scale * kl;
+    if (!isfinite(loss) || !isfinite(ss))
+        return error_set(BNN_E_NUMERIC, "non-finite loss (%g) or gradient: lower the learning "
+                         "rate or check the inputs", loss);
+    if (stats) {
+        bnn_svi_stats s = {sizeof s, loss, nll, kl, kl_scale * kl, sqrt(ss)};
+        size_t keep = stats->struct_size;
+        memcpy(stats, &s, keep < sizeof s ? keep : sizeof s);
+        stats->struct_size = keep;
+    }
+    if (grad_ss)
+        *grad_ss = ss;
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_svi_grad(bnn_optimizer *o, const float *x, const int32_t *labels,
+                                const float *targets, size_t n, bnn_svi_stats *stats)
+{
+    return svi_grad(o, x, labels, targets, n, 0, n, stats, NULL);
+}
+
+BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *o, const float *x, const int32_t *labels,
+                                     const float *targets, size_t n, size_t offset, size_t total,
+                                     bnn_svi_stats *stats)
+{
+    return svi_grad(o, x, labels, targets, n, offset, total, stats, NULL);
+}
+
+BNN_API bnn_status bnn_svi_step(bnn_optimizer *o, const float *x, const int32_t *labels,
+                                const float *targets, size_t n, bnn_svi_stats *stats)
+{
+    double ss;
+    bnn_status st = svi_grad(o, x, labels, targets, n, 0, n, stats, &ss);
+    if (st != BNN_OK)
+        return st;
+    /* The gradient was just checked and its norm computed. */
+    return optim_apply(o, ss);
+}

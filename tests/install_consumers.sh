@@ -1,0 +1,97 @@
+#!/bin/bash
+# Install libbnn into a temporary prefix and build three programs the way a
+# user would, with nothing but `pkg-config bnn`: a C program against the
+# shared library, a C++17 program, and a fully static C program.
+#
+# usage: install_consumers.sh SOURCE_ROOT [MESON]
+set -euo pipefail
+
+root=$(cd "$1" && pwd)
+meson=${2:-meson}
+cc=${CC:-cc}
+cxx=${CXX:-c++}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+
+step() { echo "== $*"; }
+fail() { echo "FAIL: $*"; exit 1; }
+quiet() { # run a command, show its output only if it fails
+    if ! "$@" >"$tmp/log" 2>&1; then
+        cat "$tmp/log"
+        fail "$*"
+    fi
+}
+
+step "configure, build and install into $prefix"
+quiet "$meson" setup "$tmp/build" "$root" --prefix="$prefix" \
+    -Dtests=false -Dexamples=false -Dbench=false -Dmpi=disabled \
+    -Dplots=disabled -Ddocs=disabled -Dfuzz=false
+quiet "$meson" compile -C "$tmp/build"
+quiet "$meson" install -C "$tmp/build"
+
+pc=$(find "$prefix" -name bnn.pc -path '*/pkgconfig/*' | head -n 1)
+[ -n "$pc" ] || fail "bnn.pc not installed"
+export PKG_CONFIG_PATH=$(dirname "$pc")
+libdir=$(pkg-config --variable=libdir bnn)
+includedir=$(pkg-config --variable=includedir bnn)
+version=$(sed -n 's/^#define BNN_VERSION_STRING "\(.*\)"$/\1/p' "$root/include/bnn.h")
+
+step "installed files"
+[ "$(pkg-config --modversion bnn)" = "$version" ] ||
+    fail "bnn.pc version $(pkg-config --modversion bnn), header $version"
+case $libdir in "$prefix"/*) ;; *) fail "libdir $libdir outside $prefix" ;; esac
+for f in "$includedir/bnn.h" "$libdir/libbnn.so.0" "$libdir/libbnn.so" \
+    "$libdir/libbnn.a"; do
+    [ -e "$f" ] || fail "$f not installed"
+done
+# Only the public header is installed: the internal ones are not an API.
+extra=$(find "$includedir" -type f ! -name bnn.h)
+[ -z "$extra" ] || fail "unexpected headers installed: $extra"
+soname=$(readelf -d "$libdir/libbnn.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ "$soname" = libbnn.so.0 ] || fail "SONAME is '$soname'"
+
+step "pkg-config metadata"
+requires=$(pkg-config --print-requires-private bnn)
+echo "Requires.private: $requires"
+echo "$requires" | grep -qE '^(openblas|blas-netlib)' ||
+    fail "Requires.private names no BLAS"
+static_libs=$(pkg-config --static --libs bnn)
+echo "static libs: $static_libs"
+echo " $static_libs " | grep -q -- ' -lm ' || fail "no -lm for static linking"
+# A shared link needs nothing but libbnn itself.
+shared_libs=$(pkg-config --libs bnn | xargs)
+[ "$shared_libs" = "-L$libdir -lbnn" ] || fail "unexpected --libs: $shared_libs"
+
+# Until the training API is exported, the consumers use the version
+# functions only; check_symbols.sh fails meanwhile, so this cannot hide a
+# missing function in a finished library.
+defs=()
+if ! nm -D --defined-only "$libdir/libbnn.so" | grep -q ' bnn_svi_step$\| bnn_svi_step@'; then
+    echo "NOTE: bnn_svi_step not exported yet: consumers built version-only"
+    defs=(-DBNN_CONSUMER_VERSION_ONLY)
+fi
+src=$root/tests/consumers
+# shellcheck disable=SC2046 # pkg-config output is a word list
+{
+    step "C consumer, shared library"
+    quiet "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror "${defs[@]}" \
+        "$src/consumer.c" -o "$tmp/c_shared" $(pkg-config --cflags --libs bnn) -lm
+    LD_LIBRARY_PATH=$libdir ldd "$tmp/c_shared" | grep -q "$libdir/libbnn.so.0" ||
+        fail "c_shared does not load the installed libbnn"
+    LD_LIBRARY_PATH=$libdir "$tmp/c_shared" || fail "c_shared exited $?"
+
+    step "C++17 consumer, shared library"
+    quiet "$cxx" -std=c++17 -Wall -Wextra -Wpedantic -Werror "${defs[@]}" \
+        "$src/consumer.cpp" -o "$tmp/cxx_shared" $(pkg-config --cflags --libs bnn)
+    LD_LIBRARY_PATH=$libdir "$tmp/cxx_shared" || fail "cxx_shared exited $?"
+
+    step "C consumer, fully static"
+    quiet "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror "${defs[@]}" -static \
+        "$src/consumer.c" -o "$tmp/c_static" $(pkg-config --static --cflags --libs bnn)
+    if readelf -d "$tmp/c_static" | grep -q NEEDED; then
+        fail "c_static has dynamic dependencies"
+    fi
+    "$tmp/c_static" || fail "c_static exited $?"
+}
+echo "ok: installed library usable from C, C++17 and static C"

@@ -1,0 +1,1127 @@
+/* Save/load: exact byte layout, bit-identical round trips, and a loader
+ * that survives truncation, bit flips, forged fields, failing allocations
+ * and failing writes without crashing or leaking. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bnn.h"
+#include "internal.h"
+#include "io.h"
+#include "testutil.h"
+
+/* ---- independent encoders and CRC (bitwise, no table) ------------------- */
+
+static uint32_t ref_crc32(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c & 1u) ? (c >> 1) ^ 0xedb88320u : c >> 1;
+    }
+    return c ^ 0xffffffffu;
+}
+
+static size_t w32(unsigned char *p, size_t at, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[at + i] = (unsigned char)(v >> (8 * i));
+    return at + 4;
+}
+
+static size_t w64(unsigned char *p, size_t at, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[at + i] = (unsigned char)(v >> (8 * i));
+    return at + 8;
+}
+
+static size_t wf(unsigned char *p, size_t at, float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return w32(p, at, u);
+}
+
+static uint64_t r64(const unsigned char *p, size_t at)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[at + (size_t)i];
+    return v;
+}
+
+/* After editing a file: fix the length field and the CRC, so only the
+ * edited field can be what the loader objects to. */
+static void reseal(unsigned char *p, size_t size)
+{
+    w64(p, 16, size);
+    w32(p, size - 4, ref_crc32(p, size - 4));
+}
+
+/* ---- counting allocator --------------------------------------------------- */
+
+typedef struct counter {
+    long calls;   /* allocation attempts */
+    long live;    /* successful allocations not yet freed */
+    long fail_at; /* attempt number (1-based) that fails; 0 = never */
+    size_t max_request;
+} counter;
+
+static void *count_alloc(void *ctx, size_t n)
+{
+    counter *c = ctx;
+    c->calls++;
+    if (n > c->max_request)
+        c->max_request = n;
+    if (c->fail_at && c->calls == c->fail_at)
+        return NULL;
+    void *p = malloc(n);
+    if (p)
+        c->live++;
+    return p;
+}
+
+static void count_free(void *ctx, void *p)
+{
+    counter *c = ctx;
+    if (p) {
+        c->live--;
+        free(p);
+    }
+}
+
+static bnn_allocator counting(counter *c)
+{
+    bnn_allocator a = {count_alloc, count_free, c};
+    return a;
+}
+
+/* ---- fixtures ------------------------------------------------------------- */
+
+typedef struct fixture {
+    bnn_model *model;
+    bnn_guide *guide;
+    bnn_optimizer *opt; /* NULL unless asked for */
+} fixture;
+
+/* A small Gaussian model with the mixture prior (every model field away
+ * from its default), random parameters including awkward values, and an
+ * optimizer that has taken a few steps. */
+static void make_fixture(fixture *f, int with_opt, bnn_optimizer_kind kind)
+{
+    static const size_t sizes[] = {3, 4, 2};
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 3;
+    mc.layer_sizes = sizes;
+    mc.activation = BNN_ACT_TANH;
+    mc.likelihood = BNN_LIK_GAUSSIAN;
+    mc.noise_sigma = 0.25f;
+    mc.prior = BNN_PRIOR_SCALE_MIXTURE;
+    mc.prior_sigma = 2.5f;
+    mc.prior_pi = 0.3f;
+    mc.prior_sigma1 = 1.5f;
+    mc.prior_sigma2 = 0.01f;
+    ck_assert_int_eq(bnn_model_create(&mc, &f->model), BNN_OK);
+    bnn_guide_config gc;
+    bnn_guide_config_init(&gc);
+    gc.seed = 17;
+    ck_assert_int_eq(bnn_guide_create(f->model, &gc, &f->guide), BNN_OK);
+    size_t n;
+    float *p = bnn_guide_params(f->guide, &n);
+    tu_rng r = {5};
+    tu_fill_uniform(&r, p, n, -3.0f, 3.0f);
+    p[0] = -0.0f;
+    p[1] = 1e-40f; /* subnormal */
+    p[2] = -3.4e38f;
+    f->opt = NULL;
+    if (!with_opt)
+        return;
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = kind;
+    oc.lr = 0.0125f;
+    oc.beta1 = 0.8f;
+    oc.beta2 = 0.99f;
+    oc.eps = 1e-6f;
+    oc.momentum = 0.5f;
+    oc.clip_norm = 7.5f;
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    sc.dataset_size = 1000;
+    sc.kl_weight = 0.5f;
+    sc.estimator = BNN_EST_FLIPOUT;
+    sc.kl_mode = BNN_KL_MONTE_CARLO;
+    sc.num_particles = 3;
+    sc.max_batch = 16;
+    sc.seed = 0x123456789abcdefull;
+    ck_assert_int_eq(bnn_optimizer_create(f->guide, &oc, &sc, &f->opt),
+                     BNN_OK);
+    float *g = bnn_guide_grads(f->guide, &n);
+    for (int step = 0; step < 3; step++) {
+        tu_fill_uniform(&r, g, n, -1.0f, 1.0f);
+        ck_assert_int_eq(bnn_optimizer_step(f->opt), BNN_OK);
+    }
+}
+
+static void free_fixture(fixture *f)
+{
+    bnn_optimizer_free(f->opt);
+    bnn_guide_free(f->guide);
+    bnn_model_free(f->model);
+}
+
+static unsigned char *save_mem(const fixture *f, int with_opt, size_t *size)
+{
+    const bnn_optimizer *o = with_opt ? f->opt : NULL;
+    ck_assert_int_eq(bnn_save_size(f->guide, o, size), BNN_OK);
+    unsigned char *buf = malloc(*size);
+    ck_assert_ptr_nonnull(buf);
+    size_t written = 0;
+    ck_assert_int_eq(bnn_save_to_memory(f->guide, o, buf, *size, &written),
+                     BNN_OK);
+    ck_assert_uint_eq(written, *size);
+    return buf;
+}
+
+/* Sentinels show whether a failing load touched its out-parameters. */
+#define SENTINEL_M ((bnn_model *)(uintptr_t)0x1111)
+#define SENTINEL_G ((bnn_guide *)(uintptr_t)0x2222)
+#define SENTINEL_O ((bnn_optimizer *)(uintptr_t)0x3333)
+
+static bnn_status load_expect_fail(const void *buf, size_t size,
+                                   const bnn_allocator *a)
+{
+    bnn_model *m = SENTINEL_M;
+    bnn_guide *g = SENTINEL_G;
+    bnn_optimizer *o = SENTINEL_O;
+    bnn_status st = bnn_load_from_memory(buf, size, a, &m, &g, &o);
+    if (st == BNN_OK) {
+        bnn_optimizer_free(o);
+        bnn_guide_free(g);
+        bnn_model_free(m);
+        return st;
+    }
+    ck_assert(m == SENTINEL_M && g == SENTINEL_G && o == SENTINEL_O);
+    ck_assert_str_ne(bnn_last_error(), "");
+    return st;
+}
+
+static void assert_same_state(const fixture *a, const fixture *b)
+{
+    size_t na, nb;
+    const float *pa = bnn_guide_params(a->guide, &na);
+    const float *pb = bnn_guide_params(b->guide, &nb);
+    ck_assert_uint_eq(na, nb);
+    ck_assert(memcmp(pa, pb, na * sizeof(float)) == 0);
+
+    bnn_model_config ca, cb;
+    ca.struct_size = cb.struct_size = sizeof ca;
+    ck_assert_int_eq(bnn_model_get_config(a->model, &ca), BNN_OK);
+    ck_assert_int_eq(bnn_model_get_config(b->model, &cb), BNN_OK);
+    ck_assert_uint_eq(ca.n_sizes, cb.n_sizes);
+    for (size_t i = 0; i < ca.n_sizes; i++)
+        ck_assert_uint_eq(ca.layer_sizes[i], cb.layer_sizes[i]);
+    ck_assert_int_eq(ca.activation, cb.activation);
+    ck_assert_int_eq(ca.likelihood, cb.likelihood);
+    ck_assert_int_eq(ca.prior, cb.prior);
+    ck_assert(ca.noise_sigma == cb.noise_sigma);
+    ck_assert(ca.prior_sigma == cb.prior_sigma);
+    ck_assert(ca.prior_pi == cb.prior_pi);
+    ck_assert(ca.prior_sigma1 == cb.prior_sigma1);
+    ck_assert(ca.prior_sigma2 == cb.prior_sigma2);
+
+    if (!a->opt) {
+        ck_assert_ptr_null(b->opt);
+        return;
+    }
+    ck_assert_ptr_nonnull(b->opt);
+    bnn_optimizer_config oa, ob;
+    bnn_svi_config sa, sb;
+    bnn_optimizer_config_init(&oa);
+    bnn_optimizer_config_init(&ob);
+    bnn_svi_config_init(&sa);
+    bnn_svi_config_init(&sb);
+    ck_assert_int_eq(bnn_optimizer_get_config(a->opt, &oa, &sa), BNN_OK);
+    ck_assert_int_eq(bnn_optimizer_get_config(b->opt, &ob, &sb), BNN_OK);
+    ck_assert_int_eq(oa.kind, ob.kind);
+    ck_assert(oa.lr == ob.lr && oa.beta1 == ob.beta1 && oa.beta2 == ob.beta2);
+    ck_assert(oa.eps == ob.eps && oa.momentum == ob.momentum);
+    ck_assert(oa.clip_norm == ob.clip_norm);
+    ck_assert_uint_eq(sa.dataset_size, sb.dataset_size);
+    ck_assert(sa.kl_weight == sb.kl_weight);
+    ck_assert_int_eq(sa.estimator, sb.estimator);
+    ck_assert_int_eq(sa.kl_mode, sb.kl_mode);
+    ck_assert_uint_eq(sa.num_particles, sb.num_particles);
+    ck_assert_uint_eq(sa.max_batch, sb.max_batch);
+    ck_assert(sa.seed == sb.seed);
+    ck_assert(bnn_optimizer_step_count(a->opt) ==
+              bnn_optimizer_step_count(b->opt));
+    ck_assert(memcmp(a->opt->m, b->opt->m, na * sizeof(float)) == 0);
+    ck_assert(memcmp(a->opt->v, b->opt->v, na * sizeof(float)) == 0);
+}
+
+/* ---- format ------------------------------------------------------------- */
+
+START_TEST(test_crc32)
+{
+    /* The standard check value of CRC-32/ISO-HDLC. */
+    ck_assert_uint_eq(io_crc32(0, "123456789", 9), 0xCBF43926u);
+    ck_assert_uint_eq(io_crc32(0, "", 0), 0u);
+    unsigned char buf[1000];
+    tu_rng r = {3};
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)tu_next(&r);
+    ck_assert_uint_eq(io_crc32(0, buf, sizeof buf),
+                      ref_crc32(buf, sizeof buf));
+    /* Chaining equals one pass. */
+    ck_assert_uint_eq(io_crc32(io_crc32(0, buf, 333), buf + 333, 667),
+                      ref_crc32(buf, sizeof buf));
+}
+END_TEST
+
+START_TEST(test_golden_bytes)
+{
+    /* A 1 -> 2 categorical network, P = 2 weights + 2 biases. */
+    static const size_t sizes[] = {1, 2};
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 2;
+    mc.layer_sizes = sizes;
+    bnn_model *m;
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_model_create(&mc, &m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    size_t n;
+    float *p = bnn_guide_params(g, &n);
+    ck_assert_uint_eq(n, 8);
+    const float vals[8] = {1.0f, -2.0f, 0.5f, 0.0f, -3.0f, -4.5f, 0.25f, 8.0f};
+    memcpy(p, vals, sizeof vals);
+
+    unsigned char want[128];
+    size_t at = 0;
+    static const unsigned char magic[8] = {0x89, 0x42, 0x4e, 0x4e,
+                                           0x0d, 0x0a, 0x1a, 0x0a};
+    memcpy(want, magic, 8);
+    at = 8;
+    at = w32(want, at, 1);   /* version */
+    at = w32(want, at, 0);   /* flags: no optimizer */
+    at = w64(want, at, 120); /* 24 + 36 + 2*8 + 8 + 8*4 + 4 */
+    at = w32(want, at, 2);
+    at = w64(want, at, 1);
+    at = w64(want, at, 2);
+    at = w32(want, at, 0); /* ReLU */
+    at = w32(want, at, 0); /* categorical */
+    at = w32(want, at, 0x3f800000u); /* noise_sigma 1.0f */
+    at = w32(want, at, 0);           /* Normal prior */
+    at = w32(want, at, 0x3f800000u); /* prior_sigma 1.0f */
+    at = w32(want, at, 0x3f000000u); /* pi 0.5f */
+    at = w32(want, at, 0x3f800000u); /* sigma1 1.0f */
+    at = wf(want, at, mc.prior_sigma2);
+    at = w64(want, at, 4);
+    /* -2.0f is 0xc0000000, 8.0f is 0x41000000 */
+    static const uint32_t bits[8] = {0x3f800000u, 0xc0000000u, 0x3f000000u,
+                                     0x00000000u, 0xc0400000u, 0xc0900000u,
+                                     0x3e800000u, 0x41000000u};
+    for (int i = 0; i < 8; i++)
+        at = w32(want, at, bits[i]);
+    at = w32(want, at, ref_crc32(want, at));
+    ck_assert_uint_eq(at, 120);
+
+    unsigned char got[128];
+    size_t written = 0, size = 0;
+    ck_assert_int_eq(bnn_save_size(g, NULL, &size), BNN_OK);
+    ck_assert_uint_eq(size, 120);
+    ck_assert_int_eq(bnn_save_to_memory(g, NULL, got, sizeof got, &written),
+                     BNN_OK);
+    ck_assert_uint_eq(written, 120);
+    for (size_t i = 0; i < 120; i++)
+        ck_assert_msg(got[i] == want[i], "byte %zu: %02x, expected %02x", i,
+                      got[i], want[i]);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+}
+END_TEST
+
+START_TEST(test_save_size_and_capacity)
+{
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    size_t s0, s1, P = bnn_model_param_count(f.model);
+    ck_assert_int_eq(bnn_save_size(f.guide, NULL, &s0), BNN_OK);
+    ck_assert_int_eq(bnn_save_size(f.guide, f.opt, &s1), BNN_OK);
+    ck_assert_uint_eq(s0, 24 + 36 + 3 * 8 + 8 + 8 * P + 4);
+    ck_assert_uint_eq(s1, s0 + 88 + 16 * P);
+
+    unsigned char *buf = malloc(s1);
+    memset(buf, 0xa5, s1);
+    size_t written = 12345;
+    ck_assert_int_eq(bnn_save_to_memory(f.guide, f.opt, buf, s1 - 1, &written),
+                     BNN_E_SHAPE);
+    ck_assert_uint_eq(written, 12345);
+    for (size_t i = 0; i < s1; i++)
+        ck_assert_uint_eq(buf[i], 0xa5);
+    ck_assert_int_eq(bnn_save_to_memory(NULL, NULL, buf, s1, &written),
+                     BNN_E_INVALID);
+    ck_assert_int_eq(bnn_save_to_memory(f.guide, NULL, NULL, s1, &written),
+                     BNN_E_INVALID);
+    ck_assert_int_eq(bnn_save_size(f.guide, NULL, NULL), BNN_E_INVALID);
+
+    /* An optimizer of another guide is refused. */
+    fixture other;
+    make_fixture(&other, 1, BNN_OPT_SGD);
+    ck_assert_int_eq(bnn_save_size(f.guide, other.opt, &s0), BNN_E_INVALID);
+    free_fixture(&other);
+
+    /* Non-finite parameters cannot be saved (they could not be loaded). */
+    size_t n;
+    float *p = bnn_guide_params(f.guide, &n);
+    p[n - 1] = NAN;
+    ck_assert_int_eq(bnn_save_size(f.guide, NULL, &s0), BNN_E_INVALID);
+    ck_assert_int_eq(bnn_save_to_memory(f.guide, NULL, buf, s1, &written),
+                     BNN_E_INVALID);
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+/* ---- round trips ---------------------------------------------------------- */
+
+static void round_trip_memory(int with_opt, bnn_optimizer_kind kind)
+{
+    fixture f, l;
+    make_fixture(&f, with_opt, kind);
+    size_t size;
+    unsigned char *buf = save_mem(&f, with_opt, &size);
+    l.opt = SENTINEL_O;
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &l.model, &l.guide,
+                                          &l.opt),
+                     BNN_OK);
+    assert_same_state(&f, &l);
+
+    /* Saving the loaded objects reproduces the file byte for byte. */
+    size_t size2;
+    unsigned char *buf2 = save_mem(&l, with_opt, &size2);
+    ck_assert_uint_eq(size, size2);
+    ck_assert(memcmp(buf, buf2, size) == 0);
+
+    if (with_opt) {
+        /* The state is complete: one more identical step keeps the two
+         * trainings bit-identical. */
+        size_t n;
+        float *ga = bnn_guide_grads(f.guide, &n);
+        float *gb = bnn_guide_grads(l.guide, &n);
+        tu_rng r = {77};
+        tu_fill_uniform(&r, ga, n, -2.0f, 2.0f);
+        memcpy(gb, ga, n * sizeof(float));
+        ck_assert_int_eq(bnn_optimizer_step(f.opt), BNN_OK);
+        ck_assert_int_eq(bnn_optimizer_step(l.opt), BNN_OK);
+        assert_same_state(&f, &l);
+    }
+    free(buf);
+    free(buf2);
+    free_fixture(&l);
+    free_fixture(&f);
+}
+
+START_TEST(test_round_trip_guide)
+{
+    round_trip_memory(0, BNN_OPT_ADAM);
+}
+END_TEST
+
+START_TEST(test_round_trip_adam)
+{
+    round_trip_memory(1, BNN_OPT_ADAM);
+}
+END_TEST
+
+START_TEST(test_round_trip_sgd)
+{
+    round_trip_memory(1, BNN_OPT_SGD);
+}
+END_TEST
+
+START_TEST(test_load_without_opt_out)
+{
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 1, &size);
+    counter c = {0};
+    bnn_allocator a = counting(&c);
+    bnn_model *m;
+    bnn_guide *g;
+    /* The optimizer section is checked but not built. */
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, &a, &m, &g, NULL),
+                     BNN_OK);
+    size_t n, n2;
+    const float *pl = bnn_guide_params(g, &n);
+    const float *po = bnn_guide_params(f.guide, &n2);
+    ck_assert_uint_eq(n, n2);
+    ck_assert(memcmp(pl, po, n * sizeof(float)) == 0);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+    ck_assert_int_eq(c.live, 0);
+    ck_assert_int_gt(c.calls, 0);
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+START_TEST(test_unused_nan_fields)
+{
+    /* A categorical model never validates noise_sigma; a NaN there must
+     * not make an unloadable file. */
+    static const size_t sizes[] = {2, 3};
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 2;
+    mc.layer_sizes = sizes;
+    mc.noise_sigma = NAN;
+    mc.prior_pi = NAN;
+    fixture f = {0}, l;
+    ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 0, &size);
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &l.model, &l.guide,
+                                          NULL),
+                     BNN_OK);
+    bnn_model_config got;
+    got.struct_size = sizeof got;
+    ck_assert_int_eq(bnn_model_get_config(l.model, &got), BNN_OK);
+    ck_assert(got.noise_sigma == 1.0f && got.prior_pi == 0.5f);
+    l.opt = NULL;
+    free_fixture(&l);
+    free_fixture(&f);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_loaded_guide_predicts_identically)
+{
+    static const size_t sizes[] = {4, 5, 3};
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 3;
+    mc.layer_sizes = sizes;
+    fixture f = {0}, l = {0};
+    ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
+    bnn_guide_config gc;
+    bnn_guide_config_init(&gc);
+    gc.init = BNN_INIT_PYRO;
+    ck_assert_int_eq(bnn_guide_create(f.model, &gc, &f.guide), BNN_OK);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 0, &size);
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &l.model, &l.guide,
+                                          NULL),
+                     BNN_OK);
+    enum { N = 7, C = 3 };
+    float x[N * 4], pa[N * C], pb[N * C];
+    tu_rng r = {11};
+    tu_fill_uniform(&r, x, N * 4, -1.0f, 1.0f);
+    ck_assert_int_eq(bnn_predict(f.guide, x, N, 20, 99, pa), BNN_OK);
+    ck_assert_int_eq(bnn_predict(l.guide, x, N, 20, 99, pb), BNN_OK);
+    ck_assert(memcmp(pa, pb, sizeof pa) == 0);
+    /* and the probabilities are real ones */
+    for (int i = 0; i < N; i++)
+        tu_assert_close(pa[i * C] + pa[i * C + 1] + pa[i * C + 2], 1.0, 1e-5,
+                        0);
+    free_fixture(&l);
+    free_fixture(&f);
+    free(buf);
+}
+END_TEST
+
+/* ---- files ------------------------------------------------------------------ */
+
+static char *temp_dir(void)
+{
+    char tmpl[] = "/tmp/bnn_io_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    ck_assert_ptr_nonnull(d);
+    return strdup(d);
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static unsigned char *read_all(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    ck_assert_int_ge(n, 0);
+    rewind(f);
+    unsigned char *b = malloc((size_t)n + 1);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *size = (size_t)n;
+    return b;
+}
+
+static void write_all(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(b, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Number of directory entries other than . and .. */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char *p = join(dir, e->d_name);
+        struct stat sb;
+        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+            remove_tree(p);
+        else
+            unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+START_TEST(test_file_round_trip)
+{
+    char *dir = temp_dir();
+    char *path = join(dir, "model.bnn");
+    fixture f, l;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    ck_assert_int_eq(bnn_save(path, f.guide, f.opt), BNN_OK);
+    ck_assert_int_eq(count_entries(dir), 1); /* no temporary left */
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 0777, 0600);
+
+    /* The file holds exactly what bnn_save_to_memory produces. */
+    size_t fsize, msize;
+    unsigned char *fb = read_all(path, &fsize);
+    unsigned char *mb = save_mem(&f, 1, &msize);
+    ck_assert_uint_eq(fsize, msize);
+    ck_assert(memcmp(fb, mb, fsize) == 0);
+
+    counter c = {0};
+    bnn_allocator a = counting(&c);
+    ck_assert_int_eq(bnn_load(path, &a, &l.model, &l.guide, &l.opt), BNN_OK);
+    assert_same_state(&f, &l);
+    free_fixture(&l);
+    ck_assert_int_eq(c.live, 0);
+
+    /* Replacing keeps the permission bits of the old file. */
+    ck_assert_int_eq(chmod(path, 0640), 0);
+    ck_assert_int_eq(bnn_save(path, f.guide, NULL), BNN_OK);
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 0777, 0640);
+    l.opt = SENTINEL_O;
+    ck_assert_int_eq(bnn_load(path, NULL, &l.model, &l.guide, &l.opt), BNN_OK);
+    ck_assert_ptr_null(l.opt);
+    free_fixture(&l);
+
+    free(fb);
+    free(mb);
+    free_fixture(&f);
+    remove_tree(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_load_file_errors)
+{
+    char *dir = temp_dir();
+    char *missing = join(dir, "missing.bnn");
+    char *empty = join(dir, "empty.bnn");
+    char *text = join(dir, "text.bnn");
+    bnn_model *m = SENTINEL_M;
+    bnn_guide *g = SENTINEL_G;
+    ck_assert_int_eq(bnn_load(missing, NULL, &m, &g, NULL), BNN_E_IO);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), strerror(ENOENT)));
+    ck_assert_int_eq(bnn_load(dir, NULL, &m, &g, NULL), BNN_E_IO);
+    write_all(empty, "", 0);
+    ck_assert_int_eq(bnn_load(empty, NULL, &m, &g, NULL), BNN_E_FORMAT);
+    write_all(text, "hello, world\n", 13);
+    ck_assert_int_eq(bnn_load(text, NULL, &m, &g, NULL), BNN_E_FORMAT);
+    ck_assert(m == SENTINEL_M && g == SENTINEL_G);
+    ck_assert_int_eq(bnn_load(NULL, NULL, &m, &g, NULL), BNN_E_INVALID);
+    ck_assert_int_eq(bnn_load(text, NULL, NULL, &g, NULL), BNN_E_INVALID);
+    bnn_allocator half = {count_alloc, NULL, NULL};
+    ck_assert_int_eq(bnn_load(text, &half, &m, &g, NULL), BNN_E_INVALID);
+    ck_assert_int_eq(bnn_load_from_memory(NULL, 10, NULL, &m, &g, NULL),
+                     BNN_E_INVALID);
+    remove_tree(dir);
+    free(missing);
+    free(empty);
+    free(text);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_failed_save_keeps_old_file)
+{
+    char *dir = temp_dir();
+    char *path = join(dir, "model.bnn");
+    static const char old[] = "previous contents";
+    write_all(path, old, sizeof old);
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    size_t n;
+
+    /* Invalid arguments: nothing is touched. */
+    ck_assert_int_eq(bnn_save(path, NULL, NULL), BNN_E_INVALID);
+    ck_assert_int_eq(bnn_save(NULL, f.guide, NULL), BNN_E_INVALID);
+    ck_assert_int_eq(bnn_save("", f.guide, NULL), BNN_E_INVALID);
+    float *p = bnn_guide_params(f.guide, &n);
+    float keep = p[3];
+    p[3] = INFINITY;
+    ck_assert_int_eq(bnn_save(path, f.guide, f.opt), BNN_E_INVALID);
+    p[3] = keep;
+    unsigned char *now = read_all(path, &n);
+    ck_assert_uint_eq(n, sizeof old);
+    ck_assert(memcmp(now, old, n) == 0);
+    free(now);
+    ck_assert_int_eq(count_entries(dir), 1);
+
+    /* The folder does not exist: the temporary file cannot be made. */
+    char *nodir = join(dir, "no/such/dir/model.bnn");
+    ck_assert_int_eq(bnn_save(nodir, f.guide, NULL), BNN_E_IO);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), strerror(ENOENT)));
+
+    /* The target is a directory: written, then the rename fails; the
+     * directory and its contents stay, the temporary file goes. */
+    char *sub = join(dir, "sub");
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    char *inside = join(sub, "keep");
+    write_all(inside, "x", 1);
+    ck_assert_int_eq(bnn_save(sub, f.guide, f.opt), BNN_E_IO);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), strerror(EISDIR)));
+    ck_assert_int_eq(count_entries(dir), 2);
+    ck_assert_int_eq(count_entries(sub), 1);
+
+    now = read_all(path, &n);
+    ck_assert_uint_eq(n, sizeof old);
+    ck_assert(memcmp(now, old, n) == 0);
+    free(now);
+    free_fixture(&f);
+    remove_tree(dir);
+    free(inside);
+    free(sub);
+    free(nodir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_failed_write_keeps_old_file)
+{
+    /* Make write(2) itself fail: a file size limit turns the write past it
+     * into EFBIG (with SIGXFSZ ignored).  In a child so the limit cannot
+     * leak into other tests. */
+    char *dir = temp_dir();
+    char *path = join(dir, "model.bnn");
+    static const char old[] = "previous contents";
+    write_all(path, old, sizeof old);
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    size_t size;
+    ck_assert_int_eq(bnn_save_size(f.guide, f.opt, &size), BNN_OK);
+    ck_assert_uint_gt(size, 200);
+
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit rl = {100, 100};
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(10);
+        bnn_status st = bnn_save(path, f.guide, f.opt);
+        int code = st != BNN_E_IO ? 11
+                   : !strstr(bnn_last_error(), strerror(EFBIG)) ? 12
+                                                                : 0;
+        /* Tidy, so a leak checker following the child stays quiet. */
+        free_fixture(&f);
+        free(path);
+        free(dir);
+        _exit(code);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+
+    size_t n;
+    unsigned char *now = read_all(path, &n);
+    ck_assert_uint_eq(n, sizeof old);
+    ck_assert(memcmp(now, old, n) == 0);
+    ck_assert_int_eq(count_entries(dir), 1);
+    free(now);
+    free_fixture(&f);
+    remove_tree(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+/* ---- hostile input ------------------------------------------------------------ */
+
+START_TEST(test_truncation_every_byte)
+{
+    for (int with_opt = 0; with_opt <= 1; with_opt++) {
+        fixture f;
+        make_fixture(&f, with_opt, BNN_OPT_ADAM);
+        size_t size;
+        unsigned char *buf = save_mem(&f, with_opt, &size);
+        for (size_t len = 0; len < size; len++) {
+            /* A fresh copy of exactly len bytes, so ASan sees any read
+             * past the end. */
+            unsigned char *cut = malloc(len ? len : 1);
+            memcpy(cut, buf, len);
+            ck_assert_msg(load_expect_fail(cut, len, NULL) == BNN_E_FORMAT,
+                          "length %zu of %zu: %s", len, size,
+                          bnn_last_error());
+            free(cut);
+        }
+        free(buf);
+        free_fixture(&f);
+    }
+}
+END_TEST
+
+START_TEST(test_every_bit_flip)
+{
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_SGD);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 1, &size);
+    counter c = {0};
+    bnn_allocator a = counting(&c);
+    for (size_t i = 0; i < size; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            buf[i] ^= (unsigned char)(1u << bit);
+            bnn_status st = load_expect_fail(buf, size, &a);
+            buf[i] ^= (unsigned char)(1u << bit);
+            /* The version field can turn into a newer version. */
+            int version_byte = i >= 8 && i < 12;
+            ck_assert_msg(st == BNN_E_FORMAT ||
+                              (version_byte && st == BNN_E_VERSION),
+                          "byte %zu bit %d: %s", i, bit,
+                          bnn_status_string(st));
+        }
+    }
+    /* Rejected before anything was allocated. */
+    ck_assert_int_eq(c.calls, 0);
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+/* Offsets in the fixture's file (3 layer sizes). */
+enum {
+    OFF_VERSION = 8,
+    OFF_FLAGS = 12,
+    OFF_NSIZES = 24,
+    OFF_SIZES = 28,
+    OFF_ACT = 52,
+    OFF_LIK = 56,
+    OFF_NOISE = 60,
+    OFF_PRIOR = 64,
+    OFF_PRIOR_SIGMA = 68,
+    OFF_PRIOR_SIGMA1 = 76,
+    OFF_COUNT = 84,
+    OFF_PARAMS = 92
+};
+
+typedef struct forgery {
+    const char *what;
+    size_t at;      /* offset from the start, or from the optimizer section */
+    int in_opt;
+    int width;      /* 4 or 8 */
+    uint64_t value;
+} forgery;
+
+START_TEST(test_forged_fields)
+{
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    size_t size;
+    unsigned char *orig = save_mem(&f, 1, &size);
+    const size_t P = bnn_model_param_count(f.model);
+    const size_t opt_at = OFF_PARAMS + 8 * P;
+    const size_t v_at = opt_at + 88 + 8 * P;
+    ck_assert_uint_eq(r64(orig, OFF_COUNT), P);
+    ck_assert_uint_eq(r64(orig, opt_at + 80), 2 * P);
+    uint32_t nan_bits = 0x7fc00000u, inf_bits = 0x7f800000u;
+    uint32_t neg_bits = 0xbf800000u; /* -1.0f */
+
+    const forgery cases[] = {
+        {"huge parameter count", OFF_COUNT, 0, 8, (uint64_t)1 << 62},
+        {"all-ones parameter count", OFF_COUNT, 0, 8, UINT64_MAX},
+        {"parameter count + 1", OFF_COUNT, 0, 8, P + 1},
+        {"parameter count - 1", OFF_COUNT, 0, 8, P - 1},
+        {"huge layer size", OFF_SIZES + 8, 0, 8, (uint64_t)1 << 40},
+        {"all-ones layer size", OFF_SIZES, 0, 8, UINT64_MAX},
+        {"zero layer size", OFF_SIZES + 16, 0, 8, 0},
+        {"other layer size", OFF_SIZES + 8, 0, 8, 5},
+        {"layer count 1", OFF_NSIZES, 0, 4, 1},
+        {"layer count 17", OFF_NSIZES, 0, 4, 17},
+        {"layer count 2^32-1", OFF_NSIZES, 0, 4, UINT32_MAX},
+        {"activation 2", OFF_ACT, 0, 4, 2},
+        {"likelihood 2^31", OFF_LIK, 0, 4, 0x80000000u},
+        {"prior 2", OFF_PRIOR, 0, 4, 2},
+        {"NaN noise", OFF_NOISE, 0, 4, nan_bits},
+        {"negative noise", OFF_NOISE, 0, 4, neg_bits},
+        {"Inf unused prior sigma", OFF_PRIOR_SIGMA, 0, 4, inf_bits},
+        {"negative mixture sigma", OFF_PRIOR_SIGMA1, 0, 4, neg_bits},
+        {"NaN mu", OFF_PARAMS + 4, 0, 4, nan_bits},
+        {"Inf rho", OFF_PARAMS + 4 * (2 * P - 1), 0, 4, inf_bits},
+        {"unknown flag", OFF_FLAGS, 0, 4, 3},
+        {"no optimizer flag", OFF_FLAGS, 0, 4, 0},
+        {"optimizer kind 2", 0, 1, 4, 2},
+        {"NaN lr", 4, 1, 4, nan_bits},
+        {"negative lr", 4, 1, 4, neg_bits},
+        {"dataset size 0", 28, 1, 8, 0},
+        {"estimator 3", 40, 1, 4, 3},
+        {"analytic KL with mixture prior", 44, 1, 4, 0},
+        {"KL mode 2", 44, 1, 4, 2},
+        {"particles 0", 48, 1, 8, 0},
+        {"particles 2^63", 48, 1, 8, (uint64_t)1 << 63},
+        {"max_batch 0", 56, 1, 8, 0},
+        {"max_batch 2^40", 56, 1, 8, (uint64_t)1 << 40},
+        {"max_batch all ones", 56, 1, 8, UINT64_MAX},
+        {"huge state count", 80, 1, 8, (uint64_t)1 << 61},
+        {"state count + 2", 80, 1, 8, 2 * P + 2},
+        {"NaN in m", 88, 1, 4, nan_bits},
+        {"negative v", v_at - opt_at, 1, 4, neg_bits},
+        {"Inf in v", v_at - opt_at + 4, 1, 4, inf_bits},
+    };
+    unsigned char *buf = malloc(size + 64);
+    counter c = {0};
+    bnn_allocator a = counting(&c);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const forgery *fg = &cases[k];
+        memcpy(buf, orig, size);
+        size_t at = fg->at + (fg->in_opt ? opt_at : 0);
+        if (fg->width == 8)
+            w64(buf, at, fg->value);
+        else
+            w32(buf, at, (uint32_t)fg->value);
+        reseal(buf, size);
+        bnn_status st = load_expect_fail(buf, size, &a);
+        ck_assert_msg(st == BNN_E_FORMAT, "%s: %s (%s)", fg->what,
+                      bnn_status_string(st), bnn_last_error());
+        ck_assert_int_eq(c.live, 0);
+    }
+    /* Trailing bytes that the length field admits. */
+    memcpy(buf, orig, size);
+    memmove(buf + size, buf + size - 4, 4);
+    memset(buf + size - 4, 0, 4);
+    reseal(buf, size + 4);
+    ck_assert_int_eq(load_expect_fail(buf, size + 4, &a), BNN_E_FORMAT);
+    /* A length field that disagrees with the size. */
+    memcpy(buf, orig, size);
+    w64(buf, 16, size + 1);
+    ck_assert_int_eq(load_expect_fail(buf, size, &a), BNN_E_FORMAT);
+    /* Nothing forged ever made the loader ask for much memory. */
+    ck_assert_uint_lt(c.max_request, 64 * 1024);
+    ck_assert_int_eq(c.live, 0);
+
+    /* The unmodified file still loads with the same allocator. */
+    fixture l;
+    ck_assert_int_eq(bnn_load_from_memory(orig, size, &a, &l.model, &l.guide,
+                                          &l.opt),
+                     BNN_OK);
+    assert_same_state(&f, &l);
+    free_fixture(&l);
+    ck_assert_int_eq(c.live, 0);
+    free(buf);
+    free(orig);
+    free_fixture(&f);
+}
+END_TEST
+
+START_TEST(test_versions)
+{
+    fixture f;
+    make_fixture(&f, 0, BNN_OPT_ADAM);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 0, &size);
+    w32(buf, OFF_VERSION, 2);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_VERSION);
+    /* A newer version is recognised from its header alone, whatever
+     * follows (its layout is unknown). */
+    ck_assert_int_eq(load_expect_fail(buf, 12, NULL), BNN_E_VERSION);
+    w32(buf, OFF_VERSION, UINT32_MAX);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_VERSION);
+    w32(buf, OFF_VERSION, 0);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+START_TEST(test_every_allocation_failure)
+{
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 1, &size);
+    char *dir = temp_dir();
+    char *path = join(dir, "m.bnn");
+    write_all(path, buf, size);
+
+    for (int from_file = 0; from_file <= 1; from_file++) {
+        long k;
+        for (k = 1;; k++) {
+            counter c = {0};
+            c.fail_at = k;
+            bnn_allocator a = counting(&c);
+            bnn_model *m = SENTINEL_M;
+            bnn_guide *g = SENTINEL_G;
+            bnn_optimizer *o = SENTINEL_O;
+            bnn_status st =
+                from_file ? bnn_load(path, &a, &m, &g, &o)
+                          : bnn_load_from_memory(buf, size, &a, &m, &g, &o);
+            if (st == BNN_OK) {
+                /* Allocation k was never made: every earlier one was
+                 * failed once and recovered from. */
+                ck_assert_int_lt(c.calls, k);
+                fixture l = {m, g, o};
+                assert_same_state(&f, &l);
+                free_fixture(&l);
+                ck_assert_int_eq(c.live, 0);
+                break;
+            }
+            ck_assert_msg(st == BNN_E_NOMEM, "allocation %ld: %s", k,
+                          bnn_status_string(st));
+            ck_assert(m == SENTINEL_M && g == SENTINEL_G && o == SENTINEL_O);
+            ck_assert_msg(c.live == 0, "allocation %ld: %ld leaked", k,
+                          c.live);
+        }
+        /* model, guide (3), optimizer (1 + 11 + 5 per layer): far more
+         * than a handful of failure points were exercised. */
+        ck_assert_int_gt(k, 15);
+    }
+    free(buf);
+    remove_tree(dir);
+    free(path);
+    free(dir);
+    free_fixture(&f);
+}
+END_TEST
+
+START_TEST(test_max_batch_limit)
+{
+    /* An optimizer whose workspace exceeds the format's limit is refused
+     * at save time, so every file written can be read back. */
+    static const size_t sizes[] = {1024, 2};
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 2;
+    mc.layer_sizes = sizes;
+    fixture f = {0};
+    ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    sc.max_batch = 1;
+    ck_assert_int_eq(bnn_optimizer_create(f.guide, NULL, &sc, &f.opt),
+                     BNN_OK);
+    /* Raise it without allocating the workspace it would need. */
+    f.opt->svi.max_batch = (size_t)(IO_MAX_BATCH_X_WIDTH / 1024) + 1;
+    size_t size;
+    ck_assert_int_eq(bnn_save_size(f.guide, f.opt, &size), BNN_E_INVALID);
+    f.opt->svi.max_batch = (size_t)(IO_MAX_BATCH_X_WIDTH / 1024);
+    ck_assert_int_eq(bnn_save_size(f.guide, f.opt, &size), BNN_OK);
+    unsigned char *buf = malloc(size);
+    ck_assert_int_eq(bnn_save_to_memory(f.guide, f.opt, buf, size, &size),
+                     BNN_OK);
+    /* The loader's bound is the same: one more is refused. */
+    const size_t opt_at = 24 + 36 + 2 * 8 + 8 + 8 * bnn_model_param_count(f.model);
+    ck_assert_uint_eq(r64(buf, opt_at + 56), IO_MAX_BATCH_X_WIDTH / 1024);
+    w64(buf, opt_at + 56, IO_MAX_BATCH_X_WIDTH / 1024 + 1);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    f.opt->svi.max_batch = 1;
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("format");
+    tcase_add_test(tc, test_crc32);
+    tcase_add_test(tc, test_golden_bytes);
+    tcase_add_test(tc, test_save_size_and_capacity);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("round_trip");
+    tcase_add_test(tc, test_round_trip_guide);
+    tcase_add_test(tc, test_round_trip_adam);
+    tcase_add_test(tc, test_round_trip_sgd);
+    tcase_add_test(tc, test_load_without_opt_out);
+    tcase_add_test(tc, test_unused_nan_fields);
+    tcase_add_test(tc, test_loaded_guide_predicts_identically);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("files");
+    tcase_add_test(tc, test_file_round_trip);
+    tcase_add_test(tc, test_load_file_errors);
+    tcase_add_test(tc, test_failed_save_keeps_old_file);
+    tcase_add_test(tc, test_failed_write_keeps_old_file);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hostile");
+    /* Thousands of loads; generous under valgrind and reference BLAS. */
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_truncation_every_byte);
+    tcase_add_test(tc, test_every_bit_flip);
+    tcase_add_test(tc, test_forged_fields);
+    tcase_add_test(tc, test_versions);
+    tcase_add_test(tc, test_every_allocation_failure);
+    tcase_add_test(tc, test_max_batch_limit);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
