@@ -19,10 +19,11 @@
  * One line per case, and the same figures as one JSON object per line
  * prefixed by "JSON " (grep '^JSON ' | cut -c6-).
  *
- *   bnn_bench [--quick] [--threads 1,2] [--cases train,predict,rng,rss]
+ *   bnn_bench [--quick] [--profile] [--threads 1,2] [--cases ...]
  *
- * --cases takes comma-separated substrings of case names such as
- * "train/784-1024-10/lrt", "predict/784-1024-10/S100", "rng", "rss". */
+ * --cases takes comma-separated parts of case names, whole components
+ * between '/': "train", "784-1024-10", "lrt", "train/784-1024-10/lrt",
+ * "predict", "S100", "rng", "rss". */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <math.h>
@@ -308,10 +309,27 @@ enum { BATCH = 128, DATASET = 60000 };
 
 typedef struct options {
     int quick;
+    int profile; /* steps only, for perf record */
     int threads[8];
     size_t n_threads;
     char cases[512];
 } options;
+
+/* A filter selects the cases that contain it as whole '/'-separated
+ * components: "S10" selects predict/.../S10 but not .../S100. */
+static int component_match(const char *name, const char *tok)
+{
+    size_t n = strlen(tok);
+    if (!n)
+        return 0;
+    for (const char *p = strstr(name, tok); p; p = strstr(p + 1, tok)) {
+        int start = p == name || p[-1] == '/' || tok[0] == '/';
+        int end = p[n] == 0 || p[n] == '/' || tok[n - 1] == '/';
+        if (start && end)
+            return 1;
+    }
+    return 0;
+}
 
 static int selected(const options *o, const char *name)
 {
@@ -321,7 +339,7 @@ static int selected(const options *o, const char *name)
     snprintf(buf, sizeof buf, "%s", o->cases);
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t;
          t = strtok_r(NULL, ",", &save))
-        if (strstr(name, t))
+        if (component_match(name, t))
             return 1;
     return 0;
 }
@@ -455,6 +473,17 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     b++
     for (size_t i = 0; i < warm; i++) {
         STEP();
+    }
+    if (op->profile) {
+        size_t steps = op->quick ? 50 : 200;
+        for (size_t i = 0; i < steps; i++) {
+            STEP();
+        }
+        printf("%s %s: %zu steps\n", nd->name, e->name, steps);
+        free(x);
+        free(y);
+        trainer_free(&t);
+        return;
     }
     /* One step recorded: the GEMM sequence to replay. */
     tap.n_calls = 0;
@@ -742,11 +771,29 @@ static void run_rng(const options *op, int threads)
 
 /* ---- peak memory: a fresh process per estimator ---------------------------- */
 
+/* ru_maxrss survives execve (the kernel carries the old image's high-water
+ * mark over), so the children are started before the bench has allocated
+ * anything; /proc's VmHWM, the new image's own high-water mark, is
+ * reported beside it. */
 static double maxrss_mb(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_maxrss / 1024.0; /* KiB on Linux */
+}
+
+static double vmhwm_mb(void)
+{
+    double kb = -1024.0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1.0;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6))
+            kb = strtod(line + 6, NULL);
+    fclose(f);
+    return kb / 1024.0;
 }
 
 /* Child: MNIST-sized random data, a model, 20 steps over it. */
@@ -765,9 +812,9 @@ static int rss_child(size_t est, int threads)
     for (size_t i = 0; i < 20; i++)
         check(bnn_svi_step(t.o, x + (i * BATCH % n) * in, y + (i * BATCH % n), NULL, BATCH, NULL),
               "bnn_svi_step");
-    double peak = maxrss_mb();
+    double peak = maxrss_mb(), hwm = vmhwm_mb();
     trainer_free(&t);
-    printf("%.3f %.3f %.3f\n", peak, data_mb, before_data);
+    printf("%.3f %.3f %.3f %.3f\n", peak, data_mb, before_data, hwm);
     free(x);
     free(y);
     return 0;
@@ -802,9 +849,9 @@ static void run_rss(const char *self, int threads, int *failures)
         close(fd[0]);
         int status = 0;
         waitpid(pid, &status, 0);
-        double peak = 0, data = 0, base = 0;
+        double peak = 0, data = 0, base = 0, hwm = 0;
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
-            sscanf(buf, "%lf %lf %lf", &peak, &data, &base) != 3) {
+            sscanf(buf, "%lf %lf %lf %lf", &peak, &data, &base, &hwm) != 4) {
             fprintf(stderr, "bnn_bench: the memory child for %s failed\n", ests[e].name);
             (*failures)++;
             continue;
@@ -812,8 +859,8 @@ static void run_rss(const char *self, int threads, int *failures)
         char name[128];
         snprintf(name, sizeof name, "rss/%s/%s", nets[0].name, ests[e].name);
         int over = peak - data >= 64.0;
-        printf("%-30s %2d %10.1f %10.1f %10.1f %10.1f%s\n", name, threads, peak, data, peak - data,
-               base, over ? "  (over 64 MB)" : "");
+        printf("%-30s %2d %10.1f %10.1f %10.1f %10.1f %10.1f%s\n", name, threads, peak, data,
+               peak - data, base, hwm - data, over ? "  (over 64 MB)" : "");
         printf("JSON {");
         int first = 1;
         json_str("case", name, &first);
@@ -825,6 +872,7 @@ static void run_rss(const char *self, int threads, int *failures)
         json_num("data_mb", data, &first);
         json_num("peak_minus_data_mb", peak - data, &first);
         json_num("rss_at_start_mb", base, &first);
+        json_num("vmhwm_minus_data_mb", hwm - data, &first);
         printf("}\n");
         fflush(stdout);
     }
@@ -834,8 +882,10 @@ static void run_rss(const char *self, int threads, int *failures)
 
 static void usage(void)
 {
-    puts("usage: bnn_bench [--quick] [--threads LIST] [--cases LIST]\n"
+    puts("usage: bnn_bench [--quick] [--profile] [--threads LIST] [--cases LIST]\n"
          "  --quick         fewer iterations\n"
+         "  --profile       training cases only, steps without the comparisons\n"
+         "                  (for perf record)\n"
          "  --threads 1,2   BLAS thread counts to run (openblas_set_num_threads)\n"
          "  --cases a,b     only cases whose name contains one of these:\n"
          "                  train/<net>/<ws|lrt|flipout|pyro>, predict/<net>/S<n>, rng, rss\n"
@@ -885,6 +935,8 @@ int main(int argc, char **argv)
             return rss_child((size_t)atoi(argv[i + 1]), atoi(argv[i + 2]));
         if (!strcmp(argv[i], "--quick")) {
             op.quick = 1;
+        } else if (!strcmp(argv[i], "--profile")) {
+            op.profile = 1;
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             op.n_threads = 0;
             char buf[128];
@@ -934,6 +986,12 @@ int main(int argc, char **argv)
         op.n_threads = 1;
 
     int failures = 0;
+    if (selected(&op, "rss") && !op.profile) {
+        printf("\n%-30s %2s %10s %10s %10s %10s %10s\n", "peak RSS (MiB, 20 steps)", "th",
+               "ru_maxrss", "data", "max-data", "at start", "VmHWM-data");
+        for (size_t ti = 0; ti < op.n_threads; ti++)
+            run_rss(self, op.threads[ti], &failures);
+    }
     for (size_t ti = 0; ti < op.n_threads; ti++) {
         int th = op.threads[ti];
         if (can_thread)
@@ -949,6 +1007,8 @@ int main(int argc, char **argv)
                 if (selected(&op, name))
                     run_train(&op, &nets[ni], &ests[e], th, &failures);
             }
+        if (op.profile)
+            continue;
         printf("%-30s %2s %9s %9s %6s %6s %8s %8s %6s\n", "prediction (10000 inputs)", "th",
                "seconds", "gemm s", "ratio", "cpu r.", "draw ms", "inputs/s", "allocs");
         static const struct {
@@ -964,11 +1024,6 @@ int main(int argc, char **argv)
             printf("%-30s %2s %8s %12s %12s %8s\n", "rng", "th", "Mnorm/s", "800k fill ms",
                    "1 sgemm ms", "ratio");
             run_rng(&op, th);
-        }
-        if (selected(&op, "rss")) {
-            printf("%-30s %2s %10s %10s %10s %10s\n", "peak RSS (MB, 20 steps)", "th", "peak",
-                   "data", "peak-data", "at start");
-            run_rss(self, th, &failures);
         }
     }
     printf("\nload average at the end %.2f\n", loadavg());

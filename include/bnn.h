@@ -148,9 +148,11 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg);
 
 /** Create a model.  On success *out owns a new model; free it with
  *  bnn_model_free after every guide made from it has been freed.
- *  Errors: BNN_E_INVALID (NULL, bad enum, non-positive sigma, pi not in
- *  (0,1), fewer than 2 sizes), BNN_E_SHAPE (a zero size, too many layers or
- *  a parameter count that overflows), BNN_E_NOMEM. */
+ *  Errors: BNN_E_INVALID (NULL, struct_size too small, bad enum,
+ *  non-positive sigma, pi not in (0,1), fewer than 2 sizes, an allocator
+ *  without alloc or free), BNN_E_SHAPE (a zero size, too many layers, fewer
+ *  than 2 classes for a categorical model, or a parameter count that
+ *  overflows), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_model_create(const bnn_model_config *cfg,
                                     bnn_model **out);
 /** Free a model.  NULL is a no-op. */
@@ -191,6 +193,7 @@ typedef struct bnn_guide_config {
     uint64_t seed;    /**< initialisation seed; default 1 */
 } bnn_guide_config;
 
+/** Fill cfg with defaults and set struct_size.  NULL is ignored. */
 BNN_API void bnn_guide_config_init(bnn_guide_config *cfg);
 
 /** Create a guide for a model.  cfg may be NULL (defaults).  The guide keeps
@@ -222,7 +225,8 @@ BNN_API bnn_status bnn_guide_set_layer(bnn_guide *guide, size_t layer,
 /** The flat variational parameter buffer [mu of all layers | rho of all
  *  layers]; within each half, layer by layer, weights (row-major out x in)
  *  then biases.  *count receives 2 * bnn_model_param_count().  The pointer
- *  stays valid for the guide's lifetime; writes change the posterior. */
+ *  stays valid for the guide's lifetime; writes change the posterior.
+ *  NULL for a NULL guide (count untouched). */
 BNN_API float *bnn_guide_params(bnn_guide *guide, size_t *count);
 /** The flat gradient buffer, same layout as bnn_guide_params, filled by
  *  bnn_svi_grad (gradient of the negative ELBO).  A host may modify it
@@ -269,6 +273,8 @@ typedef struct bnn_optimizer_config {
     float clip_norm;         /**< clip the global gradient norm; 0 = off */
 } bnn_optimizer_config;
 
+/** Fill cfg with defaults (Adam, lr 1e-3) and set struct_size.  NULL is
+ *  ignored. */
 BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg);
 
 typedef struct bnn_svi_config {
@@ -284,6 +290,8 @@ typedef struct bnn_svi_config {
     uint64_t seed;           /**< noise seed; default 1 */
 } bnn_svi_config;
 
+/** Fill cfg with defaults and set struct_size; the caller should then set
+ *  dataset_size.  NULL is ignored. */
 BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
 
 /** Create an optimizer bound to `guide`, with its training workspace sized
@@ -296,8 +304,11 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
                                         const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi,
                                         bnn_optimizer **out);
+/** Free an optimizer and its workspace; free it before its guide.  NULL is
+ *  a no-op. */
 BNN_API void bnn_optimizer_free(bnn_optimizer *opt);
-/** Change the learning rate (> 0) between steps. */
+/** Change the learning rate between steps.  Errors: BNN_E_INVALID (NULL,
+ *  lr not finite and > 0). */
 BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *opt, float lr);
 /** Number of optimizer steps taken so far (also the noise counter). */
 BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *opt);
@@ -346,7 +357,9 @@ BNN_API bnn_status bnn_svi_step(bnn_optimizer *opt, const float *x,
                                 const int32_t *labels, const float *targets,
                                 size_t n, bnn_svi_stats *stats);
 
-/** Current configuration of an optimizer (struct_size set by the caller). */
+/** Current configuration of an optimizer.  Either pointer may be NULL;
+ *  each struct's struct_size must be set by the caller, and only the fields
+ *  it covers are written.  Errors: BNN_E_INVALID (NULL optimizer). */
 BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
                                             bnn_optimizer_config *ocfg,
                                             bnn_svi_config *svi);
@@ -360,26 +373,32 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
  * function of (seed, s), so results do not depend on n or on batching.
  * Workspace is allocated per call with the model's allocator; its size is
  * bounded independently of n: one sampled network (4 bytes per parameter)
- * plus at most 16 MiB of per-input buffers, or one input's worth if that is
+ * plus at most 16 MiB of per-input buffers, or 16 inputs' worth if that is
  * larger (bnn_predict_with_uncertainty keeps num_samples x classes floats
  * per input for its exact medians).  Inputs are processed in chunks that
  * fit, and each chunk draws the networks again. */
 
 /** Mean predictive class probabilities over num_samples networks: probs is
- *  n x classes.  Categorical models only (BNN_E_UNSUPPORTED otherwise). */
+ *  n x classes, written only on success.  Thread-safe on a shared guide.
+ *  Errors: BNN_E_INVALID (NULL, n or num_samples 0, NaN/Inf in x),
+ *  BNN_E_SHAPE (n x width overflows), BNN_E_UNSUPPORTED (Gaussian model),
+ *  BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
                                size_t n, size_t num_samples, uint64_t seed,
                                float *probs);
 
 /** Gaussian models: predictive mean (n x outputs) and variance (n x
  *  outputs, epistemic variance of the sampled outputs + noise_sigma^2).
- *  var may be NULL. */
+ *  var may be NULL.  Errors as bnn_predict; BNN_E_UNSUPPORTED for a
+ *  categorical model. */
 BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
                                           const float *x, size_t n,
                                           size_t num_samples, uint64_t seed,
                                           float *mean, float *var);
 
-/** Raw per-sample log-probabilities: logp is num_samples x n x classes. */
+/** Raw per-sample log-probabilities: logp is num_samples x n x classes
+ *  (sample-major).  Categorical models only (BNN_E_UNSUPPORTED otherwise).
+ *  Errors as bnn_predict. */
 BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
                                        size_t n, size_t num_samples,
                                        uint64_t seed, float *logp);
@@ -406,6 +425,8 @@ typedef struct bnn_predict_config {
     const float *quantiles;  /**< n_quantiles values in [0,1] */
 } bnn_predict_config;
 
+/** Fill cfg with defaults (100 samples, median rule, t = 0.2) and set
+ *  struct_size.  NULL is ignored. */
 BNN_API void bnn_predict_config_init(bnn_predict_config *cfg);
 
 /** One answer.  Entropies are in nats. */
@@ -490,10 +511,11 @@ typedef struct bnn_metrics {
 } bnn_metrics;
 
 /** Metrics of predictive probabilities (n x classes) against labels.
- *  ECE uses ece_bins (>= 1) equal-width bins of the max probability, bin b
- *  holding (b/B, (b+1)/B] and 0 going to the first.  out->struct_size must
- *  be set; only the fields it covers are written.  Errors: BNN_E_INVALID
- *  (NULL, a zero size, NaN/Inf probability, label out of range). */
+ *  ECE uses ece_bins (1 to 2^24) equal-width bins of the max probability,
+ *  bin b holding (b/B, (b+1)/B] and 0 going to the first.  out->struct_size
+ *  must be set; only the fields it covers are written.  Errors:
+ *  BNN_E_INVALID (NULL, a zero size, NaN/Inf probability, label out of
+ *  range). */
 BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
                                     size_t n, size_t classes, size_t ece_bins,
                                     bnn_metrics *out);
@@ -534,7 +556,9 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
 BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
                             const bnn_optimizer *opt);
 
-/** Bytes that bnn_save_to_memory needs for this guide (and optimizer). */
+/** Bytes that bnn_save_to_memory needs for this guide (and optimizer, may
+ *  be NULL).  Errors: BNN_E_INVALID (NULL guide or size, an optimizer bound
+ *  to another guide). */
 BNN_API bnn_status bnn_save_size(const bnn_guide *guide,
                                  const bnn_optimizer *opt, size_t *size);
 /** Serialize into buf (capacity cap).  *written gets the byte count.

@@ -23,7 +23,11 @@
 
 #if defined(__GNUC__)
 
-typedef float vf4 __attribute__((vector_size(16)));
+/* Unaligned, aliasing-safe vector views of float arrays: loads and stores
+ * through them compile to single unaligned vector moves. */
+typedef float vf4 __attribute__((vector_size(16), aligned(4), may_alias));
+
+#define BC4(v) ((vf4){(v), (v), (v), (v)})
 
 /* Baseline SSE2 / NEON: 2 outputs x 16 inputs = 8 accumulators. */
 static void dense_v4(const float *W, const float *b, size_t out, size_t in,
@@ -35,46 +39,49 @@ static void dense_v4(const float *W, const float *b, size_t out, size_t in,
         size_t j = 0;
         for (; j + 2 <= out; j += 2) {
             const float *w0 = W + j * in, *w1 = w0 + in;
-            vf4 a[8];
-            memset(a, 0, sizeof a);
+            vf4 a0 = BC4(0.0f), a1 = a0, a2 = a0, a3 = a0;
+            vf4 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
             for (size_t k = 0; k < in; k++) {
-                vf4 x[4], s0, s1, t;
-                memcpy(x, hp + k * DENSE_PANEL, sizeof x);
-                s0 = (vf4){w0[k], w0[k], w0[k], w0[k]};
-                s1 = (vf4){w1[k], w1[k], w1[k], w1[k]};
-                t = s0 * x[0]; a[0] += t;
-                t = s0 * x[1]; a[1] += t;
-                t = s0 * x[2]; a[2] += t;
-                t = s0 * x[3]; a[3] += t;
-                t = s1 * x[0]; a[4] += t;
-                t = s1 * x[1]; a[5] += t;
-                t = s1 * x[2]; a[6] += t;
-                t = s1 * x[3]; a[7] += t;
+                const vf4 *x = (const vf4 *)(hp + k * DENSE_PANEL);
+                vf4 x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+                vf4 s0 = BC4(w0[k]), s1 = BC4(w1[k]), t;
+                t = s0 * x0; a0 += t;
+                t = s0 * x1; a1 += t;
+                t = s0 * x2; a2 += t;
+                t = s0 * x3; a3 += t;
+                t = s1 * x0; c0 += t;
+                t = s1 * x1; c1 += t;
+                t = s1 * x2; c2 += t;
+                t = s1 * x3; c3 += t;
             }
-            for (int q = 0; q < 8; q++) {
-                float bj = b[j + q / 4];
-                vf4 bb = {bj, bj, bj, bj};
-                a[q] += bb;
-            }
-            memcpy(yp + j * DENSE_PANEL, a, sizeof a);
+            vf4 *o = (vf4 *)(yp + j * DENSE_PANEL);
+            vf4 b0 = BC4(b[j]), b1 = BC4(b[j + 1]);
+            o[0] = a0 + b0;
+            o[1] = a1 + b0;
+            o[2] = a2 + b0;
+            o[3] = a3 + b0;
+            o[4] = c0 + b1;
+            o[5] = c1 + b1;
+            o[6] = c2 + b1;
+            o[7] = c3 + b1;
         }
         for (; j < out; j++) {
             const float *w0 = W + j * in;
-            vf4 a[4];
-            memset(a, 0, sizeof a);
+            vf4 a0 = BC4(0.0f), a1 = a0, a2 = a0, a3 = a0;
             for (size_t k = 0; k < in; k++) {
-                vf4 x[4], s0, t;
-                memcpy(x, hp + k * DENSE_PANEL, sizeof x);
-                s0 = (vf4){w0[k], w0[k], w0[k], w0[k]};
-                t = s0 * x[0]; a[0] += t;
-                t = s0 * x[1]; a[1] += t;
-                t = s0 * x[2]; a[2] += t;
-                t = s0 * x[3]; a[3] += t;
+                const vf4 *x = (const vf4 *)(hp + k * DENSE_PANEL);
+                vf4 s0 = BC4(w0[k]), t;
+                t = s0 * x[0]; a0 += t;
+                t = s0 * x[1]; a1 += t;
+                t = s0 * x[2]; a2 += t;
+                t = s0 * x[3]; a3 += t;
             }
-            vf4 bb = {b[j], b[j], b[j], b[j]};
-            for (int q = 0; q < 4; q++)
-                a[q] += bb;
-            memcpy(yp + j * DENSE_PANEL, a, sizeof a);
+            vf4 *o = (vf4 *)(yp + j * DENSE_PANEL);
+            vf4 b0 = BC4(b[j]);
+            o[0] = a0 + b0;
+            o[1] = a1 + b0;
+            o[2] = a2 + b0;
+            o[3] = a3 + b0;
         }
     }
 }
@@ -82,7 +89,9 @@ static void dense_v4(const float *W, const float *b, size_t out, size_t in,
 #if defined(__x86_64__) || defined(__i386__)
 #define HAVE_AVX2_PATH 1
 
-typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+#define BC8(v) ((vf8){(v), (v), (v), (v), (v), (v), (v), (v)})
 
 /* AVX2 without FMA: the same operations 8 lanes at a time, 4 outputs x 16
  * inputs = 8 accumulators.  Chosen at run time, so the library still runs
@@ -98,52 +107,51 @@ dense_v8(const float *W, const float *b, size_t out, size_t in,
         for (; j + 4 <= out; j += 4) {
             const float *w0 = W + j * in, *w1 = w0 + in, *w2 = w1 + in,
                         *w3 = w2 + in;
-            vf8 a[8];
-            memset(a, 0, sizeof a);
+            vf8 a0 = BC8(0.0f), a1 = a0, a2 = a0, a3 = a0;
+            vf8 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
             for (size_t k = 0; k < in; k++) {
-                vf8 x[2], s, t;
-                memcpy(x, hp + k * DENSE_PANEL, sizeof x);
-                s = (vf8){w0[k], w0[k], w0[k], w0[k],
-                          w0[k], w0[k], w0[k], w0[k]};
-                t = s * x[0]; a[0] += t;
-                t = s * x[1]; a[1] += t;
-                s = (vf8){w1[k], w1[k], w1[k], w1[k],
-                          w1[k], w1[k], w1[k], w1[k]};
-                t = s * x[0]; a[2] += t;
-                t = s * x[1]; a[3] += t;
-                s = (vf8){w2[k], w2[k], w2[k], w2[k],
-                          w2[k], w2[k], w2[k], w2[k]};
-                t = s * x[0]; a[4] += t;
-                t = s * x[1]; a[5] += t;
-                s = (vf8){w3[k], w3[k], w3[k], w3[k],
-                          w3[k], w3[k], w3[k], w3[k]};
-                t = s * x[0]; a[6] += t;
-                t = s * x[1]; a[7] += t;
+                const vf8 *x = (const vf8 *)(hp + k * DENSE_PANEL);
+                vf8 lo = x[0], hi = x[1], s, t;
+                s = BC8(w0[k]);
+                t = s * lo; a0 += t;
+                t = s * hi; c0 += t;
+                s = BC8(w1[k]);
+                t = s * lo; a1 += t;
+                t = s * hi; c1 += t;
+                s = BC8(w2[k]);
+                t = s * lo; a2 += t;
+                t = s * hi; c2 += t;
+                s = BC8(w3[k]);
+                t = s * lo; a3 += t;
+                t = s * hi; c3 += t;
             }
-            for (int q = 0; q < 8; q++) {
-                float bj = b[j + q / 2];
-                vf8 bb = {bj, bj, bj, bj, bj, bj, bj, bj};
-                a[q] += bb;
-            }
-            memcpy(yp + j * DENSE_PANEL, a, sizeof a);
+            vf8 *o = (vf8 *)(yp + j * DENSE_PANEL);
+            vf8 bb = BC8(b[j]);
+            o[0] = a0 + bb;
+            o[1] = c0 + bb;
+            bb = BC8(b[j + 1]);
+            o[2] = a1 + bb;
+            o[3] = c1 + bb;
+            bb = BC8(b[j + 2]);
+            o[4] = a2 + bb;
+            o[5] = c2 + bb;
+            bb = BC8(b[j + 3]);
+            o[6] = a3 + bb;
+            o[7] = c3 + bb;
         }
         for (; j < out; j++) {
             const float *w0 = W + j * in;
-            vf8 a[2];
-            memset(a, 0, sizeof a);
+            vf8 a0 = BC8(0.0f), c0 = a0;
             for (size_t k = 0; k < in; k++) {
-                vf8 x[2], s, t;
-                memcpy(x, hp + k * DENSE_PANEL, sizeof x);
-                s = (vf8){w0[k], w0[k], w0[k], w0[k],
-                          w0[k], w0[k], w0[k], w0[k]};
-                t = s * x[0]; a[0] += t;
-                t = s * x[1]; a[1] += t;
+                const vf8 *x = (const vf8 *)(hp + k * DENSE_PANEL);
+                vf8 s = BC8(w0[k]), t;
+                t = s * x[0]; a0 += t;
+                t = s * x[1]; c0 += t;
             }
-            float bj = b[j];
-            vf8 bb = {bj, bj, bj, bj, bj, bj, bj, bj};
-            a[0] += bb;
-            a[1] += bb;
-            memcpy(yp + j * DENSE_PANEL, a, sizeof a);
+            vf8 *o = (vf8 *)(yp + j * DENSE_PANEL);
+            vf8 bb = BC8(b[j]);
+            o[0] = a0 + bb;
+            o[1] = c0 + bb;
         }
     }
 }

@@ -37,7 +37,8 @@ BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
     if (classes > INT32_MAX)
         return error_set(BNN_E_SHAPE, "bnn_eval_metrics: too many classes");
     if (mem_mul_overflow(n, classes, &total))
-        return error_set(BNN_E_SHAPE, "bnn_eval_metrics: n * classes overflows");
+        return error_set(BNN_E_SHAPE,
+                         "bnn_eval_metrics: n * classes overflows");
     if (!tensor_all_finite(probs, total))
         return error_set(BNN_E_INVALID,
                          "bnn_eval_metrics: probs holds NaN or Inf");

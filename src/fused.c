@@ -151,10 +151,14 @@ FUSED_INLINE float kl_term(const int mode, const kl_const *c, float m, float e, 
     return -t.log_s - 0.5f * e * e + nlp;
 }
 
-FUSED_INLINE void store_grad(int acc, float *restrict g, float v)
+/* acc is a constant after inlining: overwriting does not read the old
+ * value (a whole pass of memory traffic). */
+FUSED_INLINE void store_grad(const int acc, float *restrict g, float v)
 {
-    float old = g[0];
-    g[0] = vmath_select(acc, old + v, v);
+    if (acc)
+        g[0] += v;
+    else
+        g[0] = v;
 }
 
 /* ---- local reparameterization ----------------------------------------------- */
@@ -171,8 +175,8 @@ FUSED_INLINE void lrt_block(const int mode, size_t len, const float *restrict mu
         if (mode != FUSED_KL_NONE) {
             float gm, gr;
             klv[j] = kl_term(mode, c, mu[j], 0.0f, t, &gm, &gr);
-            store_grad(c->acc, gmu + j, gm);
-            store_grad(c->acc, grho + j, gr);
+            store_grad(0, gmu + j, gm);
+            store_grad(0, grho + j, gr);
         }
     }
 }
@@ -201,7 +205,7 @@ double fused_lrt_prepare(size_t n, const float *mu, const float *rho, float *sig
 
 /* ---- network draws ------------------------------------------------------------ */
 
-FUSED_INLINE void draw_block(const int has_w, const int mode, size_t len,
+FUSED_INLINE void draw_block(const int has_w, const int mode, const int acc, size_t len,
                              const float *restrict mu, const float *restrict rho,
                              float *restrict eps, float *restrict w, int add_mu,
                              const kl_const *c, float *restrict gmu, float *restrict grho,
@@ -218,15 +222,15 @@ FUSED_INLINE void draw_block(const int has_w, const int mode, size_t len,
         if (mode != FUSED_KL_NONE) {
             float gm, gr;
             klv[j] = kl_term(mode, c, m, e, t, &gm, &gr);
-            store_grad(c->acc, gmu + j, gm);
-            store_grad(c->acc, grho + j, gr);
+            store_grad(acc, gmu + j, gm);
+            store_grad(acc, grho + j, gr);
         }
     }
 }
 
-#define DRAW_CASE(hw, md)                                                               \
-    draw_block(hw, md, len, mu + i, rho + i, eps + i, hw ? w + i : NULL, add_mu, &c,   \
-               md != FUSED_KL_NONE ? kl->gmu + i : NULL,                              \
+#define DRAW_CASE(hw, md, acc)                                                        \
+    draw_block(hw, md, acc, len, mu + i, rho + i, eps + i, hw ? w + i : NULL, add_mu, &c, \
+               md != FUSED_KL_NONE ? kl->gmu + i : NULL,                                \
                md != FUSED_KL_NONE ? kl->grho + i : NULL, klv)
 
 FUSED_CLONES
@@ -238,19 +242,26 @@ double fused_draw(size_t n, const float *mu, const float *rho, float *eps, float
     double lane[FUSED_LANES] = {0};
     float klv[FUSED_BLOCK];
     add_mu = add_mu != 0;
+    /* Each combination that svi.c uses is its own loop, specialised at
+     * compile time: (KL mode, accumulate, whether w is drawn). */
+    int key = (mode * 2 + c.acc) * 2 + (w != NULL);
     for (size_t i = 0; i < n; i += FUSED_BLOCK) {
         size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
-        /* Each combination is its own loop, specialised at compile time. */
-        switch (mode * 2 + (w != NULL)) {
-        case FUSED_KL_NONE * 2 + 1: DRAW_CASE(1, FUSED_KL_NONE); break;
-        case FUSED_KL_ANALYTIC * 2 + 1: DRAW_CASE(1, FUSED_KL_ANALYTIC); break;
-        case FUSED_KL_ANALYTIC * 2: DRAW_CASE(0, FUSED_KL_ANALYTIC); break;
-        case FUSED_KL_MC_NORMAL * 2 + 1: DRAW_CASE(1, FUSED_KL_MC_NORMAL); break;
-        case FUSED_KL_MC_NORMAL * 2: DRAW_CASE(0, FUSED_KL_MC_NORMAL); break;
-        case FUSED_KL_MC_MIXTURE * 2 + 1: DRAW_CASE(1, FUSED_KL_MC_MIXTURE); break;
-        case FUSED_KL_MC_MIXTURE * 2: DRAW_CASE(0, FUSED_KL_MC_MIXTURE); break;
-        default: break; /* neither output nor KL: nothing to do */
+#define KEY(md, acc, hw) (((md) * 2 + (acc)) * 2 + (hw))
+        switch (key) {
+        case KEY(FUSED_KL_NONE, 0, 1): DRAW_CASE(1, FUSED_KL_NONE, 0); break;
+        case KEY(FUSED_KL_ANALYTIC, 0, 1): DRAW_CASE(1, FUSED_KL_ANALYTIC, 0); break;
+        case KEY(FUSED_KL_MC_NORMAL, 0, 1): DRAW_CASE(1, FUSED_KL_MC_NORMAL, 0); break;
+        case KEY(FUSED_KL_MC_NORMAL, 1, 1): DRAW_CASE(1, FUSED_KL_MC_NORMAL, 1); break;
+        case KEY(FUSED_KL_MC_NORMAL, 0, 0): DRAW_CASE(0, FUSED_KL_MC_NORMAL, 0); break;
+        case KEY(FUSED_KL_MC_NORMAL, 1, 0): DRAW_CASE(0, FUSED_KL_MC_NORMAL, 1); break;
+        case KEY(FUSED_KL_MC_MIXTURE, 0, 1): DRAW_CASE(1, FUSED_KL_MC_MIXTURE, 0); break;
+        case KEY(FUSED_KL_MC_MIXTURE, 1, 1): DRAW_CASE(1, FUSED_KL_MC_MIXTURE, 1); break;
+        case KEY(FUSED_KL_MC_MIXTURE, 0, 0): DRAW_CASE(0, FUSED_KL_MC_MIXTURE, 0); break;
+        case KEY(FUSED_KL_MC_MIXTURE, 1, 0): DRAW_CASE(0, FUSED_KL_MC_MIXTURE, 1); break;
+        default: break; /* not used by svi.c: nothing to do */
         }
+#undef KEY
         if (mode != FUSED_KL_NONE)
             lanes_add(lane, klv, len);
     }

@@ -45,8 +45,8 @@ typedef struct fused_kl {
 } fused_kl;
 
 /* Local reparameterization, once per step: sig2 = s^2 and dsig = 2 s g
- * (d sigma^2 / d rho), plus the KL part (mode NONE or ANALYTIC; kl may be
- * NULL). */
+ * (d sigma^2 / d rho), plus the KL part (mode NONE or ANALYTIC, written,
+ * never accumulated; kl may be NULL). */
 double fused_lrt_prepare(size_t n, const float *mu, const float *rho,
                          float *sig2, float *dsig, const fused_kl *kl);
 
@@ -54,7 +54,8 @@ double fused_lrt_prepare(size_t n, const float *mu, const float *rho,
  * or w = s eps (flipout's perturbation), and eps is replaced by eps * g,
  * the factor that turns dLoss/dw into dLoss/drho.  w may be NULL (a draw
  * used only by a Monte Carlo KL): eps is then left as it is.  Plus the KL
- * part at this draw (any mode; kl may be NULL). */
+ * part at this draw (kl may be NULL; ANALYTIC needs w and no
+ * accumulation, the combinations svi.c uses). */
 double fused_draw(size_t n, const float *mu, const float *rho, float *eps,
                   float *w, int add_mu, const fused_kl *kl);
 

@@ -4,7 +4,10 @@
  * (seed, s), shared by every input of a call.  Inputs are processed in
  * chunks of rows; each chunk redraws the networks it needs, which costs
  * some RNG work but keeps memory independent of n, and since a draw is a
- * pure function of (seed, s) the results do not depend on the chunking. */
+ * pure function of (seed, s) the results do not depend on the chunking.
+ * The layers run through dense.c rather than BLAS, whose results for one
+ * row change with the other rows of the product: that is what makes an
+ * input's prediction independent of the batch it came in. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -202,7 +205,8 @@ void predict_stats(const float *p, size_t num_samples, size_t classes,
 
 /* Copy the fields of *r that fit in record_size bytes to dst.  memcpy
  * because record_size need not keep the records aligned. */
-static void record_store(unsigned char *dst, size_t rs, const bnn_prediction *r)
+static void record_store(unsigned char *dst, size_t rs,
+                         const bnn_prediction *r)
 {
 #define STORE(f)                                                           \
     if (COVERS(rs, bnn_prediction, f))                                     \
@@ -219,7 +223,8 @@ static void record_store(unsigned char *dst, size_t rs, const bnn_prediction *r)
 }
 
 /* The fields that fit in record_size; the others are zero. */
-static void record_load(const unsigned char *src, size_t rs, bnn_prediction *r)
+static void record_load(const unsigned char *src, size_t rs,
+                        bnn_prediction *r)
 {
     memset(r, 0, sizeof *r);
 #define LOAD(f)                                                            \
@@ -359,8 +364,9 @@ static size_t forward_row_floats(const bnn_model *m)
 }
 
 /* Rows per chunk, given `extra` bytes of per-row buffers besides the
- * forward pass's; 0 if a single row's size overflows.  A forced chunk
- * (tests) is used as is. */
+ * forward pass's: as many whole panels as fit in the budget, at least one;
+ * 0 if a single row's size overflows.  A forced chunk (tests) is used as
+ * is. */
 static size_t choose_chunk(const bnn_model *m, size_t n, size_t extra,
                            size_t forced)
 {
@@ -371,30 +377,40 @@ static size_t choose_chunk(const bnn_model *m, size_t n, size_t extra,
     row += extra;
     if (forced)
         return forced < n ? forced : n;
-    size_t c = PREDICT_WORKSPACE_BYTES / row;
-    if (c < 1)
-        c = 1;
+    /* Whole panels: a partial one is computed in full anyway.  Each chunk
+     * draws the networks again, so fewer, larger chunks also save RNG
+     * work. */
+    size_t c = PREDICT_WORKSPACE_BYTES / row / DENSE_PANEL * DENSE_PANEL;
+    if (c < DENSE_PANEL)
+        c = DENSE_PANEL;
     return c < n ? c : n;
+}
+
+size_t predict_auto_chunk(const bnn_model *m, size_t n, size_t extra)
+{
+    return choose_chunk(m, n, extra, 0);
 }
 
 static bnn_status ws_init(pred_ws *w, const bnn_model *m, size_t chunk,
                           const char *fn)
 {
-    /* Rows are padded to whole panels; chunk <= n was checked against
-     * overflow with the per-row sizes, a panel more cannot overflow. */
-    size_t rows = (chunk + DENSE_PANEL - 1) / DENSE_PANEL * DENSE_PANEL;
+    /* Rows are padded to whole panels.  Layer widths times 8 bytes cannot
+     * overflow (the guide holds 8 bytes per parameter); rows times them is
+     * checked by mem_alloc_array. */
+    size_t rows = chunk / DENSE_PANEL * DENSE_PANEL;
+    if (rows < chunk)
+        rows += DENSE_PANEL;
     size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
+    size_t hw = hidden_width(m);
     memset(w, 0, sizeof *w);
     w->m = m;
     w->chunk = chunk;
-    w->act_half = rows * hidden_width(m);
     w->net = mem_alloc_array(&m->alloc, m->n_params, sizeof(float));
-    w->xp = mem_alloc_array(&m->alloc, rows * in, sizeof(float));
-    w->yp = mem_alloc_array(&m->alloc, rows * out, sizeof(float));
-    w->act = w->act_half
-                 ? mem_alloc_array(&m->alloc, w->act_half, 2 * sizeof(float))
-                 : NULL;
-    if (!w->net || !w->xp || !w->yp || (w->act_half && !w->act)) {
+    w->xp = mem_alloc_array(&m->alloc, rows, in * sizeof(float));
+    w->yp = mem_alloc_array(&m->alloc, rows, out * sizeof(float));
+    if (hw && !mem_mul_overflow(rows, hw, &w->act_half))
+        w->act = mem_alloc_array(&m->alloc, w->act_half, 2 * sizeof(float));
+    if (!w->net || !w->xp || !w->yp || (hw && !w->act)) {
         mem_free(&m->alloc, w->net);
         mem_free(&m->alloc, w->xp);
         mem_free(&m->alloc, w->yp);
@@ -474,7 +490,7 @@ static void forward(pred_ws *w, size_t rows, float *y)
     }
 }
 
-/* ---- bnn_predict ---------------------------------------------------------- */
+/* ---- bnn_predict --------------------------------------------------------- */
 
 bnn_status predict_mean_with_chunk(const bnn_guide *g, const float *x,
                                    size_t n, size_t S, uint64_t seed,
@@ -535,7 +551,7 @@ BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
     return predict_mean_with_chunk(guide, x, n, num_samples, seed, probs, 0);
 }
 
-/* ---- bnn_predict_samples -------------------------------------------------- */
+/* ---- bnn_predict_samples ------------------------------------------------- */
 
 bnn_status predict_samples_with_chunk(const bnn_guide *g, const float *x,
                                       size_t n, size_t S, uint64_t seed,
@@ -585,7 +601,7 @@ BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
                                       0);
 }
 
-/* ---- bnn_predict_regression ----------------------------------------------- */
+/* ---- bnn_predict_regression ---------------------------------------------- */
 
 bnn_status predict_regression_with_chunk(const bnn_guide *g, const float *x,
                                          size_t n, size_t S, uint64_t seed,
@@ -664,7 +680,7 @@ BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
                                          mean, var, 0);
 }
 
-/* ---- bnn_predict_with_uncertainty ----------------------------------------- */
+/* ---- bnn_predict_with_uncertainty ---------------------------------------- */
 
 /* The caller's config over the defaults: only fields its struct_size
  * covers are read. */
@@ -798,7 +814,7 @@ BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                               quantiles, 0);
 }
 
-/* ---- refusal on existing records ------------------------------------------ */
+/* ---- refusal on existing records ----------------------------------------- */
 
 BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
                                      size_t record_size, size_t n,
@@ -834,7 +850,7 @@ BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
     return BNN_OK;
 }
 
-/* ---- threshold calibration ------------------------------------------------ */
+/* ---- threshold calibration ----------------------------------------------- */
 
 BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
                                            size_t record_size,

@@ -9,8 +9,15 @@
 
 /* Per-call workspace budget for the per-input buffers of a prediction: the
  * inputs are processed in chunks of as many rows as fit in it (at least
- * one), so memory does not grow with n. */
+ * one panel of DENSE_PANEL rows), so memory does not grow with n. */
 #define PREDICT_WORKSPACE_BYTES ((size_t)16 << 20)
+
+/* Rows per chunk the predictors use for n inputs when each input needs
+ * `extra` bytes besides the forward pass's buffers (which take
+ * 4 * (inputs + 2 * widest hidden layer + outputs) bytes per input): whole
+ * panels of DENSE_PANEL rows within PREDICT_WORKSPACE_BYTES, at least one
+ * panel, at most n; 0 if one row's size overflows. */
+size_t predict_auto_chunk(const bnn_model *m, size_t n, size_t extra);
 
 /* Uncertainty summary of one input from its S sampled probability vectors
  * p[s * stride + c] (s < S, c < C).  Fills every field of *rec, deciding

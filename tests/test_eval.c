@@ -283,7 +283,8 @@ START_TEST(test_refusal_report)
     const int32_t ans[6] = {2, 0, 0, 1, 2, 0};
     const int32_t ref[6] = {0, 1, 0, 1, 1, 0};
     const size_t sizes[3] = {offsetof(bnn_prediction, prob),
-                             sizeof(bnn_prediction), sizeof(bnn_prediction) + 3};
+                             sizeof(bnn_prediction),
+                             sizeof(bnn_prediction) + 3};
     for (size_t t = 0; t < 3; t++) {
         size_t rs = sizes[t];
         unsigned char *buf = calloc(6, rs);

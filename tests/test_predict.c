@@ -1342,6 +1342,34 @@ START_TEST(test_chunking_bit_identical)
 }
 END_TEST
 
+/* The automatic chunk: whole panels, as many as the budget holds. */
+START_TEST(test_auto_chunk)
+{
+    const size_t sizes[4] = {784, 1024, 300, 10};
+    bnn_model_config c;
+    bnn_model_config_init(&c);
+    c.n_sizes = 4;
+    c.layer_sizes = sizes;
+    bnn_model *m = NULL;
+    ck_assert_int_eq(bnn_model_create(&c, &m), BNN_OK);
+    /* per input: 784 + 2 * 1024 + 10 floats, plus 100 samples x 10 classes */
+    size_t row = 4 * (784 + 2 * 1024 + 10) + 100 * 10 * 4;
+    size_t k = predict_auto_chunk(m, 1000000, 100 * 10 * 4);
+    ck_assert_uint_eq(k % DENSE_PANEL, 0);
+    ck_assert_uint_le(k * row, PREDICT_WORKSPACE_BYTES);
+    ck_assert_uint_gt((k + DENSE_PANEL) * row, PREDICT_WORKSPACE_BYTES);
+    /* n below that: one chunk of n */
+    ck_assert_uint_eq(predict_auto_chunk(m, 37, 100 * 10 * 4), 37);
+    ck_assert_uint_eq(predict_auto_chunk(m, 1, 0), 1);
+    /* one input's samples alone exceed the budget: one panel */
+    ck_assert_uint_eq(predict_auto_chunk(m, 1000, (size_t)1 << 26),
+                      DENSE_PANEL);
+    /* overflowing per-row size */
+    ck_assert_uint_eq(predict_auto_chunk(m, 1000, SIZE_MAX - 10), 0);
+    bnn_model_free(m);
+}
+END_TEST
+
 /* The dense kernel: every code path gives the same bits, whatever the
  * number of panels, and matches a double-precision product. */
 START_TEST(test_dense_kernel_paths)
@@ -1838,6 +1866,7 @@ int main(void)
     tcase_add_test(tc, test_seeds);
     tcase_add_test(tc, test_chunking_bit_identical);
     tcase_add_test(tc, test_dense_kernel_paths);
+    tcase_add_test(tc, test_auto_chunk);
     tcase_add_test(tc, test_record_sizes);
     tcase_add_test(tc, test_config_struct_size);
     tcase_add_test(tc, test_threads_bit_identical);

@@ -627,6 +627,31 @@ START_TEST(test_sum_sq)
 }
 END_TEST
 
+START_TEST(test_all_finite)
+{
+    enum { N = 37 };
+    float x[N];
+    for (int i = 0; i < N; i++)
+        x[i] = (float)(i - 18) * 1e37f; /* large but finite */
+    x[0] = -0.0f;
+    x[1] = FLT_MAX;
+    x[2] = -FLT_MAX;
+    x[3] = FLT_TRUE_MIN;
+    ck_assert_int_eq(tensor_all_finite(x, N), 1);
+    ck_assert_int_eq(tensor_all_finite(x, 0), 1);
+    static const float bad[] = {NAN, INFINITY, -INFINITY};
+    /* one bad value anywhere, including the vector tail */
+    for (int b = 0; b < 3; b++)
+        for (int pos = 0; pos < N; pos += 6) {
+            float saved = x[pos];
+            x[pos] = bad[b];
+            ck_assert_msg(tensor_all_finite(x, N) == 0, "bad %d at %d", b, pos);
+            ck_assert_int_eq(tensor_all_finite(x, (size_t)pos), 1);
+            x[pos] = saved;
+        }
+}
+END_TEST
+
 START_TEST(test_empty_views)
 {
     /* zero rows or columns: nothing is read or written */
@@ -672,6 +697,7 @@ int main(void)
     tcase_add_test(tr, test_sum_rows);
     tcase_add_test(tr, test_sum_rows_many_rows);
     tcase_add_test(tr, test_sum_sq);
+    tcase_add_test(tr, test_all_finite);
     tcase_add_test(tr, test_empty_views);
     suite_add_tcase(s, tr);
     return tu_run(s);

@@ -20,8 +20,6 @@
 #include <mpi.h>
 
 #include <errno.h>
-#include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,7 +308,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "bnn_mpi: error: the global batch %zu is not divisible by the number of "
                     "ranks %zu; choose --batch as a multiple of %zu (e.g. %zu) or another -np\n",
-                    opt.batch, R, R, (opt.batch / R + 1) * R);
+                    opt.batch, R, R, opt.batch > R ? opt.batch / R * R : R);
         MPI_Finalize();
         return 2;
     }

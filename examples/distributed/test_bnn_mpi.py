@@ -4,7 +4,7 @@
 usage: test_bnn_mpi.py MPIRUN BNN_MPI
 
 Checks that two ranks train, report identical replicas, evaluate and save a
-model file; that one rank on the same data reaches the same test accuracy
+model file; that one rank on the same data reaches the same test accuracies
 (data parallelism changes only the summation order); and that a batch the
 ranks do not divide, or a missing data folder, makes every rank exit
 non-zero with a message saying why.
@@ -76,7 +76,9 @@ def main():
         check(rc == 0, "1 rank: exit status %d" % rc)
         acc = lambda s: re.findall(r"test accuracy ([0-9.]+)%", s)
         a1, a2 = acc(out1), acc(out2)
-        check(len(a2) == 3 and a1 == a2,
+        # Rounding differences could flip a borderline test image (2 %).
+        check(len(a2) == 3 and len(a1) == 3 and
+              all(abs(float(u) - float(v)) <= 2.01 for u, v in zip(a1, a2)),
               "test accuracies of 1 and 2 ranks differ: %s vs %s" % (a1, a2))
         check(a2 and float(a2[-1]) > 80.0, "2 ranks did not learn the easy task: %s" % a2)
 

@@ -76,7 +76,7 @@ static void usage(FILE *f)
         "  --load FILE            evaluate: the model to load\n"
         "  --report FILE          also write the figures as JSON\n"
         "  --plots DIR            write PNG figures into DIR\n"
-        "  --plot-count N         refused and confident examples to draw [5]\n"
+        "  --plot-count N         most uncertain and most confident examples to draw [5]\n"
         "  --train-limit N        train on N evenly spread training images\n"
         "\n"
         "model and training (train):\n"
@@ -981,17 +981,19 @@ static int by_score(const void *a, const void *b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
+/* The original program's figure for the `count` most uncertain test images
+ * (lowest best median: the refused ones come first) when uncertain is set,
+ * else for the most confident correctly answered ones. */
 static void plot_examples(const options *o, const bnn_guide *g, const slice *t,
-                          const slice_pred *tp, int refused)
+                          const slice_pred *tp, int uncertain)
 {
     ranked *pick = xmalloc(t->n, sizeof *pick);
     size_t m = 0;
     for (size_t i = 0; i < t->n; i++) {
         const bnn_prediction *rec = &tp->rec_median[i];
-        if (rec->refused != refused || (!refused && rec->label != t->y[i]))
+        if (!uncertain && (rec->refused || rec->label != t->y[i]))
             continue;
-        /* Most uncertain refused first; most confident accepted first. */
-        pick[m].score = refused ? rec->max_median : -rec->max_median;
+        pick[m].score = uncertain ? rec->max_median : -rec->max_median;
         pick[m++].index = i;
     }
     qsort(pick, m, sizeof *pick, by_score);
@@ -1006,10 +1008,11 @@ static void plot_examples(const options *o, const bnn_guide *g, const slice *t,
                                   o->predict_seed, logp));
         char path[4096], caption[160], err[512];
         snprintf(path, sizeof path, "%s/%s-%02zu-test%zu.png", o->plots,
-                 refused ? "refused" : "confident", k + 1, i);
-        if (refused)
-            snprintf(caption, sizeof caption, "test #%zu: true %d, refused (best median p %.2f)",
-                     i, (int)t->y[i], (double)rec->max_median);
+                 uncertain ? "uncertain" : "confident", k + 1, i);
+        if (rec->refused)
+            snprintf(caption, sizeof caption,
+                     "test #%zu: true %d, refused (best median p %.2f <= %.2g)", i,
+                     (int)t->y[i], (double)rec->max_median, (double)o->refuse_threshold);
         else
             snprintf(caption, sizeof caption, "test #%zu: true %d, answered %d (median p %.2f)",
                      i, (int)t->y[i], (int)rec->label, (double)rec->max_median);
@@ -1063,7 +1066,7 @@ static void make_plots(const options *o, const bnn_guide *g, const dataset *d,
     free(correct);
     free(risk);
     free(cov);
-    printf("Plots written to %s/ (refused-*, confident-*, reliability.png, risk-coverage.png)\n",
+    printf("Plots written to %s/ (uncertain-*, confident-*, reliability.png, risk-coverage.png)\n",
            o->plots);
 }
 

@@ -291,32 +291,22 @@ int plot_reliability(const char *path, const float *confidence,
     }
 
     cairo_surface_t *surf;
-    cairo_t *cr = begin(&surf, 600, 600);
-    frame f = {80, 60, 480, 460, 0, 1, 0, 1};
+    cairo_t *cr = begin(&surf, 600, 640);
+    frame f = {80, 100, 480, 460, 0, 1, 0, 1};
     rgb(cr, 0x111111);
     font(cr, 16, 1);
-    text(cr, f.x + f.w / 2, 30, 0.5, title ? title : "Reliability");
+    text(cr, f.x + f.w / 2, 28, 0.5, title ? title : "Reliability");
+    char buf[96];
+    font(cr, 13, 1);
+    snprintf(buf, sizeof buf, "ECE %.2f%%  (%zu bins, %zu inputs)", 100 * ece, bins, n);
+    text(cr, f.x + f.w / 2, 52, 0.5, buf);
+    font(cr, 11, 0);
+    rgb(cr, 0x4878a8);
+    text(cr, f.x + f.w / 2 - 8, 74, 1, "bars: accuracy of the bin (inputs above)");
+    rgb(cr, 0xd62728);
+    text(cr, f.x + f.w / 2 + 8, 74, 0, "red: mean confidence of the bin");
     axes(cr, &f, 0.2, 0.2, 1, 1, 12);
 
-    char buf[64];
-    for (size_t b = 0; b < bins; b++) {
-        if (!cnt[b])
-            continue;
-        double a = acc[b] / (double)cnt[b], c = conf[b] / (double)cnt[b];
-        double x0 = fx(&f, (double)b / (double)bins), x1 = fx(&f, (double)(b + 1) / (double)bins);
-        rgb(cr, 0x4878a8);
-        cairo_rectangle(cr, x0 + 1, fy(&f, a), x1 - x0 - 2, fy(&f, 0) - fy(&f, a));
-        cairo_fill(cr);
-        /* The gap between the bin's accuracy and its mean confidence. */
-        cairo_set_source_rgba(cr, 0.84, 0.15, 0.16, 0.45);
-        double ya = fy(&f, a), yc = fy(&f, c);
-        cairo_rectangle(cr, x0 + 1, ya < yc ? ya : yc, x1 - x0 - 2, fabs(ya - yc));
-        cairo_fill(cr);
-        rgb(cr, 0x333333);
-        font(cr, 9, 0);
-        snprintf(buf, sizeof buf, "%zu", cnt[b]);
-        text(cr, (x0 + x1) / 2, (ya < yc ? ya : yc) - 4, 0.5, buf);
-    }
     rgb(cr, 0x555555);
     cairo_set_line_width(cr, 1.5);
     double dash[] = {6, 4};
@@ -326,18 +316,31 @@ int plot_reliability(const char *path, const float *confidence,
     cairo_stroke(cr);
     cairo_set_dash(cr, NULL, 0, 0);
 
+    for (size_t b = 0; b < bins; b++) {
+        if (!cnt[b])
+            continue;
+        double a = acc[b] / (double)cnt[b], c = conf[b] / (double)cnt[b];
+        double x0 = fx(&f, (double)b / (double)bins), x1 = fx(&f, (double)(b + 1) / (double)bins);
+        double ya = fy(&f, a), yc = fy(&f, c);
+        rgb(cr, 0x4878a8);
+        cairo_rectangle(cr, x0 + 1, ya, x1 - x0 - 2, fy(&f, 0) - ya);
+        cairo_fill(cr);
+        /* A perfectly calibrated bin has its red mark on top of its bar. */
+        rgb(cr, 0xd62728);
+        cairo_set_line_width(cr, 3);
+        cairo_move_to(cr, x0 + 1, yc);
+        cairo_line_to(cr, x1 - 1, yc);
+        cairo_stroke(cr);
+        rgb(cr, 0x333333);
+        font(cr, 9, 0);
+        snprintf(buf, sizeof buf, "%zu", cnt[b]);
+        text(cr, (x0 + x1) / 2, (ya < yc ? ya : yc) - 5, 0.5, buf);
+    }
+
     rgb(cr, 0x111111);
     font(cr, 13, 0);
     text(cr, f.x + f.w / 2, f.y + f.h + 42, 0.5, "confidence (highest mean class probability)");
     text_vertical(cr, 28, f.y + f.h / 2, "accuracy");
-    font(cr, 13, 1);
-    snprintf(buf, sizeof buf, "ECE %.2f%%  (%zu bins, %zu inputs)", 100 * ece, bins, n);
-    text(cr, f.x + 12, f.y + 22, 0, buf);
-    font(cr, 11, 0);
-    rgb(cr, 0x4878a8);
-    text(cr, f.x + 12, f.y + 40, 0, "bars: accuracy per bin (count above)");
-    rgb(cr, 0xd62728);
-    text(cr, f.x + 12, f.y + 56, 0, "red: gap to the bin's mean confidence");
 
     free(cnt), free(acc), free(conf);
     return finish(cr, surf, path, err, errlen);

@@ -1,7 +1,6 @@
 /* An application that knows libbnn only through its installed header and
  * pkg-config: built once against the shared and once against the static
- * library.  Trains a tiny classifier and checks its predictions.
- * BNN_CONSUMER_VERSION_ONLY limits it to the version functions. */
+ * library.  Trains a tiny classifier and checks its predictions. */
 #include <bnn.h>
 
 #include <math.h>
@@ -18,7 +17,6 @@
         }                                                                    \
     } while (0)
 
-#ifndef BNN_CONSUMER_VERSION_ONLY
 enum { N = 64, STEPS = 200, SAMPLES = 20 };
 
 /* Two well separated classes on the line x0 = 0, from a fixed LCG so the
@@ -109,7 +107,6 @@ static int train_and_predict(void)
     bnn_model_free(model);
     return 0;
 }
-#endif
 
 int main(void)
 {
@@ -118,9 +115,5 @@ int main(void)
     if (strcmp(bnn_version_string(), BNN_VERSION_STRING) != 0 ||
         bnn_version_number() != BNN_VERSION_NUMBER)
         return 1;
-#ifndef BNN_CONSUMER_VERSION_ONLY
     return train_and_predict();
-#else
-    return 0;
-#endif
 }

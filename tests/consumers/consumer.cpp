@@ -1,6 +1,6 @@
 // A C++17 application using libbnn through pkg-config only: RAII owners for
-// the handles, the version check, and (when the library provides it) a short
-// prediction from an untrained guide.
+// the handles, the version check and a short prediction from an untrained
+// guide.
 #include <bnn.h>
 
 #include <cmath>
@@ -19,7 +19,6 @@ struct guide_deleter {
     void operator()(bnn_guide *g) const { bnn_guide_free(g); }
 };
 
-#ifndef BNN_CONSUMER_VERSION_ONLY
 bool ok(bnn_status st, const char *what)
 {
     if (st == BNN_OK)
@@ -65,7 +64,6 @@ int predict_untrained()
     }
     return 0;
 }
-#endif
 
 } // namespace
 
@@ -76,9 +74,5 @@ int main()
                 v.data());
     if (v != BNN_VERSION_STRING || bnn_version_number() != BNN_VERSION_NUMBER)
         return 1;
-#ifndef BNN_CONSUMER_VERSION_ONLY
     return predict_untrained();
-#else
-    return 0;
-#endif
 }
