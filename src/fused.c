@@ -10,6 +10,7 @@
 #include "fused.h"
 
 #include <math.h>
+#include <stdint.h>
 
 #include "vmath.h"
 
@@ -38,6 +39,68 @@
  * sigma that becomes subnormal and then 0. */
 #define FUSED_SERIES_BELOW (-20.0f)
 
+/* ---- short-latency exp, log1p and log ---------------------------------------
+ *
+ * The same reductions and truncated series as vmath_exp_nonpos,
+ * vmath_log1p and vmath_log, with the polynomials evaluated in Estrin's
+ * scheme instead of Horner's: a pass here chains exp -> log1p -> log, and
+ * with Horner's rule the latency of that chain, not the arithmetic, bounds
+ * the loop.  Rounding differs from vmath.h by an ulp or so (the accuracy
+ * is checked against libm in tests/test_fused.c). */
+
+/* e^x, x <= 0: x = n ln2 + r, e^r by Taylor to r^7, 2^n in two factors. */
+FUSED_INLINE float exp_nonpos(float x)
+{
+    x = vmath_select(x < -104.0f, -104.0f, x);
+    float t = x * VMATH_LOG2E + VMATH_ROUND_MAGIC;
+    int32_t n = (int32_t)vmath_f2u(t) - VMATH_ROUND_MAGIC_BITS;
+    float nf = t - VMATH_ROUND_MAGIC;
+    float r = x - nf * VMATH_LN2_HI;
+    r = r - nf * VMATH_LN2_LO;
+    float r2 = r * r, r4 = r2 * r2;
+    float p01 = 1.0f + r;
+    float p23 = 0.5f + r * (1.0f / 6.0f);
+    float p45 = 1.0f / 24.0f + r * (1.0f / 120.0f);
+    float p67 = 1.0f / 720.0f + r * (1.0f / 5040.0f);
+    float p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67);
+    int32_t n1 = n / 2, n2 = n - n1;
+    float s1 = vmath_u2f((uint32_t)(n1 + 127) << 23);
+    float s2 = vmath_u2f((uint32_t)(n2 + 127) << 23);
+    return p * s1 * s2;
+}
+
+/* 2 atanh(u) = ln((1 + u) / (1 - u)) for |u| <= 1/3, odd series to u^15. */
+FUSED_INLINE float atanh2(float u)
+{
+    float z = u * u, z2 = z * z, z4 = z2 * z2;
+    float q01 = 1.0f / 3.0f + z * (1.0f / 5.0f);
+    float q23 = 1.0f / 7.0f + z * (1.0f / 9.0f);
+    float q45 = 1.0f / 11.0f + z * (1.0f / 13.0f);
+    float q = (q01 + z2 * q23) + z4 * (q45 + z2 * (1.0f / 15.0f));
+    return 2.0f * u + 2.0f * u * z * q;
+}
+
+/* ln(1 + y), y in [0, 1]: 2 atanh(y / (2 + y)). */
+FUSED_INLINE float log1p_unit(float y)
+{
+    return atanh2(y / (2.0f + y));
+}
+
+/* ln x for positive, normal, finite x: x = 2^e m, m in [sqrt(1/2),
+ * sqrt(2)), ln m = 2 atanh((m - 1) / (m + 1)) to the 9th power. */
+FUSED_INLINE float log_pos(float x)
+{
+    uint32_t b = vmath_f2u(x) + (0x3f800000u - 0x3f3504f3u);
+    float e = (float)((int32_t)(b >> 23) - 127);
+    float m = vmath_u2f((b & 0x007fffffu) + 0x3f3504f3u);
+    float f = m - 1.0f;
+    float u = f / (2.0f + f);
+    float z = u * u, z2 = z * z;
+    float q = (1.0f / 3.0f + z * (1.0f / 5.0f)) + z2 * (1.0f / 7.0f + z * (1.0f / 9.0f));
+    float lnm = 2.0f * u + 2.0f * u * z * q;
+    return e * VMATH_LN2_HI + (lnm + e * VMATH_LN2_LO);
+}
+
 typedef struct sp_terms {
     float s;     /* softplus(r) */
     float g;     /* sigmoid(r) */
@@ -50,12 +113,12 @@ typedef struct sp_terms {
 FUSED_INLINE sp_terms softplus_terms(float r)
 {
     sp_terms o;
-    float t = vmath_exp_nonpos(-fabsf(r));
-    o.s = vmath_select(r > 0.0f, r, 0.0f) + vmath_log1p(t);
+    float t = exp_nonpos(-fabsf(r));
+    o.s = vmath_select(r > 0.0f, r, 0.0f) + log1p_unit(t);
     o.g = vmath_select(r >= 0.0f, 1.0f, t) / (1.0f + t);
     int tiny = r < FUSED_SERIES_BELOW;
     o.ratio = vmath_select(tiny, 1.0f, o.g / o.s);
-    o.log_s = vmath_select(tiny, r, vmath_log(o.s));
+    o.log_s = vmath_select(tiny, r, log_pos(o.s));
     return o;
 }
 
@@ -138,11 +201,11 @@ FUSED_INLINE float kl_term(const int mode, const kl_const *c, float m, float e, 
          * responsibilities from one stable sigmoid of the difference */
         float q1 = c->c1 - w2 * c->h1, q2 = c->c2 - w2 * c->h2;
         float d = q1 - q2;
-        float z = vmath_exp_nonpos(-fabsf(d));
+        float z = exp_nonpos(-fabsf(d));
         float inv = 1.0f / (1.0f + z);
         float r1 = vmath_select(d >= 0.0f, 1.0f, z) * inv;
         float r2 = vmath_select(d >= 0.0f, z, 1.0f) * inv;
-        nlp = -(vmath_select(d >= 0.0f, q1, q2) + vmath_log1p(z));
+        nlp = -(vmath_select(d >= 0.0f, q1, q2) + log1p_unit(z));
         k = 2.0f * (r1 * c->h1 + r2 * c->h2);
     }
     float sk = c->scale * k * w;

@@ -22,7 +22,7 @@ for tool in abidw abidiff; do
         exit 77
     fi
 done
-if ! readelf -S "$lib" | grep -q '\.debug_info'; then
+if ! readelf -S "$lib" | grep '\.debug_info' >/dev/null; then
     echo "SKIP: $lib has no debug info; use buildtype=debugoptimized"
     exit 77
 fi

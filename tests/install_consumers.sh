@@ -5,6 +5,8 @@
 #
 # usage: install_consumers.sh SOURCE_ROOT [MESON]
 set -euo pipefail
+# (No `grep -q` after a pipe: with pipefail, grep quitting early can kill
+# the writer with SIGPIPE and turn a match into a failure.)
 
 root=$(cd "$1" && pwd)
 meson=${2:-meson}
@@ -54,11 +56,11 @@ soname=$(readelf -d "$libdir/libbnn.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p'
 step "pkg-config metadata"
 requires=$(pkg-config --print-requires-private bnn)
 echo "Requires.private: $requires"
-echo "$requires" | grep -qE '^(openblas|blas-netlib)' ||
+echo "$requires" | grep -E '^(openblas|blas-netlib)' >/dev/null ||
     fail "Requires.private names no BLAS"
 static_libs=$(pkg-config --static --libs bnn)
 echo "static libs: $static_libs"
-echo " $static_libs " | grep -q -- ' -lm ' || fail "no -lm for static linking"
+echo " $static_libs " | grep -- ' -lm ' >/dev/null || fail "no -lm for static linking"
 # A shared link needs nothing but libbnn itself.
 shared_libs=$(pkg-config --libs bnn | xargs)
 [ "$shared_libs" = "-L$libdir -lbnn" ] || fail "unexpected --libs: $shared_libs"
@@ -69,7 +71,7 @@ src=$root/tests/consumers
     step "C consumer, shared library"
     quiet "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror \
         "$src/consumer.c" -o "$tmp/c_shared" $(pkg-config --cflags --libs bnn) -lm
-    LD_LIBRARY_PATH=$libdir ldd "$tmp/c_shared" | grep -q "$libdir/libbnn.so.0" ||
+    LD_LIBRARY_PATH=$libdir ldd "$tmp/c_shared" | grep "$libdir/libbnn.so.0" >/dev/null ||
         fail "c_shared does not load the installed libbnn"
     LD_LIBRARY_PATH=$libdir "$tmp/c_shared" || fail "c_shared exited $?"
 
@@ -81,7 +83,7 @@ src=$root/tests/consumers
     step "C consumer, fully static"
     quiet "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror -static \
         "$src/consumer.c" -o "$tmp/c_static" $(pkg-config --static --cflags --libs bnn)
-    if readelf -d "$tmp/c_static" | grep -q NEEDED; then
+    if readelf -d "$tmp/c_static" | grep NEEDED >/dev/null; then
         fail "c_static has dynamic dependencies"
     fi
     "$tmp/c_static" || fail "c_static exited $?"

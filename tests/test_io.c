@@ -802,6 +802,58 @@ START_TEST(test_failed_write_keeps_old_file)
 }
 END_TEST
 
+START_TEST(test_save_allocation_failure)
+{
+    /* bnn_save allocates the temporary name and a staging buffer with the
+     * model's allocator: each failing gives BNN_E_NOMEM, leaks nothing and
+     * leaves the old file. */
+    char *dir = temp_dir();
+    char *path = join(dir, "model.bnn");
+    static const char old[] = "previous contents";
+    write_all(path, old, sizeof old);
+    counter c = {0};
+    bnn_allocator a = counting(&c);
+    static const size_t sizes[] = {2, 3};
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 2;
+    mc.layer_sizes = sizes;
+    mc.allocator = &a;
+    fixture f = {0};
+    ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
+    const long live = c.live;
+    int failures = 0;
+    for (long k = 1;; k++) {
+        c.fail_at = c.calls + k;
+        bnn_status st = bnn_save(path, f.guide, NULL);
+        ck_assert_int_eq(c.live, live);
+        if (st == BNN_OK)
+            break;
+        ck_assert_int_eq(st, BNN_E_NOMEM);
+        failures++;
+        size_t n;
+        unsigned char *now = read_all(path, &n);
+        ck_assert_uint_eq(n, sizeof old);
+        ck_assert(memcmp(now, old, n) == 0);
+        free(now);
+        ck_assert_int_eq(count_entries(dir), 1);
+    }
+    ck_assert_int_eq(failures, 2);
+    c.fail_at = 0;
+    bnn_model *m;
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_load(path, NULL, &m, &g, NULL), BNN_OK);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+    free_fixture(&f);
+    ck_assert_int_eq(c.live, 0);
+    remove_tree(dir);
+    free(path);
+    free(dir);
+}
+END_TEST
+
 /* ---- hostile input ------------------------------------------------------------ */
 
 START_TEST(test_truncation_every_byte)
@@ -902,6 +954,8 @@ START_TEST(test_forged_fields)
         {"all-ones layer size", OFF_SIZES, 0, 8, UINT64_MAX},
         {"zero layer size", OFF_SIZES + 16, 0, 8, 0},
         {"other layer size", OFF_SIZES + 8, 0, 8, 5},
+        /* each size fits the file, their product does not */
+        {"hidden width 90", OFF_SIZES + 8, 0, 8, 90},
         {"layer count 1", OFF_NSIZES, 0, 4, 1},
         {"layer count 17", OFF_NSIZES, 0, 4, 17},
         {"layer count 2^32-1", OFF_NSIZES, 0, 4, UINT32_MAX},
@@ -957,6 +1011,19 @@ START_TEST(test_forged_fields)
     memset(buf + size - 4, 0, 4);
     reseal(buf, size + 4);
     ck_assert_int_eq(load_expect_fail(buf, size + 4, &a), BNN_E_FORMAT);
+    /* Sealed files that end early: the optimizer state, then (without an
+     * optimizer) the guide, lack their last float. */
+    memcpy(buf, orig, size);
+    memmove(buf + size - 8, buf + size - 4, 4);
+    reseal(buf, size - 4);
+    ck_assert_int_eq(load_expect_fail(buf, size - 4, &a), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "optimizer state"));
+    size_t gsize = opt_at + 4;
+    memcpy(buf, orig, opt_at - 4);
+    w32(buf, OFF_FLAGS, 0);
+    reseal(buf, gsize - 8);
+    ck_assert_int_eq(load_expect_fail(buf, gsize - 8, &a), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "exceeds the data"));
     /* A length field that disagrees with the size. */
     memcpy(buf, orig, size);
     w64(buf, 16, size + 1);
@@ -1111,6 +1178,7 @@ int main(void)
     tcase_add_test(tc, test_load_file_errors);
     tcase_add_test(tc, test_failed_save_keeps_old_file);
     tcase_add_test(tc, test_failed_write_keeps_old_file);
+    tcase_add_test(tc, test_save_allocation_failure);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("hostile");

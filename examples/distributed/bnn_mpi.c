@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bnn.h"
 #include "idx.h"
@@ -245,26 +246,31 @@ static void shuffle(size_t *perm, size_t n, uint64_t seed, uint64_t epoch)
     }
 }
 
-/* Seconds this rank spent in each part of the training steps. */
+/* Seconds this rank spent in each part of the training steps, and the
+ * processor time it got meanwhile. */
 typedef struct step_times {
     double compute; /* shard gather, bnn_svi_grad_part, bnn_optimizer_step */
     double wait;    /* barrier before the allreduce: waiting for slower ranks */
     double comm;    /* the allreduce itself */
+    double cpu;     /* processor time (all threads) during the steps */
 } step_times;
 
-/* Minimum and maximum over ranks of each figure, on rank 0: one MIN
- * reduction of (x, -x) gives both. */
-static void times_range(const step_times *t, step_times *lo, step_times *hi)
+/* On rank 0, the minimum and maximum over ranks of each figure and of the
+ * share of a core each rank got (cpu / wall; < 100 % means other processes
+ * took turns on its core).  One MIN reduction of (x, -x) gives both. */
+static void times_range(const step_times *t, step_times *lo, step_times *hi, double *use_lo,
+                        double *use_hi)
 {
-    double v[6] = {t->compute, t->wait, t->comm, -t->compute, -t->wait, -t->comm};
-    double r[6];
-    MPI_Reduce(v, r, 6, MPI_DOUBLE, MPI_MIN, 0, MPI_COMM_WORLD);
-    lo->compute = r[0];
-    lo->wait = r[1];
-    lo->comm = r[2];
-    hi->compute = -r[3];
-    hi->wait = -r[4];
-    hi->comm = -r[5];
+    double wall = t->compute + t->wait + t->comm;
+    double use = wall > 0.0 ? t->cpu / wall : 0.0;
+    double v[10] = {t->compute, t->wait, t->comm, t->cpu, use,
+                    -t->compute, -t->wait, -t->comm, -t->cpu, -use};
+    double r[10];
+    MPI_Reduce(v, r, 10, MPI_DOUBLE, MPI_MIN, 0, MPI_COMM_WORLD);
+    *lo = (step_times){r[0], r[1], r[2], r[3]};
+    *hi = (step_times){-r[5], -r[6], -r[7], -r[8]};
+    *use_lo = r[4];
+    *use_hi = -r[9];
 }
 
 static double test_accuracy(const bnn_guide *g, const idx_set *test, size_t samples,
@@ -433,6 +439,7 @@ int main(int argc, char **argv)
         memset(&ep, 0, sizeof ep);
         size_t ep_steps = 0;
         for (size_t s = 0; s < steps_per_epoch; s++) {
+            clock_t c0 = clock();
             double t0 = MPI_Wtime();
             const size_t *idx = perm + s * B + off;
             for (size_t i = 0; i < b; i++) {
@@ -456,6 +463,7 @@ int main(int argc, char **argv)
             ep.compute += (t1 - t0) + (MPI_Wtime() - t3);
             ep.wait += t2 - t1;
             ep.comm += t3 - t2;
+            ep.cpu += (double)(clock() - c0) / CLOCKS_PER_SEC;
             win_loss += stats.loss;
             win_steps++;
             ep_steps++;
@@ -493,19 +501,23 @@ int main(int argc, char **argv)
         tot.compute += ep.compute;
         tot.wait += ep.wait;
         tot.comm += ep.comm;
+        tot.cpu += ep.cpu;
 
         step_times lo, hi;
-        times_range(&ep, &lo, &hi);
+        double use_lo, use_hi;
+        times_range(&ep, &lo, &hi, &use_lo, &use_hi);
         if (rank == 0) {
             double k = 1e3 / (double)ep_steps;
             double e0 = MPI_Wtime();
             double acc = test_accuracy(guide, &test, opt.eval_samples, opt.seed, probs);
             printf("epoch %zu done: %zu steps in %.2f s, %.0f images/s, %.2f ms/step = compute "
                    "%.2f..%.2f + wait %.2f..%.2f + allreduce %.2f..%.2f (ms, min..max over "
-                   "ranks); test accuracy %.2f%% (%zu networks, %.2f s)\n",
+                   "ranks; core use %.0f..%.0f%%); test accuracy %.2f%% (%zu networks, "
+                   "%.2f s)\n",
                    epoch + 1, ep_steps, ep_time, (double)(ep_steps * B) / ep_time,
                    ep_time * k, lo.compute * k, hi.compute * k, lo.wait * k, hi.wait * k,
-                   lo.comm * k, hi.comm * k, 100.0 * acc, opt.eval_samples, MPI_Wtime() - e0);
+                   lo.comm * k, hi.comm * k, 100.0 * use_lo, 100.0 * use_hi, 100.0 * acc,
+                   opt.eval_samples, MPI_Wtime() - e0);
             if (opt.save_path) {
                 st = bnn_save(opt.save_path, guide, optim);
                 if (st != BNN_OK) {
@@ -519,16 +531,22 @@ int main(int argc, char **argv)
     }
 
     step_times lo, hi;
-    times_range(&tot, &lo, &hi);
+    double use_lo, use_hi;
+    times_range(&tot, &lo, &hi, &use_lo, &use_hi);
     if (rank == 0) {
         double k = 1e3 / (double)tot_steps;
         printf("summary: ranks=%d batch=%zu steps=%zu images/s=%.0f ms/step=%.2f "
                "compute_ms=%.2f..%.2f wait_ms=%.2f..%.2f allreduce_ms=%.2f..%.2f "
-               "allreduce_share=%.0f%%%s%s\n",
+               "allreduce_share=%.0f%% core_use=%.0f..%.0f%%%s%s\n",
                nranks, B, tot_steps, (double)(tot_steps * B) / tot_train, tot_train * k,
                lo.compute * k, hi.compute * k, lo.wait * k, hi.wait * k, lo.comm * k,
-               hi.comm * k, 100.0 * hi.comm / tot_train, opt.save_path ? " saved=" : "",
-               opt.save_path ? opt.save_path : "");
+               hi.comm * k, 100.0 * hi.comm / tot_train, 100.0 * use_lo, 100.0 * use_hi,
+               opt.save_path ? " saved=" : "", opt.save_path ? opt.save_path : "");
+        if (use_lo < 0.9 && getenv("OPENBLAS_NUM_THREADS") &&
+            !strcmp(getenv("OPENBLAS_NUM_THREADS"), "1"))
+            printf("note: some rank got only %.0f%% of a core: other processes competed for "
+                   "the processors, so these timings understate what the ranks can do\n",
+                   100.0 * use_lo);
     }
     rc = save_failed;
 

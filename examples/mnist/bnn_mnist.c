@@ -1182,8 +1182,10 @@ int main(int argc, char **argv)
         write_report(&o, o.report, &bi, model, o.train ? &ts : NULL, opt, &r);
         printf("Report written to %s\n", o.report);
     }
-    if (o.plots)
+    if (o.plots) {
         make_plots(&o, guide, &d, &r, &tp);
+        plot_cleanup();
+    }
 
     slice_pred_free(&tp);
     bnn_optimizer_free(opt);

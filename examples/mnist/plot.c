@@ -20,6 +20,8 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 
 int plot_available(void) { return 0; }
 
+void plot_cleanup(void) {}
+
 int plot_sample_histograms(const char *path, const float *image,
                            const float *logp, size_t n_samples, size_t classes,
                            const char *caption, char *err, size_t errlen)
@@ -51,10 +53,21 @@ int plot_risk_coverage(const char *path, const double *risk,
 
 #include <cairo.h>
 #include <math.h>
+#ifdef BNN_HAVE_FONTCONFIG
+#include <fontconfig/fontconfig.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 int plot_available(void) { return 1; }
+
+void plot_cleanup(void)
+{
+    cairo_debug_reset_static_data();
+#ifdef BNN_HAVE_FONTCONFIG
+    FcFini();
+#endif
+}
 
 #define PLOT_PI 3.14159265358979323846
 
@@ -228,7 +241,7 @@ int plot_sample_histograms(const char *path, const float *image,
     cairo_rectangle(cr, 19.5, TOP - 0.5, IMG + 1, IMG + 1);
     cairo_stroke(cr);
 
-    char buf[128];
+    char buf[160];
     for (size_t c = 0; c < classes; c++) {
         frame f = {left + (double)c * PANEL_W + 8, TOP, PANEL_W - 22, PLOT_H,
                    LOGP_MIN, 0, 0, (double)peak * 1.08};
@@ -263,7 +276,9 @@ int plot_sample_histograms(const char *path, const float *image,
     font(cr, 11, 0);
     rgb(cr, 0x555555);
     snprintf(buf, sizeof buf,
-             "histograms of log p(class) over %zu sampled networks; red: median", n_samples);
+             "histograms of log p(class) over %zu sampled networks (values below %g in "
+             "the leftmost bar); red: median",
+             n_samples, LOGP_MIN);
     text(cr, left + 8, height - 8, 0, buf);
 
     free(counts), free(col), free(median);

@@ -9,6 +9,11 @@
 
 int plot_available(void);
 
+/* Release the font and surface caches that cairo and fontconfig keep for
+ * the life of the process, so leak checkers see a clean exit.  Call once,
+ * after the last plot. */
+void plot_cleanup(void);
+
 /* The original program's figure for one input: the 28x28 image (pixels in
  * [0,1]) beside one histogram per class of the sampled log-probabilities
  * (logp: n_samples x classes, this input only), each titled with the class
