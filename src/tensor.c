@@ -18,7 +18,8 @@
  * alone brings no fused multiply-add, and the ISO C build mode turns off
  * contraction, so both versions round identically. */
 #if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
+/* clang 14 names the clones f.ifunc, so calls from other files do not link. */
+#if __has_attribute(target_clones) && (!defined(__clang__) || __clang_major__ >= 15)
 #define TENSOR_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
 #endif

@@ -104,6 +104,7 @@ static void usage(FILE *f)
         f);
 }
 
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
 {
     va_list ap;
