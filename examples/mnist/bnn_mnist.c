@@ -629,11 +629,11 @@ static void train(const options *o, const dataset *d, bnn_guide *g,
                 double el = t - t_epoch, rate = (double)seen / (el > 1e-9 ? el : 1e-9);
                 char eta[32];
                 fmt_duration(eta, sizeof eta, (double)(n - seen) / rate);
-                int fill = (int)(30.0 * (double)seen / (double)n);
-                printf("\repoch %zu/%zu [%.*s%*s] %3d%% loss %.4g nll %.4f kl %.4g %6.0f img/s ETA %s ",
-                       epoch + 1, o->epochs, fill, "##############################", 30 - fill, "",
-                       (int)(100.0 * (double)seen / (double)n), loss / (double)seen,
-                       nll / (double)seen, kl, rate, eta);
+                /* Kept under 80 columns: a wrapped line breaks \r updates. */
+                int fill = (int)(12.0 * (double)seen / (double)n);
+                printf("\repoch %zu/%zu [%.*s%*s] loss %.4g nll %.3f kl %.3g %.0f img/s ETA %s ",
+                       epoch + 1, o->epochs, fill, "############", 12 - fill, "",
+                       loss / (double)seen, nll / (double)seen, kl, rate, eta);
                 fflush(stdout);
             }
         }

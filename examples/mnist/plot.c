@@ -395,13 +395,17 @@ int plot_risk_coverage(const char *path, const double *risk,
 
     char buf[96];
     if (point_coverage >= 0) {
-        double px = fx(&f, point_coverage), py = fy(&f, point_risk);
+        /* The point's label goes in the legend: beside the point it would
+         * cross the curve or leave the picture. */
         rgb(cr, 0xd62728);
-        cairo_arc(cr, px, py, 6, 0, 2 * PLOT_PI);
+        cairo_arc(cr, fx(&f, point_coverage), fy(&f, point_risk), 6, 0, 2 * PLOT_PI);
         cairo_fill(cr);
-        font(cr, 12, 1);
-        if (point_label)
-            text(cr, px - 10, py - 12, px > f.x + f.w * 0.6 ? 1 : 0, point_label);
+        if (point_label) {
+            cairo_arc(cr, f.x + 18, f.y + 40, 5, 0, 2 * PLOT_PI);
+            cairo_fill(cr);
+            font(cr, 12, 1);
+            text(cr, f.x + 28, f.y + 44, 0, point_label);
+        }
     }
     rgb(cr, 0x111111);
     font(cr, 13, 0);
