@@ -97,7 +97,10 @@ BNN_API bnn_status bnn_model_create(const bnn_model_config *user, bnn_model **ou
     size_t total = 0, max_width = 0;
     for (size_t l = 0; l + 1 < c.n_sizes; l++) {
         size_t in = c.layer_sizes[l], outw = c.layer_sizes[l + 1], w;
-        if (mem_mul_overflow(in, outw, &w) || total > SIZE_MAX - w - outw)
+        /* w + outw itself can wrap (3 x 2^62 weights + 2^62 biases = 2^64),
+         * which would turn SIZE_MAX - w - outw into a huge bound. */
+        if (mem_mul_overflow(in, outw, &w) || w > SIZE_MAX - outw ||
+            total > SIZE_MAX - w - outw)
             return error_set(BNN_E_SHAPE, "parameter count overflows");
         w_off[l] = total;
         b_off[l] = total + w;
