@@ -552,7 +552,12 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
  *  and, if opt is not NULL, the optimizer's configuration and state.  The
  *  file is written to a temporary file in the same folder, flushed and
  *  renamed over `path`: a failed save leaves any previous file intact.
- *  Errors: BNN_E_INVALID, BNN_E_IO, BNN_E_NOMEM. */
+ *  A new file is created owner-only (0600); a replaced file keeps its mode.
+ *  Errors: BNN_E_INVALID (NULL, an optimizer bound to another guide,
+ *  NaN/Inf in the parameters or optimizer state, which could never load
+ *  back, or an optimizer whose max_batch x widest layer exceeds 2^26
+ *  floats, the bound a loader accepts), BNN_E_IO (with the system's reason
+ *  in bnn_last_error), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
                             const bnn_optimizer *opt);
 
