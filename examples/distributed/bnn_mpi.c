@@ -55,7 +55,7 @@ static void usage(FILE *f)
           "  --hidden H[,H..]  hidden layer sizes (default 1024)\n"
           "  --lr X            Adam learning rate (default 1e-3)\n"
           "  --seed S          initialisation, noise and shuffle seed (default 1)\n"
-          "  --estimator E     lrt | flipout | weights (default lrt)\n"
+          "  --estimator E     lrt | flipout | weight (default lrt)\n"
           "  --samples S       networks drawn for the test accuracy (default 20)\n"
           "  --check-every K   steps between loss reports and parameter checksums (default 20)\n"
           "  --max-steps N     stop after N steps in total (default: no limit)\n"
@@ -156,7 +156,7 @@ static int parse_args(int argc, char **argv, options *o, char *err, size_t errle
                 o->estimator = BNN_EST_LOCAL_REPARAM;
             else if (!strcmp(v, "flipout"))
                 o->estimator = BNN_EST_FLIPOUT;
-            else if (!strcmp(v, "weights"))
+            else if (!strcmp(v, "weight") || !strcmp(v, "weights"))
                 o->estimator = BNN_EST_WEIGHT_SAMPLING;
             else
                 bad = 1;
