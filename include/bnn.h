@@ -299,7 +299,8 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
  *  ocfg or svi may be NULL for defaults, but svi->dataset_size has no
  *  useful default (1).  The guide (and its model) must outlive the
  *  optimizer.  Errors: BNN_E_INVALID (NULL, bad values, analytic KL with the
- *  scale-mixture prior), BNN_E_NOMEM. */
+ *  scale-mixture prior), BNN_E_SHAPE (max_batch so large that the workspace
+ *  size overflows), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
                                         const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi,
@@ -348,7 +349,10 @@ BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *opt, const float *x,
 
 /** Apply the gradient buffer to the parameters (clipping if configured) and
  *  advance the step counter.  Errors: BNN_E_NUMERIC if the gradient holds a
- *  NaN/Inf (parameters untouched, step not advanced). */
+ *  NaN/Inf (parameters untouched, step not advanced).  A finite gradient
+ *  with an extreme learning rate (SGD) can still overflow parameters; the
+ *  next bnn_svi_grad then reports BNN_E_NUMERIC, and the predictors and
+ *  bnn_save refuse such a guide the same way. */
 BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *opt);
 
 /** bnn_svi_grad then bnn_optimizer_step.  On BNN_E_NUMERIC the parameters
@@ -381,8 +385,9 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
 /** Mean predictive class probabilities over num_samples networks: probs is
  *  n x classes, written only on success.  Thread-safe on a shared guide.
  *  Errors: BNN_E_INVALID (NULL, n or num_samples 0, NaN/Inf in x),
- *  BNN_E_SHAPE (n x width overflows), BNN_E_UNSUPPORTED (Gaussian model),
- *  BNN_E_NOMEM. */
+ *  BNN_E_NUMERIC (the guide's parameters hold NaN or Inf, e.g. after a
+ *  diverged training run), BNN_E_SHAPE (n x width overflows),
+ *  BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
                                size_t n, size_t num_samples, uint64_t seed,
                                float *probs);
@@ -449,7 +454,8 @@ typedef struct bnn_prediction {
  *  classes per-class median sampled probabilities; quantiles, n x classes x
  *  n_quantiles.  Medians are exact (the mean of the two middle samples for
  *  even S).  Ties in argmax go to the lowest class index.
- *  Errors: BNN_E_INVALID, BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
+ *  Errors: BNN_E_INVALID, BNN_E_NUMERIC (non-finite guide parameters),
+ *  BNN_E_SHAPE, BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                                                 const bnn_predict_config *cfg,
                                                 const float *x, size_t n,

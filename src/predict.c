@@ -328,6 +328,12 @@ static bnn_status check_input(const char *fn, const bnn_guide *g,
 {
     if (!tensor_all_finite(x, n * g->model->sizes[0]))
         return error_set(BNN_E_INVALID, "%s: x holds NaN or Inf", fn);
+    /* Reading the parameters once costs less than drawing one network, and
+     * it turns a diverged guide (or a bad write through bnn_guide_params)
+     * into an error instead of NaN probabilities that look like answers. */
+    if (!tensor_all_finite(g->params, 2 * g->n_params))
+        return error_set(BNN_E_NUMERIC,
+                         "%s: the guide's parameters hold NaN or Inf", fn);
     return BNN_OK;
 }
 

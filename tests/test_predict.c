@@ -1730,6 +1730,34 @@ START_TEST(test_invalid_predict_family)
     ck_assert_int_eq(bnn_predict_regression(tg.g, x, 0, 4, 1, out, var),
                      BNN_E_INVALID);
     UNTOUCHED();
+    /* A guide whose parameters went non-finite (written through
+     * bnn_guide_params here; a diverged run in practice) is refused by every
+     * predictor, each naming the cause, and nothing is written. */
+    const float bad[2] = {NAN, INFINITY};
+    for (int b = 0; b < 2; b++) {
+        size_t cnt = 0;
+        float *pc = bnn_guide_params(t.g, &cnt), *pg = bnn_guide_params(tg.g, &cnt);
+        size_t ci = cnt - 1; /* the last rho of the Gaussian net */
+        float keep_c = pc[3], keep_g = pg[ci];
+        pc[3] = bad[b];
+        pg[ci] = bad[b];
+        bnn_prediction rec[N];
+        memset(rec, 0x5c, sizeof rec);
+        bnn_prediction rec0[N];
+        memcpy(rec0, rec, sizeof rec);
+        ck_assert_int_eq(bnn_predict(t.g, x, N, 4, 1, out), BNN_E_NUMERIC);
+        ck_assert_ptr_nonnull(strstr(bnn_last_error(), "NaN or Inf"));
+        ck_assert_int_eq(bnn_predict_samples(t.g, x, N, 4, 1, out), BNN_E_NUMERIC);
+        ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, NULL, x, N, rec, sizeof *rec, NULL, NULL),
+                         BNN_E_NUMERIC);
+        ck_assert(memcmp(rec, rec0, sizeof rec) == 0);
+        ck_assert_int_eq(bnn_predict_regression(tg.g, x, N, 4, 1, out, var), BNN_E_NUMERIC);
+        UNTOUCHED();
+        pc[3] = keep_c;
+        pg[ci] = keep_g;
+        ck_assert_int_eq(bnn_predict(t.g, x, N, 4, 1, out), BNN_OK);
+        memcpy(out, out0, sizeof out);
+    }
 #undef UNTOUCHED
     tnet_free(&t);
     tnet_free(&tg);
