@@ -428,6 +428,11 @@ typedef struct bnn_predict_config {
     float threshold;
     size_t n_quantiles;      /**< extra quantiles per class; default 0 */
     const float *quantiles;  /**< n_quantiles values in [0,1] */
+    /** Optional output, not a setting: when not NULL, receives n x classes
+     *  mean predictive probabilities over the same networks, bit-identical
+     *  to bnn_predict with this seed and num_samples (one pass instead of
+     *  two).  Default NULL. */
+    float *mean_probs;
 } bnn_predict_config;
 
 /** Fill cfg with defaults (100 samples, median rule, t = 0.2) and set

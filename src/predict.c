@@ -36,6 +36,7 @@ BNN_API void bnn_predict_config_init(bnn_predict_config *cfg)
     cfg->threshold = 0.2f;
     cfg->n_quantiles = 0;
     cfg->quantiles = NULL;
+    cfg->mean_probs = NULL;
 }
 
 /* ---- order statistics --------------------------------------------------- */
@@ -145,7 +146,8 @@ static double plogp(double p)
 void predict_stats(const float *p, size_t num_samples, size_t classes,
                    size_t stride, bnn_refusal_rule rule, float threshold,
                    const float *levels, size_t n_levels, bnn_prediction *rec,
-                   float *medians, float *quantiles, float *scratch)
+                   float *medians, float *quantiles, float *means,
+                   float *scratch)
 {
     const size_t S = num_samples;
     double h_mean = 0.0, h_samples = 0.0;
@@ -164,6 +166,8 @@ void predict_stats(const float *p, size_t num_samples, size_t classes,
         /* Same operations as bnn_predict, so the two agree bit for bit. */
         double mean = sum / (double)S;
         float meanf = (float)mean;
+        if (means)
+            means[c] = meanf;
         h_mean += plogp(mean);
         h_samples += h;
 
@@ -711,6 +715,7 @@ static bnn_status read_config(const bnn_predict_config *cfg,
     READ(threshold);
     READ(n_quantiles);
     READ(quantiles);
+    READ(mean_probs);
 #undef READ
     return BNN_OK;
 }
@@ -797,6 +802,7 @@ bnn_status predict_with_chunk(const bnn_guide *g,
                           cfg.quantiles, nq, &rec,
                           medians ? medians + (i0 + i) * C : NULL,
                           quantiles ? quantiles + (i0 + i) * C * nq : NULL,
+                          cfg.mean_probs ? cfg.mean_probs + (i0 + i) * C : NULL,
                           scratch);
             record_store(base + (i0 + i) * rs, rs, &rec);
         }

@@ -22,12 +22,14 @@ size_t predict_auto_chunk(const bnn_model *m, size_t n, size_t extra);
 /* Uncertainty summary of one input from its S sampled probability vectors
  * p[s * stride + c] (s < S, c < C).  Fills every field of *rec, deciding
  * `refused` by rule and threshold (assumed valid); medians (C values) and
- * quantiles (C x n_levels, type 7 at `levels`) are written when not NULL.
+ * quantiles (C x n_levels, type 7 at `levels`) and means (C mean
+ * probabilities, as bnn_predict computes them) are written when not NULL.
  * scratch holds S floats. */
 void predict_stats(const float *p, size_t num_samples, size_t classes,
                    size_t stride, bnn_refusal_rule rule, float threshold,
                    const float *levels, size_t n_levels, bnn_prediction *rec,
-                   float *medians, float *quantiles, float *scratch);
+                   float *medians, float *quantiles, float *means,
+                   float *scratch);
 
 /* 1 if `rule` at threshold t refuses the record, else 0.  A NaN score is
  * always refused. */

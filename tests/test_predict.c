@@ -69,7 +69,7 @@ static bnn_prediction stats_of(const float *p, size_t S, size_t C,
     bnn_prediction rec;
     memset(&rec, 0xee, sizeof rec);
     predict_stats(p, S, C, C, rule, t, NULL, 0, &rec, med ? med : medians,
-                  NULL, scratch);
+                  NULL, NULL, scratch);
     return rec;
 }
 
@@ -319,7 +319,7 @@ START_TEST(test_quantiles)
     float scratch[4], med[2], q[2 * 5];
     bnn_prediction rec;
     predict_stats(p, 4, 2, 2, BNN_REFUSE_MEDIAN, 0.2f, lv, 5, &rec, med, q,
-                  scratch);
+                  NULL, scratch);
     for (int j = 0; j < 5; j++) {
         tu_assert_close(q[j], want[j], 1e-7, 0);
         /* class 1 = 1 - class 0 */
@@ -339,7 +339,7 @@ START_TEST(test_quantiles)
         levels[0] = 0.0f;
         levels[6] = 1.0f;
         predict_stats(v, S, C, C, BNN_REFUSE_NONE, 0.0f, levels, 7, &rec,
-                      NULL, out, sc);
+                      NULL, out, NULL, sc);
         for (size_t c = 0; c < C; c++) {
             double col[50];
             for (size_t s = 0; s < S; s++)
@@ -358,16 +358,17 @@ END_TEST
 START_TEST(test_stats_stride)
 {
     const float p[9] = {0.5f, 0.25f, 0.25f, 1, 0, 0, 0.5f, 0.5f, 0};
-    float wide[3 * 5], scratch[3], m1[3], m2[3];
+    float wide[3 * 5], scratch[3], m1[3], m2[3], mean1[3], mean2[3];
     for (size_t s = 0; s < 3; s++)
         for (size_t c = 0; c < 5; c++)
             wide[s * 5 + c] = c < 3 ? p[s * 3 + c] : NAN;
     bnn_prediction a, b;
     predict_stats(p, 3, 3, 3, BNN_REFUSE_MEDIAN, 0.2f, NULL, 0, &a, m1, NULL,
-                  scratch);
+                  mean1, scratch);
     predict_stats(wide, 3, 3, 5, BNN_REFUSE_MEDIAN, 0.2f, NULL, 0, &b, m2,
-                  NULL, scratch);
+                  NULL, mean2, scratch);
     ck_assert(memcmp(&a, &b, sizeof a) == 0);
+    ck_assert(memcmp(mean1, mean2, sizeof mean1) == 0);
     ck_assert(memcmp(m1, m2, sizeof m1) == 0);
 }
 END_TEST
@@ -1281,8 +1282,10 @@ START_TEST(test_chunking_bit_identical)
     static float med0[N * C], med[N * C], q0[N * C * NQ], q[N * C * NQ];
     static float p0[N * C], p[N * C], l0[S * N * C], l[S * N * C];
     static float m0[N * 2], m[N * 2], v0[N * 2], v[N * 2];
+    static float mp0[N * C], mp[N * C];
     for (int k = 0; k < NCH; k++) {
         int first = k == 0;
+        cfg.mean_probs = first ? mp0 : mp;
         ck_assert_int_eq(predict_with_chunk(t.g, &cfg, x, N,
                                             first ? rec0 : rec,
                                             sizeof rec[0], first ? med0 : med,
@@ -1306,13 +1309,17 @@ START_TEST(test_chunking_bit_identical)
         ck_assert(memcmp(med0, med, sizeof med) == 0);
         ck_assert(memcmp(q0, q, sizeof q) == 0);
         ck_assert(memcmp(p0, p, sizeof p) == 0);
+        ck_assert(memcmp(mp0, mp, sizeof mp) == 0);
         ck_assert(memcmp(l0, l, sizeof l) == 0);
         ck_assert(memcmp(m0, m, sizeof m) == 0);
         ck_assert(memcmp(v0, v, sizeof v) == 0);
     }
-    /* The mean of the summary is bnn_predict's mean. */
+    /* The mean of the summary, and its optional mean_probs output, are
+     * bnn_predict's mean bit for bit. */
     for (size_t i = 0; i < N; i++)
         ck_assert(rec0[i].prob == p0[i * C + rec0[i].label]);
+    ck_assert(memcmp(mp0, p0, sizeof p0) == 0);
+    cfg.mean_probs = NULL;
     /* Batching: inputs 5 and 36 on their own, and 20..36 as a batch. */
     const size_t alone[2] = {5, 36};
     for (int a = 0; a < 2; a++) {
@@ -1487,6 +1494,20 @@ START_TEST(test_config_struct_size)
     ck_assert(def.seed == 1 && def.rule == BNN_REFUSE_MEDIAN);
     ck_assert(def.threshold == 0.2f && def.n_quantiles == 0);
     ck_assert_ptr_null(def.quantiles);
+    ck_assert_ptr_null(def.mean_probs);
+    /* A caller built before mean_probs existed: the field is not read. */
+    float mp[N * 4], mp0[N * 4];
+    memset(mp, 0x3c, sizeof mp);
+    memcpy(mp0, mp, sizeof mp);
+    bnn_predict_config pre;
+    bnn_predict_config_init(&pre);
+    pre.struct_size = offsetof(bnn_predict_config, mean_probs);
+    pre.mean_probs = mp;
+    bnn_prediction d[N];
+    ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, &pre, x, N, d,
+                                                  sizeof d[0], NULL, NULL),
+                     BNN_OK);
+    ck_assert(memcmp(mp, mp0, sizeof mp) == 0);
     bnn_predict_config_init(&old);
     old.struct_size = offsetof(bnn_predict_config, rule);
     old.rule = BNN_REFUSE_ENTROPY; /* not covered: ignored */
@@ -1503,6 +1524,7 @@ START_TEST(test_config_struct_size)
                      BNN_OK);
     ck_assert(memcmp(a, b, sizeof a) == 0);
     ck_assert(memcmp(a, c, sizeof a) == 0);
+    ck_assert(memcmp(a, d, sizeof a) == 0);
     tnet_free(&t);
 }
 END_TEST

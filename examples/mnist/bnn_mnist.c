@@ -714,11 +714,11 @@ static void predict_slice(const options *o, const bnn_guide *g, const slice *s,
     sp->rec_median = xmalloc(s->n, sizeof(bnn_prediction));
     sp->rec_mean = xmalloc(s->n, sizeof(bnn_prediction));
     sp->probs = xmalloc(s->n, CLASSES * sizeof(float));
+    /* One pass gives the records and the mean probabilities they
+     * summarise (what bnn_predict would return for this seed). */
+    pc.mean_probs = sp->probs;
     CHECK(bnn_predict_with_uncertainty(g, &pc, s->x, s->n, sp->rec_median,
                                        sizeof(bnn_prediction), NULL, NULL));
-    /* The same seed draws the same networks, so these are the means the
-     * records summarise. */
-    CHECK(bnn_predict(g, s->x, s->n, o->refuse_samples, o->predict_seed, sp->probs));
     for (size_t i = 0; i < s->n; i++) {
         bnn_prediction r = sp->rec_median[i];
         r.label = r.mean_label;
