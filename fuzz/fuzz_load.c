@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bnn.h"
+#include "reseal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -111,23 +112,6 @@ static void load_once(const uint8_t *data, size_t size, int want_opt)
         abort();
 }
 
-static uint32_t crc32_bitwise(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c & 1u) ? (c >> 1) ^ 0xedb88320u : c >> 1;
-    }
-    return ~c;
-}
-
-static void set_le(unsigned char *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     load_once(data, size, 1);
@@ -141,8 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!c)
             return 0;
         memcpy(c, data, size);
-        set_le(c + 16, size, 8);
-        set_le(c + size - 4, crc32_bitwise(c, size - 4), 4);
+        reseal(c, size);
         load_once(c, size, 1);
         load_once(c, size, 0);
         free(c);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bnn.h"
+#include "reseal.h"
 
 static const char *out_dir;
 
@@ -24,30 +25,6 @@ static void put(const char *name, const unsigned char *b, size_t n)
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(b, 1, n, f) != n || fclose(f) != 0)
         die(path);
-}
-
-static uint32_t crc32_bitwise(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++)
-            c = (c & 1u) ? (c >> 1) ^ 0xedb88320u : c >> 1;
-    }
-    return ~c;
-}
-
-static void set_le(unsigned char *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-/* Fix the length field and the CRC after an edit. */
-static void reseal(unsigned char *b, size_t n)
-{
-    set_le(b + 16, n, 8);
-    set_le(b + n - 4, crc32_bitwise(b, n - 4), 4);
 }
 
 typedef struct spec {
@@ -158,21 +135,21 @@ int main(int argc, char **argv)
     put("corrupt_bit_flip.bnn", c, n);
 
     memcpy(c, b, n);
-    set_le(c + 8, 2, 4);
+    reseal_set_le(c + 8, 2, 4);
     put("newer_version.bnn", c, n);
 
     memcpy(c, b, n);
-    set_le(c + 24 + 36 + 3 * 8, (uint64_t)1 << 62, 8); /* parameter count */
+    reseal_set_le(c + 24 + 36 + 3 * 8, (uint64_t)1 << 62, 8); /* parameter count */
     reseal(c, n);
     put("forged_param_count.bnn", c, n);
 
     memcpy(c, b, n);
-    set_le(c + 28, (uint64_t)1 << 40, 8); /* first layer size */
+    reseal_set_le(c + 28, (uint64_t)1 << 40, 8); /* first layer size */
     reseal(c, n);
     put("forged_layer_size.bnn", c, n);
 
     memcpy(c, b, n);
-    set_le(c + 52, 7, 4); /* activation */
+    reseal_set_le(c + 52, 7, 4); /* activation */
     reseal(c, n);
     put("forged_activation.bnn", c, n);
 
