@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,7 @@ typedef struct options {
     float init_sigma;
     uint64_t seed;
     int threads;
+    int predict_threads;       /* the BLAS's thread count, found at start */
     size_t train_limit;
     size_t forced_samples;     /* original program: 10 */
     size_t refuse_samples;     /* original program: 100 */
@@ -99,7 +101,8 @@ static void usage(FILE *f)
         "  --threshold X          median rule threshold [0.2]\n"
         "  --predict-seed N       prediction seed [1]\n"
         "\n"
-        "  --threads N            OpenBLAS threads (default: OpenBLAS's choice)\n"
+        "  --threads N            OpenBLAS threads, and threads for prediction\n"
+        "                         (default: OpenBLAS's choice)\n"
         "  --quiet                no per-epoch progress\n",
         f);
 }
@@ -564,14 +567,89 @@ typedef struct train_stats {
     double val_accuracy;
 } train_stats;
 
+/* Prediction split across threads by rows of input.  The predictors take
+ * a const guide and may run concurrently, and what they return does not
+ * depend on how the inputs are batched, so the split changes the speed and
+ * never a figure.  The prediction runs on the library's own kernel, not on
+ * the BLAS, so it uses as many threads as the BLAS was given. */
+typedef struct pred_part {
+    const bnn_guide *g;
+    bnn_predict_config pc; /* mean_probs points into this part's rows */
+    const float *x;
+    size_t n;
+    bnn_prediction *rec; /* NULL: bnn_predict into probs */
+    float *probs;
+    bnn_status st;
+    char err[256];
+} pred_part;
+
+static void *pred_part_run(void *arg)
+{
+    pred_part *p = arg;
+    if (p->rec)
+        p->st = bnn_predict_with_uncertainty(p->g, &p->pc, p->x, p->n, p->rec,
+                                             sizeof *p->rec, NULL, NULL);
+    else
+        p->st = bnn_predict(p->g, p->x, p->n, p->pc.num_samples, p->pc.seed, p->probs);
+    if (p->st != BNN_OK) /* the message is per thread */
+        snprintf(p->err, sizeof p->err, "%s", bnn_last_error());
+    return NULL;
+}
+
+/* With rec: bnn_predict_with_uncertainty(pc) into rec (and pc->mean_probs);
+ * without: bnn_predict(pc->num_samples, pc->seed) into probs. */
+static void predict_parallel(const options *o, const bnn_guide *g, const bnn_predict_config *pc,
+                             const slice *s, bnn_prediction *rec, float *probs)
+{
+    enum { MAX_PARTS = 64 };
+    size_t T = o->predict_threads < 1 ? 1 : (size_t)o->predict_threads;
+    if (T > MAX_PARTS)
+        T = MAX_PARTS;
+    if (T > s->n)
+        T = s->n ? s->n : 1;
+    pred_part part[MAX_PARTS];
+    pthread_t tid[MAX_PARTS];
+    int started[MAX_PARTS] = {0};
+    for (size_t t = 0; t < T; t++) {
+        size_t i0 = s->n * t / T, i1 = s->n * (t + 1) / T;
+        pred_part *p = &part[t];
+        memset(p, 0, sizeof *p);
+        p->g = g;
+        p->pc = *pc;
+        if (pc->mean_probs)
+            p->pc.mean_probs = pc->mean_probs + i0 * CLASSES;
+        p->x = s->x + i0 * IDX_PIXELS;
+        p->n = i1 - i0;
+        p->rec = rec ? rec + i0 : NULL;
+        p->probs = probs ? probs + i0 * CLASSES : NULL;
+        /* part 0, and any part whose thread cannot start, runs here */
+        started[t] = t > 0 && pthread_create(&tid[t], NULL, pred_part_run, p) == 0;
+    }
+    for (size_t t = 0; t < T; t++)
+        if (!started[t])
+            pred_part_run(&part[t]);
+    for (size_t t = 0; t < T; t++)
+        if (started[t])
+            pthread_join(tid[t], NULL);
+    for (size_t t = 0; t < T; t++)
+        if (part[t].st != BNN_OK)
+            die("%s: %s (%s)", rec ? "bnn_predict_with_uncertainty" : "bnn_predict",
+                part[t].err, bnn_status_string(part[t].st));
+}
+
 /* Accuracy of the mean prediction of a few networks: a cheap progress
  * signal, not part of the report. */
-static double quick_accuracy(const bnn_guide *g, const slice *s, size_t samples)
+static double quick_accuracy(const options *o, const bnn_guide *g, const slice *s,
+                             size_t samples)
 {
     if (s->n == 0)
         return NAN;
     float *p = xmalloc(s->n, CLASSES * sizeof *p);
-    CHECK(bnn_predict(g, s->x, s->n, samples, 12345, p));
+    bnn_predict_config pc;
+    bnn_predict_config_init(&pc);
+    pc.num_samples = samples;
+    pc.seed = 12345;
+    predict_parallel(o, g, &pc, s, NULL, p);
     size_t ok = 0;
     for (size_t i = 0; i < s->n; i++) {
         size_t best = 0;
@@ -643,7 +721,7 @@ static void train(const options *o, const dataset *d, bnn_guide *g,
         ts->final_nll = nll / (double)n;
         ts->final_kl = kl;
         if (!o->quiet) {
-            double vacc = quick_accuracy(g, &d->val, 10);
+            double vacc = quick_accuracy(o, g, &d->val, 10);
             char tbuf[32];
             fmt_duration(tbuf, sizeof tbuf, now() - t_start);
             printf("%sepoch %zu/%zu loss/img %.4g nll/img %.4f kl %.4g %.0f img/s "
@@ -717,8 +795,7 @@ static void predict_slice(const options *o, const bnn_guide *g, const slice *s,
     /* One pass gives the records and the mean probabilities they
      * summarise (what bnn_predict would return for this seed). */
     pc.mean_probs = sp->probs;
-    CHECK(bnn_predict_with_uncertainty(g, &pc, s->x, s->n, sp->rec_median,
-                                       sizeof(bnn_prediction), NULL, NULL));
+    predict_parallel(o, g, &pc, s, sp->rec_median, NULL);
     for (size_t i = 0; i < s->n; i++) {
         bnn_prediction r = sp->rec_median[i];
         r.label = r.mean_label;
@@ -1102,6 +1179,7 @@ int main(int argc, char **argv)
 
     blas_info bi;
     blas_setup(o.threads, &bi);
+    o.predict_threads = bi.threads;
     printf("libbnn %s\n", bnn_version_string());
     blas_print(&bi);
 
