@@ -151,8 +151,8 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg);
  *  Errors: BNN_E_INVALID (NULL, struct_size too small, bad enum,
  *  non-positive sigma, pi not in (0,1), fewer than 2 sizes, an allocator
  *  without alloc or free), BNN_E_SHAPE (a zero size, too many layers, fewer
- *  than 2 classes for a categorical model, or a parameter count that
- *  overflows), BNN_E_NOMEM. */
+ *  than 2 classes for a categorical model, more classes than int32 labels
+ *  can hold, or a parameter count that overflows), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_model_create(const bnn_model_config *cfg,
                                     bnn_model **out);
 /** Free a model.  NULL is a no-op. */
@@ -169,7 +169,8 @@ BNN_API size_t bnn_model_layer_count(const bnn_model *model);
 BNN_API size_t bnn_model_param_count(const bnn_model *model);
 /** Copy the model's configuration into *cfg (fields covered by
  *  cfg->struct_size, which the caller sets).  layer_sizes points into the
- *  model and stays valid while it lives.  allocator is set to NULL. */
+ *  model and stays valid while it lives.  allocator is set to NULL.
+ *  Errors: BNN_E_INVALID (NULL, struct_size not covering layer_sizes). */
 BNN_API bnn_status bnn_model_get_config(const bnn_model *model,
                                         bnn_model_config *cfg);
 
@@ -180,7 +181,8 @@ BNN_API bnn_status bnn_model_get_config(const bnn_model *model,
 typedef struct bnn_guide bnn_guide;
 
 typedef enum bnn_init {
-    /** mu ~ N(0, 1/fan_in) (He-style for ReLU), sigma = init_sigma. */
+    /** mu ~ N(0, g/fan_in) with g = 2 for ReLU (He) and 1 for tanh,
+     *  sigma = init_sigma. */
     BNN_INIT_DEFAULT = 0,
     /** The original Pyro program: mu ~ N(0,1), rho ~ N(0,1). */
     BNN_INIT_PYRO = 1
@@ -340,7 +342,8 @@ BNN_API bnn_status bnn_svi_grad(bnn_optimizer *opt, const float *x,
  *  `total` examples that is split across processes.  The noise for each
  *  example is keyed by its global index and the step, and the KL share is
  *  kl_weight * KL * n / N, so summing the gradients of all parts gives
- *  exactly the gradient of the whole batch (up to summation order). */
+ *  exactly the gradient of the whole batch (up to summation order).
+ *  Errors: as bnn_svi_grad, and BNN_E_SHAPE if offset + n > total. */
 BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *opt, const float *x,
                                      const int32_t *labels,
                                      const float *targets, size_t n,
@@ -348,11 +351,12 @@ BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *opt, const float *x,
                                      bnn_svi_stats *stats);
 
 /** Apply the gradient buffer to the parameters (clipping if configured) and
- *  advance the step counter.  Errors: BNN_E_NUMERIC if the gradient holds a
- *  NaN/Inf (parameters untouched, step not advanced).  A finite gradient
- *  with an extreme learning rate (SGD) can still overflow parameters; the
- *  next bnn_svi_grad then reports BNN_E_NUMERIC, and the predictors and
- *  bnn_save refuse such a guide the same way. */
+ *  advance the step counter.  Errors: BNN_E_INVALID (NULL),
+ *  BNN_E_NUMERIC if the gradient holds a NaN/Inf (parameters untouched,
+ *  step not advanced).  A finite gradient with an extreme learning rate
+ *  (SGD) can still overflow parameters; the next bnn_svi_grad then reports
+ *  BNN_E_NUMERIC, the predictors refuse such a guide with BNN_E_NUMERIC and
+ *  bnn_save with BNN_E_INVALID. */
 BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *opt);
 
 /** bnn_svi_grad then bnn_optimizer_step.  On BNN_E_NUMERIC the parameters
@@ -384,8 +388,8 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
 
 /** Mean predictive class probabilities over num_samples networks: probs is
  *  n x classes, written only on success.  Thread-safe on a shared guide.
- *  Errors: BNN_E_INVALID (NULL, n or num_samples 0, NaN/Inf in x),
- *  BNN_E_NUMERIC (the guide's parameters hold NaN or Inf, e.g. after a
+ *  Errors: BNN_E_INVALID (NULL, n 0, num_samples 0 or above 2^40, NaN/Inf
+ *  in x), BNN_E_NUMERIC (the guide's parameters hold NaN or Inf, e.g. after a
  *  diverged training run), BNN_E_SHAPE (n x width overflows),
  *  BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
@@ -403,7 +407,8 @@ BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
 
 /** Raw per-sample log-probabilities: logp is num_samples x n x classes
  *  (sample-major).  Categorical models only (BNN_E_UNSUPPORTED otherwise).
- *  Errors as bnn_predict. */
+ *  Errors as bnn_predict; BNN_E_SHAPE also when num_samples x n x classes
+ *  overflows. */
 BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
                                        size_t n, size_t num_samples,
                                        uint64_t seed, float *logp);
@@ -420,7 +425,7 @@ typedef enum bnn_refusal_rule {
 
 typedef struct bnn_predict_config {
     size_t struct_size;
-    size_t num_samples;    /**< >= 1; default 100 */
+    size_t num_samples;    /**< 1 to 2^40; default 100 */
     uint64_t seed;         /**< default 1 */
     bnn_refusal_rule rule; /**< default BNN_REFUSE_MEDIAN */
     /** default 0.2; must be in [0,1] for MEDIAN/MAX_PROB and >= 0 (finite)
@@ -473,7 +478,9 @@ BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
  *  the median rule, nothing else: label is set at prediction time).  The
  *  rule reads max_median (MEDIAN), prob (MAX_PROB: the max mean probability
  *  in records predicted under any rule but MEDIAN), entropy or
- *  mutual_info; record_size must cover that field (BNN_E_INVALID). */
+ *  mutual_info; record_size must cover that field.  Errors: BNN_E_INVALID
+ *  (NULL records, n = 0, record_size not covering the field, unknown rule,
+ *  threshold out of range), BNN_E_SHAPE (n x record_size overflows). */
 BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
                                      size_t record_size, size_t n,
                                      bnn_refusal_rule rule, float threshold);
@@ -499,7 +506,7 @@ typedef enum bnn_calibration_target {
  *  malloc/free (there is no model allocator to use).  Errors: BNN_E_INVALID
  *  (NULL, n = 0, target out of (0,1], rule NONE, a negative label, a
  *  record score out of range for the rule, record_size too small),
- *  BNN_E_NOMEM. */
+ *  BNN_E_SHAPE (n x record_size overflows), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
                                            size_t record_size,
                                            const int32_t *labels, size_t n,
@@ -524,9 +531,11 @@ typedef struct bnn_metrics {
 /** Metrics of predictive probabilities (n x classes) against labels.
  *  ECE uses ece_bins (1 to 2^24) equal-width bins of the max probability,
  *  bin b holding (b/B, (b+1)/B] and 0 going to the first.  out->struct_size
- *  must be set; only the fields it covers are written.  Errors:
- *  BNN_E_INVALID (NULL, a zero size, NaN/Inf probability, label out of
- *  range). */
+ *  must be set; only the fields it covers are written.  Uses malloc/free
+ *  for the bins.  Errors: BNN_E_INVALID (NULL, a zero size, ece_bins above
+ *  2^24, struct_size too small, NaN/Inf probability, label out of range),
+ *  BNN_E_SHAPE (classes above INT32_MAX, n x classes overflows),
+ *  BNN_E_NOMEM. */
 BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
                                     size_t n, size_t classes, size_t ece_bins,
                                     bnn_metrics *out);
@@ -535,7 +544,9 @@ BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
  *  input order); coverage[k] = (k+1)/n and risk[k] = error rate of the k+1
  *  most confident.  risk/coverage may be NULL (n entries each); aurc gets
  *  the mean of risk over k.  correct[i] is nonzero when input i was
- *  answered correctly. */
+ *  answered correctly.  Uses malloc/free for the sort.  Errors:
+ *  BNN_E_INVALID (NULL confidence or correct, n = 0, NaN/Inf confidence),
+ *  BNN_E_NOMEM. */
 BNN_API bnn_status bnn_eval_risk_coverage(const float *confidence,
                                           const int32_t *correct, size_t n,
                                           double *risk, double *coverage,
@@ -550,7 +561,10 @@ typedef struct bnn_refusal_report {
     double accepted_accuracy;  /**< accuracy on accepted (0 if none) */
 } bnn_refusal_report;
 
-/** The original program's three figures from prediction records. */
+/** The original program's three figures from prediction records (label
+ *  and refused of each).  out->struct_size must be set.  Errors:
+ *  BNN_E_INVALID (NULL, n = 0, record_size below 8, struct_size too small,
+ *  a negative label), BNN_E_SHAPE (n x record_size overflows). */
 BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
                                     size_t record_size, const int32_t *labels,
                                     size_t n, bnn_refusal_report *out);
@@ -564,17 +578,19 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
  *  file is written to a temporary file in the same folder, flushed and
  *  renamed over `path`: a failed save leaves any previous file intact.
  *  A new file is created owner-only (0600); a replaced file keeps its mode.
- *  Errors: BNN_E_INVALID (NULL, an optimizer bound to another guide,
- *  NaN/Inf in the parameters or optimizer state, which could never load
- *  back, or an optimizer whose max_batch x widest layer exceeds 2^26
- *  floats, the bound a loader accepts), BNN_E_IO (with the system's reason
- *  in bnn_last_error), BNN_E_NOMEM. */
+ *  Errors: BNN_E_INVALID (NULL or empty path, an optimizer bound to
+ *  another guide, NaN/Inf in the parameters or optimizer state or a
+ *  negative Adam second moment, which could never load back, or an
+ *  optimizer whose max_batch x widest layer exceeds 2^26 floats, the bound
+ *  a loader accepts), BNN_E_SHAPE (the file size overflows), BNN_E_IO (with
+ *  the system's reason in bnn_last_error), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
                             const bnn_optimizer *opt);
 
 /** Bytes that bnn_save_to_memory needs for this guide (and optimizer, may
- *  be NULL).  Errors: BNN_E_INVALID (NULL guide or size, an optimizer bound
- *  to another guide). */
+ *  be NULL).  Runs bnn_save's checks, so errors are as bnn_save's without
+ *  BNN_E_IO and BNN_E_NOMEM: BNN_E_INVALID (NULL guide or size, an optimizer
+ *  bound to another guide, state that could not load back), BNN_E_SHAPE. */
 BNN_API bnn_status bnn_save_size(const bnn_guide *guide,
                                  const bnn_optimizer *opt, size_t *size);
 /** Serialize into buf (capacity cap).  *written gets the byte count.
