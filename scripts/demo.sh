@@ -9,7 +9,8 @@
 #        bash scripts/demo.sh mnist10k --pyro-config
 #        bash scripts/demo.sh fashion --epochs 5
 #
-# Results go to out/<data set>/ (model.bnn, report.json, plots/).
+# Results go to out/<data set>/ (out/<data set>-pyro/ with --pyro-config):
+# model.bnn, report.json, plots/ (emptied first).
 # The build folder is build-demo-release/ (configured once, rebuilt as needed).
 # Set BNN_DEMO_SKIP_APT=1 to skip the package check.
 set -euo pipefail
@@ -66,7 +67,11 @@ prog=$build/examples/mnist/bnn_mnist
 extra=()
 [ "$set_name" = fashion ] && extra=(--epochs 3)
 
+# One folder per data set and configuration, emptied of earlier plots, so
+# that the pictures always come from this run.
 out=out/$set_name
+case " $* " in *" --pyro-config "*) out=out/$set_name-pyro ;; esac
+rm -rf "$out/plots"
 mkdir -p "$out"
 say "train and evaluate"
 start=$SECONDS
