@@ -23,7 +23,10 @@
  *   Training mutates the guide and optimizer: they belong to one thread at a
  *   time, and no prediction may run on that guide meanwhile.
  * - Determinism: the same seed and inputs give bit-identical results for the
- *   same BLAS implementation, whatever the batching of prediction inputs.
+ *   same BLAS implementation and BLAS thread count (OpenBLAS rounds its
+ *   products differently for different thread counts), whatever the
+ *   batching of prediction inputs.  Prediction does not use the BLAS, so
+ *   its results do not depend on the BLAS thread count either.
  */
 #ifndef BNN_H
 #define BNN_H
