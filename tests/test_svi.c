@@ -67,6 +67,26 @@ static void net_free(net *t)
     bnn_model_free(t->m);
 }
 
+/* A net with the library's defaults (ReLU, categorical, N(0,1) prior,
+ * default init) but for the estimator and the optimizer (oc may be NULL). */
+static void net_make_default(net *t, const size_t *sizes, size_t ns, size_t dataset,
+                             size_t max_batch, bnn_estimator est,
+                             const bnn_optimizer_config *oc)
+{
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = ns;
+    mc.layer_sizes = sizes;
+    ck_assert_int_eq(bnn_model_create(&mc, &t->m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(t->m, NULL, &t->g), BNN_OK);
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    sc.dataset_size = dataset;
+    sc.max_batch = max_batch;
+    sc.estimator = est;
+    ck_assert_int_eq(bnn_optimizer_create(t->g, oc, &sc, &t->o), BNN_OK);
+}
+
 static double loss_at(net *t, const float *x, const int32_t *y, const float *yt, size_t n)
 {
     bnn_svi_stats s = {.struct_size = sizeof s};
@@ -299,23 +319,13 @@ START_TEST(test_two_class_learns)
         y[i] = c;
     }
     const size_t sizes[] = {2, 32, 2};
-    bnn_model_config mc;
-    bnn_model_config_init(&mc);
-    mc.n_sizes = 3;
-    mc.layer_sizes = sizes;
-    bnn_model *m;
-    bnn_guide *g;
-    bnn_optimizer *o;
-    ck_assert_int_eq(bnn_model_create(&mc, &m), BNN_OK);
-    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
-    bnn_svi_config sc;
-    bnn_svi_config_init(&sc);
-    sc.dataset_size = N;
-    sc.max_batch = 32;
     bnn_optimizer_config oc;
     bnn_optimizer_config_init(&oc);
     oc.lr = 0.02f;
-    ck_assert_int_eq(bnn_optimizer_create(g, &oc, &sc, &o), BNN_OK);
+    net t;
+    net_make_default(&t, sizes, 3, N, 32, BNN_EST_LOCAL_REPARAM, &oc);
+    bnn_optimizer *o = t.o;
+    bnn_guide *g = t.g;
     double first = 0, last = 0;
     for (int it = 0; it < 400; it++) {
         size_t b = (size_t)(it % (N / 32)) * 32;
@@ -342,9 +352,7 @@ START_TEST(test_two_class_learns)
         correct += (z[1] > z[0]) == (y[i] == 1);
     }
     ck_assert_msg(correct >= 0.95 * N, "accuracy %d / %d", correct, N);
-    bnn_optimizer_free(o);
-    bnn_guide_free(g);
-    bnn_model_free(m);
+    net_free(&t);
 }
 END_TEST
 
@@ -476,21 +484,8 @@ static void train_with_threads(void (*set_threads)(int), int threads,
     if (set_threads)
         set_threads(threads);
     const size_t sizes[3] = {IN, H, C};
-    bnn_model_config mc;
-    bnn_model_config_init(&mc);
-    mc.n_sizes = 3;
-    mc.layer_sizes = sizes;
-    bnn_model *m;
-    bnn_guide *g;
-    bnn_optimizer *o;
-    ck_assert_int_eq(bnn_model_create(&mc, &m), BNN_OK);
-    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
-    bnn_svi_config sc;
-    bnn_svi_config_init(&sc);
-    sc.dataset_size = 10 * B;
-    sc.max_batch = B;
-    sc.estimator = est;
-    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o), BNN_OK);
+    net t;
+    net_make_default(&t, sizes, 3, 10 * B, B, est, NULL);
     static float x[B * IN];
     int32_t y[B];
     tu_rng r = {31};
@@ -498,14 +493,12 @@ static void train_with_threads(void (*set_threads)(int), int threads,
     for (int i = 0; i < B; i++)
         y[i] = (int32_t)(tu_next(&r) % C);
     for (int s = 0; s < 4; s++)
-        ck_assert_int_eq(bnn_svi_step(o, x, y, NULL, B, NULL), BNN_OK);
+        ck_assert_int_eq(bnn_svi_step(t.o, x, y, NULL, B, NULL), BNN_OK);
     size_t n;
-    const float *p = bnn_guide_params(g, &n);
+    const float *p = bnn_guide_params(t.g, &n);
     ck_assert_uint_eq(n, np);
     memcpy(out, p, np * sizeof *out);
-    bnn_optimizer_free(o);
-    bnn_guide_free(g);
-    bnn_model_free(m);
+    net_free(&t);
 }
 
 /* Same seed and inputs give bit-identical parameters run after run with a
