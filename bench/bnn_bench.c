@@ -8,7 +8,12 @@
  *         same shapes, transposes, leading dimensions and beta),
  *   rng   the rng_*_fill calls of the step, same distributions and sizes,
  *   opt   bnn_optimizer_step alone,
+ *   2-call  the same step as bnn_svi_grad + bnn_optimizer_step,
  * and elementwise = step - gemm - rng - opt.  "ratio" is step / gemm.
+ * bnn_svi_step (one particle, Adam, no clipping) draws its normals and
+ * applies Adam inside its own passes over the parameters, so rng and opt
+ * are what those passes cost on their own, and "elem" is the rest of the
+ * step beyond them (the two-call route is what splits cleanly).
  *
  * Linked to the static library so that it can call internal functions;
  * cblas_sgemm defined here takes precedence over the BLAS library's, which
@@ -19,7 +24,7 @@
  * One line per case, and the same figures as one JSON object per line
  * prefixed by "JSON " (grep '^JSON ' | cut -c6-).
  *
- *   bnn_bench [--quick] [--profile] [--threads 1,2] [--cases ...]
+ *   bnn_bench [--quick] [--profile] [--threads 1,2] [--cases ...] [--batch N]
  *
  * --cases takes comma-separated parts of case names, whole components
  * between '/': "train", "784-1024-10", "lrt", "train/784-1024-10/lrt",
@@ -313,6 +318,7 @@ typedef struct options {
     int threads[8];
     size_t n_threads;
     char cases[512];
+    size_t batch; /* training cases */
 } options;
 
 /* A filter selects the cases that contain it as whole '/'-separated
@@ -372,7 +378,7 @@ typedef struct trainer {
     bnn_optimizer *o;
 } trainer;
 
-static void trainer_make(trainer *t, const net_def *nd, const est_def *e)
+static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t batch)
 {
     memset(t, 0, sizeof *t);
     t->alloc.alloc = count_alloc;
@@ -393,7 +399,7 @@ static void trainer_make(trainer *t, const net_def *nd, const est_def *e)
     sc.dataset_size = DATASET;
     sc.estimator = e->est;
     sc.kl_mode = e->kl;
-    sc.max_batch = BATCH;
+    sc.max_batch = batch;
     bnn_optimizer_config oc;
     bnn_optimizer_config_init(&oc);
     check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), "bnn_optimizer_create");
@@ -455,20 +461,21 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
                       int threads, int *failures)
 {
     trainer t;
-    trainer_make(&t, nd, e);
+    const size_t batch = op->batch;
+    trainer_make(&t, nd, e, batch);
     size_t in = nd->sizes[0], C = nd->sizes[nd->n_sizes - 1];
     enum { NB = 8 };
-    float *x = xmalloc((size_t)NB * BATCH * in * sizeof(float));
-    int32_t *y = xmalloc((size_t)NB * BATCH * sizeof(int32_t));
-    make_data(x, y, (size_t)NB * BATCH, in, C);
+    float *x = xmalloc((size_t)NB * batch * in * sizeof(float));
+    int32_t *y = xmalloc((size_t)NB * batch * sizeof(int32_t));
+    make_data(x, y, (size_t)NB * batch, in, C);
     int big = nd->n_sizes > 3;
     size_t warm = op->quick ? 2 : 5;
     size_t iters = op->quick ? (big ? 6 : 12) : (big ? 30 : 60);
 
     size_t b = 0;
 #define STEP()                                                                \
-    check(bnn_svi_step(t.o, x + (b % NB) * BATCH * in, y + (b % NB) * BATCH,  \
-                       NULL, BATCH, NULL),                                    \
+    check(bnn_svi_step(t.o, x + (b % NB) * batch * in, y + (b % NB) * batch,  \
+                       NULL, batch, NULL),                                    \
           "bnn_svi_step");                                                    \
     b++
     for (size_t i = 0; i < warm; i++) {
@@ -493,7 +500,7 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     replay rp;
     replay_init(&rp, tap.calls, tap.n_calls);
     rng_call rc[2 * BNN_MAX_LAYERS + 2];
-    size_t n_rc = rng_calls_of(nd, e, BATCH, rc);
+    size_t n_rc = rng_calls_of(nd, e, batch, rc);
     size_t rmax = 0;
     for (size_t i = 0; i < n_rc; i++)
         rmax = rc[i].n > rmax ? rc[i].n : rmax;
@@ -502,7 +509,7 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     double *ts = xmalloc(iters * sizeof(double)), *tsc = xmalloc(iters * sizeof(double));
     double *tg = xmalloc(iters * sizeof(double)), *tgc = xmalloc(iters * sizeof(double));
     double *tr = xmalloc(iters * sizeof(double)), *to = xmalloc(iters * sizeof(double));
-    double *tin = xmalloc(iters * sizeof(double));
+    double *tin = xmalloc(iters * sizeof(double)), *t2 = xmalloc(iters * sizeof(double));
     size_t allocs = 0;
     for (size_t i = 0; i < iters; i++) {
         size_t a0 = t.cnt.allocs;
@@ -526,16 +533,26 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
                           rc[j].n, rbuf);
         tr[i] = wall_now() - w0;
 
+        /* The same step as two calls (the route of data-parallel hosts):
+         * the gradient written whole, then bnn_optimizer_step. */
         a0 = t.cnt.allocs;
         w0 = wall_now();
+        check(bnn_svi_grad(t.o, x + (b % NB) * batch * in, y + (b % NB) * batch, NULL, batch,
+                           NULL),
+              "bnn_svi_grad");
+        double w1 = wall_now();
         check(bnn_optimizer_step(t.o), "bnn_optimizer_step");
-        to[i] = wall_now() - w0;
+        double w2 = wall_now();
+        b++;
+        to[i] = w2 - w1;
+        t2[i] = w2 - w0;
         allocs += t.cnt.allocs - a0;
     }
 #undef STEP
     double step = median(ts, iters), step_cpu = median(tsc, iters);
     double gemm = median(tg, iters), gemm_cpu = median(tgc, iters);
     double rng = median(tr, iters), opt = median(to, iters), gin = median(tin, iters);
+    double two = median(t2, iters);
     double elem = step - gemm - rng - opt;
     double gfl = flops_of(rp.calls, rp.n);
     double allocs_per_step = (double)allocs / (double)iters;
@@ -544,10 +561,10 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
 
     char name[128];
     snprintf(name, sizeof name, "train/%s/%s", nd->name, e->name);
-    printf("%-30s %2d %8.2f %8.0f %8.2f %8.2f %7.2f %7.2f %8.2f %6.2f %6.2f %6.1f %4.0f%s\n",
-           name, threads, step * 1e3, BATCH / step, gemm * 1e3, gin * 1e3, rng * 1e3, opt * 1e3,
+    printf("%-30s %2d %8.2f %8.0f %8.2f %8.2f %7.2f %7.2f %8.2f %6.2f %6.2f %6.1f %4.0f %8.2f %6.2f%s\n",
+           name, threads, step * 1e3, batch / step, gemm * 1e3, gin * 1e3, rng * 1e3, opt * 1e3,
            elem * 1e3, step / gemm, step_cpu / gemm_cpu, gfl / gemm * 1e-9, allocs_per_step,
-           allocs ? "  FAIL: the step allocates" : "");
+           two * 1e3, two / gemm, allocs ? "  FAIL: the step allocates" : "");
     printf("JSON {");
     int first = 1;
     json_str("case", name, &first);
@@ -557,12 +574,12 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     json_str("kl", e->kl == BNN_KL_ANALYTIC ? "analytic" : "monte_carlo", &first);
     json_str("kernel", kernel_name(), &first);
     json_num("threads", threads, &first);
-    json_num("batch", BATCH, &first);
+    json_num("batch", batch, &first);
     json_num("iters", (double)iters, &first);
     json_num("params", (double)bnn_model_param_count(t.m), &first);
     json_num("step_ms", step * 1e3, &first);
     json_num("step_cpu_ms", step_cpu * 1e3, &first);
-    json_num("images_per_s", BATCH / step, &first);
+    json_num("images_per_s", batch / step, &first);
     json_num("gemm_ms", gemm * 1e3, &first);
     json_num("gemm_cpu_ms", gemm_cpu * 1e3, &first);
     json_num("gemm_in_step_ms", gin * 1e3, &first);
@@ -575,6 +592,8 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     json_num("ratio_step_gemm", step / gemm, &first);
     json_num("ratio_step_gemm_cpu", step_cpu / gemm_cpu, &first);
     json_num("allocs_per_step", allocs_per_step, &first);
+    json_num("two_call_ms", two * 1e3, &first);
+    json_num("ratio_two_call_gemm", two / gemm, &first);
     printf("}\n");
     fflush(stdout);
 
@@ -585,6 +604,7 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     free(tr);
     free(to);
     free(tin);
+    free(t2);
     free(rbuf);
     replay_free(&rp);
     free(x);
@@ -603,7 +623,7 @@ static void run_predict(const options *op, const net_def *nd, size_t S, int thre
 {
     enum { N = 10000 };
     trainer t;
-    trainer_make(&t, nd, &ests[1]);
+    trainer_make(&t, nd, &ests[1], BATCH);
     size_t in = nd->sizes[0], C = nd->sizes[nd->n_sizes - 1], L = nd->n_sizes - 1;
     float *x = xmalloc((size_t)N * in * sizeof(float));
     int32_t *y = xmalloc(N * sizeof(int32_t));
@@ -808,7 +828,7 @@ static int rss_child(size_t est, int threads)
     make_data(x, y, n, in, nd->sizes[2]);
     double data_mb = (double)(n * in * sizeof(float) + n * sizeof(int32_t)) / (1024.0 * 1024.0);
     trainer t;
-    trainer_make(&t, nd, &ests[est]);
+    trainer_make(&t, nd, &ests[est], BATCH);
     for (size_t i = 0; i < 20; i++)
         check(bnn_svi_step(t.o, x + (i * BATCH % n) * in, y + (i * BATCH % n), NULL, BATCH, NULL),
               "bnn_svi_step");
@@ -882,8 +902,9 @@ static void run_rss(const char *self, int threads, int *failures)
 
 static void usage(void)
 {
-    puts("usage: bnn_bench [--quick] [--profile] [--threads LIST] [--cases LIST]\n"
+    puts("usage: bnn_bench [--quick] [--profile] [--threads LIST] [--cases LIST] [--batch N]\n"
          "  --quick         fewer iterations\n"
+         "  --batch N       batch size of the training cases (default 128, 1..8192)\n"
          "  --profile       training cases only, steps without the comparisons\n"
          "                  (for perf record)\n"
          "  --threads 1,2   BLAS thread counts to run (openblas_set_num_threads)\n"
@@ -927,6 +948,7 @@ int main(int argc, char **argv)
 {
     options op;
     memset(&op, 0, sizeof op);
+    op.batch = BATCH;
     op.threads[0] = 1;
     op.threads[1] = 2;
     op.n_threads = 2;
@@ -948,6 +970,13 @@ int main(int argc, char **argv)
                     die("--threads takes positive counts");
                 op.threads[op.n_threads++] = v;
             }
+        } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            long v = atol(argv[++i]);
+            if (v < 1 || v > 8192) {
+                usage();
+                return 2;
+            }
+            op.batch = (size_t)v;
         } else if (!strcmp(argv[i], "--cases") && i + 1 < argc) {
             snprintf(op.cases, sizeof op.cases, "%s", argv[++i]);
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -997,9 +1026,11 @@ int main(int argc, char **argv)
         if (can_thread)
             set_threads(th);
         printf("\n== threads %d ==\n", th);
-        printf("%-30s %2s %8s %8s %8s %8s %7s %7s %8s %6s %6s %6s %4s\n", "training (batch 128)",
-               "th", "step ms", "img/s", "gemm ms", "in-step", "rng ms", "opt ms", "elem ms",
-               "ratio", "cpu r.", "GF/s", "allc");
+        char head[64];
+        snprintf(head, sizeof head, "training (batch %zu)", op.batch);
+        printf("%-30s %2s %8s %8s %8s %8s %7s %7s %8s %6s %6s %6s %4s %8s %6s\n", head, "th",
+               "step ms", "img/s", "gemm ms", "in-step", "rng ms", "opt ms", "elem ms", "ratio",
+               "cpu r.", "GF/s", "allc", "2-call", "ratio");
         for (size_t ni = 0; ni < sizeof nets / sizeof nets[0]; ni++)
             for (size_t e = 0; e < N_ESTS; e++) {
                 char name[128];
