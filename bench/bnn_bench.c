@@ -8,12 +8,12 @@
  *         same shapes, transposes, leading dimensions and beta),
  *   rng   the rng_*_fill calls of the step, same distributions and sizes,
  *   opt   bnn_optimizer_step alone,
- *   2-call  the same step as bnn_svi_grad + bnn_optimizer_step,
+ *   2-call  the same step as bnn_svi_grad + bnn_optimizer_step (the
+ *         route of data-parallel hosts; the optimizer then makes its own
+ *         pass over the gradient for the finiteness check and the norm),
  * and elementwise = step - gemm - rng - opt.  "ratio" is step / gemm.
- * bnn_svi_step (one particle, Adam, no clipping) draws its normals and
- * applies Adam inside its own passes over the parameters, so rng and opt
- * are what those passes cost on their own, and "elem" is the rest of the
- * step beyond them (the two-call route is what splits cleanly).
+ * --batch N changes the batch of the training cases: the per-parameter
+ * work of a step does not grow with the batch, the products do.
  *
  * Linked to the static library so that it can call internal functions;
  * cblas_sgemm defined here takes precedence over the BLAS library's, which

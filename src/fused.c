@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "rng.h"
 #include "vmath.h"
 
 #if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
@@ -391,231 +390,20 @@ double fused_sum_sq(size_t n, const float *x)
     return lanes_total(lane);
 }
 
-/* Adam's constants, hoisted; adam_one is the only place the update is
- * written, so the fused step and fused_adam round identically. */
-typedef struct adam_const {
-    float gscale, b1, b2, c1, c2, step, ibc2, eps;
-} adam_const;
-
-static adam_const adam_constants(const fused_adam_args *a)
-{
-    adam_const k = {a->gscale, a->b1, a->b2, 1.0f - a->b1, 1.0f - a->b2,
-                    a->step_size, a->inv_sqrt_bc2, a->eps};
-    return k;
-}
-
-typedef struct adam_state {
-    float p, m, v;
-} adam_state;
-
-/* By value: pointer arguments here would leave the vectorizer to prove
- * that the three arrays do not overlap across iterations. */
-FUSED_INLINE adam_state adam_one(const adam_const *k, float p, float m, float v, float g)
-{
-    adam_state o;
-    float gi = g * k->gscale;
-    o.m = k->b1 * m + k->c1 * gi;
-    o.v = k->b2 * v + k->c2 * gi * gi;
-    o.p = p - k->step * o.m / (sqrtf(o.v) * k->ibc2 + k->eps);
-    return o;
-}
-
 FUSED_CLONES
 void fused_adam(size_t n, float *p, const float *g, float *m, float *v, const fused_adam_args *a)
 {
     float *restrict pp = p, *restrict mm = m, *restrict vv = v;
     const float *restrict gg = g;
-    const adam_const k = adam_constants(a);
+    const float gscale = a->gscale, b1 = a->b1, b2 = a->b2, step = a->step_size;
+    const float ibc2 = a->inv_sqrt_bc2, eps = a->eps;
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
     for (size_t i = 0; i < n; i++) {
-        adam_state o = adam_one(&k, pp[i], mm[i], vv[i], gg[i]);
-        pp[i] = o.p;
-        mm[i] = o.m;
-        vv[i] = o.v;
+        float gi = gg[i] * gscale;
+        float mi = b1 * mm[i] + c1 * gi;
+        float vi = b2 * vv[i] + c2 * gi * gi;
+        mm[i] = mi;
+        vv[i] = vi;
+        pp[i] -= step * mi / (sqrtf(vi) * ibc2 + eps);
     }
-}
-
-/* ---- the fused SVI step ------------------------------------------------------
- *
- * The same arithmetic as fused_draw / fused_lrt_prepare + fused_backward +
- * fused_adam, regrouped: every expression below is written as there, so
- * both routes give the same bits (tests/test_svi.c compares them). */
-
-/* |x| as float bits: one unsigned max both bounds magnitudes and catches
- * NaN and Inf (their bits are >= 0x7f800000). */
-FUSED_INLINE uint32_t abs_bits(float x)
-{
-    return vmath_f2u(x) & 0x7fffffffu;
-}
-
-FUSED_INLINE uint32_t max_u32(uint32_t a, uint32_t b)
-{
-    return a > b ? a : b;
-}
-
-/* Whether pass A draws normals: the weight draws, and the Monte Carlo KL
- * of local reparameterization. */
-#define STEP_HAS_EPS(est, mode) ((est) != FUSED_EST_LRT || (mode) != FUSED_KL_ANALYTIC)
-/* Whether pass A stores the KL gradient of mu: not for weight sampling
- * with the analytic KL, where pass B recomputes it (one multiply). */
-#define STEP_STORES_KL_GMU(est, mode) ((est) != FUSED_EST_WS || (mode) != FUSED_KL_ANALYTIC)
-
-FUSED_INLINE void prep_block(const int est, const int mode, size_t len,
-                             const float *restrict mu, const float *restrict rho,
-                             const float *restrict eps, float *restrict w,
-                             float *restrict sig2, float *restrict factor, const kl_const *c,
-                             float *restrict gmu, float *restrict grho, float *restrict klv,
-                             uint32_t *restrict mx)
-{
-    uint32_t m_gm = mx[0], m_gr = mx[1], m_f = mx[2];
-    for (size_t j = 0; j < len; j++) {
-        float m = mu[j];
-        float e = STEP_HAS_EPS(est, mode) ? eps[j] : 0.0f;
-        sp_terms t = softplus_terms(rho[j]);
-        float f;
-        if (est == FUSED_EST_LRT) {
-            sig2[j] = t.s * t.s;
-            f = (t.s + t.s) * t.g;
-        } else {
-            float se = t.s * e;
-            w[j] = est == FUSED_EST_WS ? m + se : se;
-            f = e * t.g;
-        }
-        factor[j] = f;
-        float gm, gr;
-        klv[j] = kl_term(mode, c, m, e, t, &gm, &gr);
-        if (STEP_STORES_KL_GMU(est, mode))
-            gmu[j] = gm;
-        grho[j] = gr;
-        m_gm = max_u32(m_gm, abs_bits(gm));
-        m_gr = max_u32(m_gr, abs_bits(gr));
-        m_f = max_u32(m_f, abs_bits(f));
-    }
-    mx[0] = m_gm;
-    mx[1] = m_gr;
-    mx[2] = m_f;
-}
-
-#define PREP_CASE(es, md)                                                                  \
-    prep_block(es, md, len, s->mu + i, s->rho + i, nb, s->w ? s->w + i : NULL,              \
-               s->sig2 ? s->sig2 + i : NULL, s->factor + i, &c, s->gmu + i, s->grho + i, klv, \
-               mx)
-
-FUSED_CLONES
-double fused_step_prepare(const fused_step *s, fused_bounds *b)
-{
-    kl_const c = kl_constants(&s->kl);
-    double lane[FUSED_LANES] = {0};
-    float klv[FUSED_BLOCK], nb[FUSED_BLOCK];
-    uint32_t mx[3] = {0, 0, 0};
-    int key = s->est * 4 + (int)s->kl.mode;
-    int draw = STEP_HAS_EPS(s->est, (int)s->kl.mode);
-    for (size_t i = 0; i < s->n; i += FUSED_BLOCK) {
-        size_t len = s->n - i < FUSED_BLOCK ? s->n - i : FUSED_BLOCK;
-        /* Drawn a block at a time and used from L1, never stored. */
-        if (draw)
-            rng_normal_fill(s->seed, s->stream, i, len, nb);
-#define KEY(es, md) ((es) * 4 + (md))
-        switch (key) {
-        case KEY(FUSED_EST_WS, FUSED_KL_ANALYTIC): PREP_CASE(FUSED_EST_WS, FUSED_KL_ANALYTIC); break;
-        case KEY(FUSED_EST_WS, FUSED_KL_MC_NORMAL): PREP_CASE(FUSED_EST_WS, FUSED_KL_MC_NORMAL); break;
-        case KEY(FUSED_EST_WS, FUSED_KL_MC_MIXTURE): PREP_CASE(FUSED_EST_WS, FUSED_KL_MC_MIXTURE); break;
-        case KEY(FUSED_EST_FLIPOUT, FUSED_KL_ANALYTIC): PREP_CASE(FUSED_EST_FLIPOUT, FUSED_KL_ANALYTIC); break;
-        case KEY(FUSED_EST_FLIPOUT, FUSED_KL_MC_NORMAL): PREP_CASE(FUSED_EST_FLIPOUT, FUSED_KL_MC_NORMAL); break;
-        case KEY(FUSED_EST_FLIPOUT, FUSED_KL_MC_MIXTURE): PREP_CASE(FUSED_EST_FLIPOUT, FUSED_KL_MC_MIXTURE); break;
-        case KEY(FUSED_EST_LRT, FUSED_KL_ANALYTIC): PREP_CASE(FUSED_EST_LRT, FUSED_KL_ANALYTIC); break;
-        case KEY(FUSED_EST_LRT, FUSED_KL_MC_NORMAL): PREP_CASE(FUSED_EST_LRT, FUSED_KL_MC_NORMAL); break;
-        case KEY(FUSED_EST_LRT, FUSED_KL_MC_MIXTURE): PREP_CASE(FUSED_EST_LRT, FUSED_KL_MC_MIXTURE); break;
-        default: break; /* no such pass: fused.h lists the valid ones */
-        }
-#undef KEY
-        lanes_add(lane, klv, len);
-    }
-    b->kl_gmu = mx[0];
-    b->kl_grho = mx[1];
-    b->factor = mx[2];
-    return lanes_total(lane);
-}
-
-#undef PREP_CASE
-
-/* No softplus here: everything that depends on rho nonlinearly was stored
- * by pass A, so this pass is the memory traffic of Adam and little else. */
-FUSED_INLINE void finish_block(const int kl_gmu_stored, const int mu_complete, const int adam,
-                               size_t len, float a, const float *restrict gw,
-                               const float *restrict factor, float *restrict mu,
-                               float *restrict rho, float *restrict gmu, float *restrict grho,
-                               float *restrict m_mu, float *restrict m_rho,
-                               float *restrict v_mu, float *restrict v_rho,
-                               const adam_const *ak, float *restrict dmu_out,
-                               float *restrict drho_out)
-{
-    for (size_t j = 0; j < len; j++) {
-        float m = mu[j], g = gw[j];
-        /* a * m is kl_term's analytic dKL/dmu, recomputed */
-        float gm = kl_gmu_stored ? gmu[j] : a * m;
-        float dmu = mu_complete ? gm : gm + g;
-        float drho = grho[j] + factor[j] * g;
-        dmu_out[j] = dmu;
-        drho_out[j] = drho;
-        if (adam) {
-            adam_state um = adam_one(ak, m, m_mu[j], v_mu[j], dmu);
-            adam_state ur = adam_one(ak, rho[j], m_rho[j], v_rho[j], drho);
-            mu[j] = um.p;
-            m_mu[j] = um.m;
-            v_mu[j] = um.v;
-            rho[j] = ur.p;
-            m_rho[j] = ur.m;
-            v_rho[j] = ur.v;
-        } else {
-            if (!mu_complete)
-                gmu[j] = dmu;
-            grho[j] = drho;
-        }
-    }
-}
-
-#define FINISH_CASE(st, mc, ad)                                                                \
-    finish_block(st, mc, ad, len, c.a, s->gw + i, s->factor + i, s->mu + i, s->rho + i,         \
-                 s->gmu + i, s->grho + i, ad ? s->m + i : NULL, ad ? s->m + s->n + i : NULL,    \
-                 ad ? s->v + i : NULL, ad ? s->v + s->n + i : NULL, &ak, dmu, drho)
-
-FUSED_CLONES
-void fused_step_finish(const fused_step *s, size_t off, size_t n, const fused_adam_args *adam,
-                       double *ss)
-{
-    kl_const c = kl_constants(&s->kl);
-    adam_const ak = adam ? adam_constants(adam) : (adam_const){0};
-    double lane[FUSED_LANES] = {0};
-    float dmu[FUSED_BLOCK], drho[FUSED_BLOCK];
-    /* flipout's and LRT's products added the data term to the stored KL
-     * part already; weight sampling's is in gw */
-    int stored = STEP_STORES_KL_GMU(s->est, (int)s->kl.mode);
-    int complete = s->est != FUSED_EST_WS;
-    int key = (stored * 2 + complete) * 2 + (adam != NULL);
-    for (size_t i = off; i < off + n; i += FUSED_BLOCK) {
-        size_t len = off + n - i < FUSED_BLOCK ? off + n - i : FUSED_BLOCK;
-        switch (key) {
-        case 0: FINISH_CASE(0, 0, 0); break;
-        case 1: FINISH_CASE(0, 0, 1); break;
-        case 4: FINISH_CASE(1, 0, 0); break;
-        case 5: FINISH_CASE(1, 0, 1); break;
-        case 6: FINISH_CASE(1, 1, 0); break;
-        case 7: FINISH_CASE(1, 1, 1); break;
-        default: break; /* a complete mu half is always stored */
-        }
-        lanes_add_sq(lane, dmu, len);
-        lanes_add_sq(lane, drho, len);
-    }
-    *ss += lanes_total(lane);
-}
-
-#undef FINISH_CASE
-
-FUSED_CLONES
-uint32_t fused_max_abs_bits(size_t n, const float *x)
-{
-    uint32_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        m = max_u32(m, abs_bits(x[i]));
-    return m;
 }

@@ -16,7 +16,6 @@
 #define BNN_FUSED_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 enum fused_kl_mode {
     FUSED_KL_NONE = 0,
@@ -81,55 +80,5 @@ typedef struct fused_adam_args {
 } fused_adam_args;
 void fused_adam(size_t n, float *p, const float *g, float *m, float *v,
                 const fused_adam_args *a);
-
-/* ---- the fused SVI step ------------------------------------------------
- * bnn_svi_step with one particle, Adam and no clipping finishes the
- * gradient inside the optimizer's pass: pass A (fused_step_prepare) draws
- * the network and stores what depends nonlinearly on rho (the KL
- * gradient and the factor f with dLoss/drho = KL part + f * gw); the
- * products of the backward pass leave the raw gradient in gw; pass B
- * (fused_step_finish) adds them up and applies Adam at once.  The
- * gradient is never written, read back for its norm and read again by
- * Adam, and the normals never leave L1.  Results are bit-identical to
- * fused_draw / fused_lrt_prepare + fused_backward + fused_adam. */
-enum fused_est { FUSED_EST_WS = 0, FUSED_EST_FLIPOUT = 1, FUSED_EST_LRT = 2 };
-
-typedef struct fused_step {
-    int est;         /* enum fused_est */
-    size_t n;        /* parameters per half */
-    float *mu, *rho; /* the guide's halves */
-    /* Stream of the normals (weight sampling, flipout, Monte Carlo KL). */
-    uint64_t seed, stream;
-    float *w;        /* weight sampling: mu + sigma eps; flipout: sigma eps */
-    float *sig2;     /* LRT: sigma^2 */
-    float *factor;   /* f: eps sigmoid(rho), or LRT's 2 sigma sigmoid(rho) */
-    /* The gradient halves: pass A stores the KL part (of mu: not for weight
-     * sampling with the analytic KL); flipout's and LRT's products add the
-     * data term of mu to it; pass B writes them only without Adam. */
-    float *gmu, *grho;
-    const float *gw; /* raw gradient wrt w, delta or sigma^2 */
-    float *m, *v;    /* Adam moments, mu half then rho half */
-    fused_kl kl;     /* mode ANALYTIC, MC_NORMAL or MC_MIXTURE */
-} fused_step;
-
-/* Largest magnitudes of pass A as float bits (>= 0x7f800000: non-finite):
- * of the KL gradient's halves and of f.  They bound the finished gradient
- * before anything is written. */
-typedef struct fused_bounds {
-    uint32_t kl_gmu, kl_grho, factor;
-} fused_bounds;
-
-/* Pass A over all n parameters; returns the KL sum (as fused_draw). */
-double fused_step_prepare(const fused_step *s, fused_bounds *b);
-
-/* Pass B over [off, off + n) of each half (one layer, so the squares are
- * summed in fused_backward's order): with adam, updates mu, rho and the
- * moments; with adam NULL, writes the finished gradient instead.  Adds
- * the gradient's sum of squares to *ss. */
-void fused_step_finish(const fused_step *s, size_t off, size_t n,
-                       const fused_adam_args *adam, double *ss);
-
-/* Largest |x| as float bits (>= 0x7f800000 iff some x is NaN or Inf). */
-uint32_t fused_max_abs_bits(size_t n, const float *x);
 
 #endif

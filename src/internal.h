@@ -151,9 +151,6 @@ struct bnn_optimizer {
 /* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known
  * (finite): bnn_svi_step computes it with the gradient. */
 bnn_status optim_apply(bnn_optimizer *o, double grad_ss);
-/* Adam's arguments for the next step (fused.h), gradient scaled by gscale;
- * the caller that applies them advances o->step. */
-struct fused_adam_args optim_adam_args(const bnn_optimizer *o, float gscale);
 
 /* ---- misc --------------------------------------------------------------- */
 

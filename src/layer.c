@@ -85,7 +85,7 @@ void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h, const lay
 }
 
 void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *dA, tensor *dh,
-                    int finish, double *ss)
+                    double *ss)
 {
     bnn_guide *g = o->guide;
     const bnn_model *m = g->model;
@@ -106,8 +106,7 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         float *gb = o->gw + m->b_off[l];
         tensor_sum_rows(dA, gb, 0);
         size_t w0 = m->w_off[l];
-        if (finish)
-            fused_backward(nw + out, o->gw + w0, o->noise + w0, gmu + w0, 1, grho + w0, ss);
+        fused_backward(nw + out, o->gw + w0, o->noise + w0, gmu + w0, 1, grho + w0, ss);
         if (dh) {
             tensor w = wview(o->wsamp, m, l);
             tensor_gemm(0, 0, 1.0f, dA, &w, 0.0f, dh);
@@ -130,8 +129,7 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         tensor_gemm(1, 0, 1.0f, &dvt, &hsq, 0.0f, &gw);
         tensor_sum_rows(&dvt, o->gw + m->b_off[l], 0);
         size_t w0 = m->w_off[l];
-        if (finish)
-            fused_backward(nw + out, o->gw + w0, o->dsig + w0, gmu + w0, 0, grho + w0, ss);
+        fused_backward(nw + out, o->gw + w0, o->dsig + w0, gmu + w0, 0, grho + w0, ss);
         if (dh) {
             /* dh = dA mu + 2 h * (dv sigma^2). */
             tensor s2 = wview(o->sig2, m, l);
@@ -164,8 +162,7 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         /* delta = sigma E: drho = dDelta * E * sigmoid(rho), the factor
          * kept in o->noise. */
         size_t w0 = m->w_off[l];
-        if (finish)
-            fused_backward(nw + out, o->gw + w0, o->noise + w0, gmu + w0, 0, grho + w0, ss);
+        fused_backward(nw + out, o->gw + w0, o->noise + w0, gmu + w0, 0, grho + w0, ss);
         if (dh) {
             /* dh = dA mu + s_in * (dP delta). */
             tensor d = wview(o->wsamp, m, l);

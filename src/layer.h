@@ -26,10 +26,8 @@ void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h,
  * biases to the gradient buffer, which must already hold this step's
  * earlier terms (the KL part is written first).  If ss is not NULL, the
  * squares of the layer's resulting gradients are added to *ss.  If dh is
- * not NULL it receives dLoss/dh (n x in).  With finish == 0 only the
- * products run: the raw gradient stays in o->gw (flipout and LRT still add
- * their mu part to the buffer) for fused_step_finish. */
+ * not NULL it receives dLoss/dh (n x in). */
 void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h,
-                    tensor *dA, tensor *dh, int finish, double *ss);
+                    tensor *dA, tensor *dh, double *ss);
 
 #endif

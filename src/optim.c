@@ -218,18 +218,6 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimize
     return BNN_OK;
 }
 
-fused_adam_args optim_adam_args(const bnn_optimizer *o, float gscale)
-{
-    /* PyTorch's Adam (which Pyro wraps): bias-corrected step size and eps
-     * added to the corrected root of v. */
-    uint64_t t = o->step + 1;
-    float b1 = o->ocfg.beta1, b2 = o->ocfg.beta2;
-    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-    fused_adam_args a = {gscale, b1, b2, (float)(o->ocfg.lr / bc1), (float)(1.0 / sqrt(bc2)),
-                         o->ocfg.eps};
-    return a;
-}
-
 /* The update itself, for a gradient known to be finite with sum of
  * squares ss. */
 static void apply(bnn_optimizer *o, double ss)
@@ -249,7 +237,12 @@ static void apply(bnn_optimizer *o, double ss)
     float lr = o->ocfg.lr;
     float *m = o->m;
     if (o->ocfg.kind == BNN_OPT_ADAM) {
-        fused_adam_args a = optim_adam_args(o, scale);
+        /* PyTorch's Adam (which Pyro wraps): bias-corrected step size and
+         * eps added to the corrected root of v. */
+        float b1 = o->ocfg.beta1, b2 = o->ocfg.beta2;
+        double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+        fused_adam_args a = {scale, b1, b2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)),
+                             o->ocfg.eps};
         fused_adam(n, p, gr, m, o->v, &a);
     } else {
         float mom = o->ocfg.momentum;

@@ -143,7 +143,7 @@ static double forward_loss(bnn_optimizer *o, const float *x, const int32_t *labe
     return nll;
 }
 
-static void backward(bnn_optimizer *o, const float *x, size_t n, int finish, double *ss)
+static void backward(bnn_optimizer *o, const float *x, size_t n, double *ss)
 {
     const bnn_model *m = o->guide->model;
     size_t L = model_n_layers(m);
@@ -153,11 +153,11 @@ static void backward(bnn_optimizer *o, const float *x, size_t n, int finish, dou
         tensor h = l == 0 ? tensor_mat((float *)x, n, in) : tensor_mat(o->layer[l - 1].post, n, in);
         tensor dat = tensor_mat(da, n, out);
         if (l == 0) {
-            layer_backward(o, l, &h, &dat, NULL, finish, ss);
+            layer_backward(o, l, &h, &dat, NULL, ss);
             break;
         }
         tensor dht = tensor_mat(dh, n, in);
-        layer_backward(o, l, &h, &dat, &dht, finish, ss);
+        layer_backward(o, l, &h, &dat, &dht, ss);
         /* Through the activation of layer l-1 into its pre-activation. */
         tensor dprev = tensor_mat(da, n, in);
         if (m->activation == BNN_ACT_RELU) {
@@ -170,30 +170,6 @@ static void backward(bnn_optimizer *o, const float *x, size_t n, int finish, dou
     }
 }
 
-static bnn_status check_stats(const bnn_svi_stats *stats)
-{
-    if (stats && stats->struct_size < offsetof(bnn_svi_stats, kl))
-        return error_set(BNN_E_INVALID, "bnn_svi_stats.struct_size is too small");
-    return BNN_OK;
-}
-
-static bnn_status numeric_error(double loss)
-{
-    return error_set(BNN_E_NUMERIC, "non-finite loss (%g) or gradient: lower the learning "
-                     "rate or check the inputs", loss);
-}
-
-static void put_stats(bnn_svi_stats *stats, double loss, double nll, double kl, double kl_scale,
-                      double ss)
-{
-    if (!stats)
-        return;
-    bnn_svi_stats s = {sizeof s, loss, nll, kl, kl_scale * kl, sqrt(ss)};
-    size_t keep = stats->struct_size;
-    memcpy(stats, &s, keep < sizeof s ? keep : sizeof s);
-    stats->struct_size = keep;
-}
-
 /* grad_ss, if not NULL, receives the gradient's sum of squares. */
 static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labels,
                            const float *targets, size_t n, size_t offset, size_t total,
@@ -202,8 +178,8 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
     bnn_status st = check_batch(o, x, labels, targets, n, offset, total);
     if (st != BNN_OK)
         return st;
-    if ((st = check_stats(stats)) != BNN_OK)
-        return st;
+    if (stats && stats->struct_size < offsetof(bnn_svi_stats, kl))
+        return error_set(BNN_E_INVALID, "bnn_svi_stats.struct_size is too small");
     size_t K = o->svi.num_particles;
     float inv_k = 1.0f / (float)K;
     double kl_scale = (double)o->svi.kl_weight * (double)n / (double)o->svi.dataset_size;
@@ -216,13 +192,19 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
         layer_noise nz = {o->svi.seed, o->step, (unsigned)k, offset};
         kl += prepare_particle(o, (unsigned)k, kl_scale);
         nll += forward_loss(o, x, labels, targets, n, &nz, inv_k) / (double)K;
-        backward(o, x, n, 1, k + 1 == K ? &ss : NULL);
+        backward(o, x, n, k + 1 == K ? &ss : NULL);
     }
 
     double loss = nll + kl_scale * kl;
     if (!isfinite(loss) || !isfinite(ss))
-        return numeric_error(loss);
-    put_stats(stats, loss, nll, kl, kl_scale, ss);
+        return error_set(BNN_E_NUMERIC, "non-finite loss (%g) or gradient: lower the learning "
+                         "rate or check the inputs", loss);
+    if (stats) {
+        bnn_svi_stats s = {sizeof s, loss, nll, kl, kl_scale * kl, sqrt(ss)};
+        size_t keep = stats->struct_size;
+        memcpy(stats, &s, keep < sizeof s ? keep : sizeof s);
+        stats->struct_size = keep;
+    }
     if (grad_ss)
         *grad_ss = ss;
     return BNN_OK;
@@ -241,121 +223,9 @@ BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *o, const float *x, const int
     return svi_grad(o, x, labels, targets, n, offset, total, stats, NULL);
 }
 
-/* ---- the fused step (fused.h) ------------------------------------------- */
-
-static int step_fusable(const bnn_optimizer *o)
-{
-    return o->svi.num_particles == 1 && o->ocfg.kind == BNN_OPT_ADAM &&
-           o->ocfg.clip_norm == 0.0f;
-}
-
-static fused_step step_setup(bnn_optimizer *o, double kl_scale)
-{
-    bnn_guide *g = o->guide;
-    size_t P = g->n_params;
-    fused_step s;
-    memset(&s, 0, sizeof s);
-    s.n = P;
-    s.mu = g->params;
-    s.rho = g->params + P;
-    s.gmu = g->grads;
-    s.grho = g->grads + P;
-    s.gw = o->gw;
-    s.m = o->m;
-    s.v = o->v;
-    s.kl = kl_setup(o, kl_scale, 0);
-    s.seed = o->svi.seed;
-    switch (o->svi.estimator) {
-    case BNN_EST_WEIGHT_SAMPLING:
-    case BNN_EST_FLIPOUT: {
-        int ws = o->svi.estimator == BNN_EST_WEIGHT_SAMPLING;
-        s.est = ws ? FUSED_EST_WS : FUSED_EST_FLIPOUT;
-        s.stream = rng_stream_id(o->step, 0, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS);
-        s.factor = o->noise;
-        s.w = o->wsamp;
-        break;
-    }
-    case BNN_EST_LOCAL_REPARAM:
-        s.est = FUSED_EST_LRT;
-        s.sig2 = o->sig2;
-        s.factor = o->dsig;
-        if (o->svi.kl_mode != BNN_KL_ANALYTIC)
-            s.stream = rng_stream_id(o->step, 0, 0, RNG_KL);
-        break;
-    }
-    return s;
-}
-
-/* Whether the finished gradient is certainly finite, from magnitudes
- * known before it exists: the rho half is a KL term plus f x raw
- * gradient; the mu half the same with f = 1, or for flipout and LRT
- * already complete.  Below 1e37 nothing overflows a float. */
-static int step_bounded(const fused_step *s, const fused_bounds *b)
-{
-    const uint32_t inf = 0x7f800000u;
-    uint32_t gw = fused_max_abs_bits(s->n, s->gw);
-    uint32_t gmu = s->est == FUSED_EST_WS ? b->kl_gmu : fused_max_abs_bits(s->n, s->gmu);
-    if (gw >= inf || gmu >= inf || b->kl_grho >= inf || b->factor >= inf)
-        return 0;
-    uint32_t bits[4] = {gw, gmu, b->kl_grho, b->factor};
-    float v[4];
-    memcpy(v, bits, sizeof v);
-    double mu_bound = s->est == FUSED_EST_WS ? (double)v[1] + v[0] : (double)v[1];
-    double rho_bound = (double)v[2] + (double)v[3] * v[0];
-    return mu_bound <= 1e37 && rho_bound <= 1e37;
-}
-
-/* bnn_svi_step in two passes over the parameters (fused.h).  The checks
- * and the results are those of svi_grad + optim_apply, bit for bit. */
-static bnn_status svi_step_fused(bnn_optimizer *o, const float *x, const int32_t *labels,
-                                 const float *targets, size_t n, bnn_svi_stats *stats)
-{
-    bnn_status st = check_batch(o, x, labels, targets, n, 0, n);
-    if (st == BNN_OK)
-        st = check_stats(stats);
-    if (st != BNN_OK)
-        return st;
-    const bnn_model *m = o->guide->model;
-    double kl_scale = (double)o->svi.kl_weight * (double)n / (double)o->svi.dataset_size;
-    fused_step s = step_setup(o, kl_scale);
-    fused_bounds b;
-    double kl = fused_step_prepare(&s, &b);
-    layer_noise nz = {o->svi.seed, o->step, 0, 0};
-    double nll = forward_loss(o, x, labels, targets, n, &nz, 1.0f);
-    backward(o, x, n, 0, NULL);
-    double loss = nll + kl_scale * kl;
-    if (!isfinite(loss))
-        return numeric_error(loss);
-
-    /* Layer by layer from the top, the order in which the backward pass
-     * sums the squares. */
-    size_t L = model_n_layers(m);
-    double ss = 0.0;
-    if (step_bounded(&s, &b)) {
-        fused_adam_args a = optim_adam_args(o, 1.0f);
-        for (size_t l = L; l-- > 0;)
-            fused_step_finish(&s, m->w_off[l], m->sizes[l] * m->sizes[l + 1] + m->sizes[l + 1],
-                              &a, &ss);
-        o->step++;
-    } else {
-        /* Perhaps not finite: finish into the gradient buffer and check it
-         * before any parameter changes. */
-        for (size_t l = L; l-- > 0;)
-            fused_step_finish(&s, m->w_off[l], m->sizes[l] * m->sizes[l + 1] + m->sizes[l + 1],
-                              NULL, &ss);
-        if (!isfinite(ss))
-            return numeric_error(loss);
-        optim_apply(o, ss);
-    }
-    put_stats(stats, loss, nll, kl, kl_scale, ss);
-    return BNN_OK;
-}
-
 BNN_API bnn_status bnn_svi_step(bnn_optimizer *o, const float *x, const int32_t *labels,
                                 const float *targets, size_t n, bnn_svi_stats *stats)
 {
-    if (o && step_fusable(o))
-        return svi_step_fused(o, x, labels, targets, n, stats);
     double ss;
     bnn_status st = svi_grad(o, x, labels, targets, n, 0, n, stats, &ss);
     if (st != BNN_OK)

@@ -1,14 +1,12 @@
 /* The fused per-parameter passes against independent double-precision
  * computations: softplus and sigmoid over the whole range of rho, the
  * closed-form and Monte Carlo KL terms with their gradients, the backward
- * accumulation and its sum of squares, and Adam; the fused step's passes
- * against that composition. */
+ * accumulation and its sum of squares, and Adam. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fused.h"
-#include "rng.h"
 #include "testutil.h"
 
 enum { N = 1031 }; /* several blocks and a ragged tail */
@@ -269,170 +267,6 @@ START_TEST(test_adam)
 }
 END_TEST
 
-/* The fused step's two passes against the composition they replace:
- * fused_draw / fused_lrt_prepare + fused_backward give the gradient,
- * fused_adam the update; the passes must match both bit for bit, with and
- * without Adam, and report the true largest magnitudes. */
-static uint32_t max_bits(const float *x, size_t n)
-{
-    uint32_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], sizeof u);
-        u &= 0x7fffffffu;
-        m = u > m ? u : m;
-    }
-    return m;
-}
-
-START_TEST(test_step_passes)
-{
-    static const int ests[3] = {FUSED_EST_WS, FUSED_EST_FLIPOUT, FUSED_EST_LRT};
-    static const enum fused_kl_mode modes[3] = {FUSED_KL_ANALYTIC, FUSED_KL_MC_NORMAL,
-                                                FUSED_KL_MC_MIXTURE};
-    const int est = ests[_i / 3];
-    const enum fused_kl_mode mode = modes[_i % 3];
-    const int lrt = est == FUSED_EST_LRT, ws = est == FUSED_EST_WS;
-    const int has_eps = !lrt || mode != FUSED_KL_ANALYTIC;
-    const uint64_t seed = 99, stream = 1234;
-    static float par[2 * N], par_ref[2 * N], gr[2 * N], gr_ref[2 * N], gw[N], gdata[N];
-    static float m[2 * N], v[2 * N], m_ref[2 * N], v_ref[2 * N];
-    static float noise[N], noise_ref[N], w[N], w_ref[N], sig2[N], sig2_ref[N], dsig[N];
-    tu_rng g = {40 + (uint64_t)_i};
-    tu_fill_uniform(&g, par, N, -1.0f, 1.0f);
-    /* rho from -30 (sigma ~1e-13) to 3: the range training visits */
-    for (size_t i = 0; i < N; i++)
-        par[N + i] = -30.0f + 33.0f * (float)i / (float)(N - 1);
-    tu_fill_uniform(&g, gw, N, -2.0f, 2.0f);
-    tu_fill_uniform(&g, gdata, N, -2.0f, 2.0f);
-    tu_fill_uniform(&g, m, 2 * N, -0.1f, 0.1f);
-    tu_fill_uniform(&g, v, 2 * N, 0.0f, 0.1f);
-    memcpy(par_ref, par, sizeof par);
-    memcpy(m_ref, m, sizeof m);
-    memcpy(v_ref, v, sizeof v);
-    fused_kl k;
-    memset(&k, 0, sizeof k);
-    k.mode = mode;
-    k.scale = 0.25f;
-    k.inv_p2 = 1.0f / (0.8f * 0.8f);
-    k.log_p = logf(0.8f);
-    k.mix_c1 = (float)(log(0.3) - log(1.5));
-    k.mix_c2 = (float)(log1p(-0.3) - log(0.1));
-    k.mix_h1 = (float)(0.5 / (1.5 * 1.5));
-    k.mix_h2 = (float)(0.5 / (0.1 * 0.1));
-
-    /* Reference: the passes of bnn_svi_grad, then bnn_optimizer_step's. */
-    fused_kl kr = k;
-    kr.gmu = gr_ref;
-    kr.grho = gr_ref + N;
-    double kl_ref;
-    if (lrt) {
-        kl_ref = fused_lrt_prepare(N, par_ref, par_ref + N, sig2_ref, dsig,
-                                   mode == FUSED_KL_ANALYTIC ? &kr : NULL);
-        if (has_eps) {
-            rng_normal_fill(seed, stream, 0, N, noise_ref);
-            kl_ref = fused_draw(N, par_ref, par_ref + N, noise_ref, NULL, 0, &kr);
-        }
-    } else {
-        rng_normal_fill(seed, stream, 0, N, noise_ref);
-        kl_ref = fused_draw(N, par_ref, par_ref + N, noise_ref, w_ref, ws, &kr);
-    }
-    uint32_t kl_gmu = max_bits(gr_ref, N), kl_grho = max_bits(gr_ref + N, N);
-    static float kl_mu[N], kl_rho[N];
-    memcpy(kl_mu, gr_ref, sizeof kl_mu);
-    memcpy(kl_rho, gr_ref + N, sizeof kl_rho);
-    uint32_t factor = max_bits(lrt ? dsig : noise_ref, N);
-    if (!ws) /* the data term that a product adds onto the KL part */
-        for (size_t i = 0; i < N; i++)
-            gr_ref[i] += gdata[i];
-    double ss_ref = 0.0;
-    fused_backward(N, gw, lrt ? dsig : noise_ref, gr_ref, ws, gr_ref + N, &ss_ref);
-
-    fused_step st;
-    memset(&st, 0, sizeof st);
-    st.est = est;
-    st.n = N;
-    st.mu = par;
-    st.rho = par + N;
-    st.seed = seed;
-    st.stream = stream;
-    st.w = lrt ? NULL : w;
-    st.sig2 = lrt ? sig2 : NULL;
-    st.factor = noise;
-    st.gmu = gr;
-    st.grho = gr + N;
-    st.gw = gw;
-    st.m = m;
-    st.v = v;
-    st.kl = k;
-    fused_bounds b;
-    double kl = fused_step_prepare(&st, &b);
-    ck_assert(kl == kl_ref);
-    ck_assert_uint_eq(b.kl_gmu, kl_gmu);
-    ck_assert_uint_eq(b.kl_grho, kl_grho);
-    ck_assert_uint_eq(b.factor, factor);
-    ck_assert_int_eq(memcmp(noise, lrt ? dsig : noise_ref, sizeof noise), 0);
-    if (lrt)
-        ck_assert_int_eq(memcmp(sig2, sig2_ref, sizeof sig2), 0);
-    else
-        ck_assert_int_eq(memcmp(w, w_ref, sizeof w), 0);
-    /* the KL part of rho's gradient, and of mu's unless it is recomputed */
-    ck_assert_int_eq(memcmp(gr + N, kl_rho, sizeof kl_rho), 0);
-    if (!(ws && mode == FUSED_KL_ANALYTIC))
-        ck_assert_int_eq(memcmp(gr, kl_mu, sizeof kl_mu), 0);
-    if (!ws)
-        for (size_t i = 0; i < N; i++)
-            gr[i] += gdata[i];
-    float keep[2 * N];
-    memcpy(keep, gr, sizeof keep);
-
-    /* Pass B without Adam: the finished gradient, in two ranges like two
-     * layers, and in one range (the very same sum). */
-    double ss = 0.0;
-    fused_step_finish(&st, 0, 700, NULL, &ss);
-    fused_step_finish(&st, 700, N - 700, NULL, &ss);
-    ck_assert_int_eq(memcmp(gr, gr_ref, sizeof gr), 0);
-    tu_assert_close(ss, ss_ref, 0, 1e-12);
-    double one = 0.0;
-    memcpy(gr, keep, sizeof keep);
-    fused_step_finish(&st, 0, N, NULL, &one);
-    ck_assert(one == ss_ref);
-
-    /* Pass B with Adam against fused_adam on the finished gradient; it
-     * leaves the stored parts as they were. */
-    memcpy(gr, keep, sizeof keep);
-    fused_adam_args a = {1.0f, 0.9f, 0.999f, 1e-2f, 3.0f, 1e-8f};
-    fused_adam(2 * N, par_ref, gr_ref, m_ref, v_ref, &a);
-    double sa = 0.0;
-    fused_step_finish(&st, 0, N, &a, &sa);
-    ck_assert(sa == ss_ref);
-    ck_assert_int_eq(memcmp(par, par_ref, sizeof par), 0);
-    ck_assert_int_eq(memcmp(m, m_ref, sizeof m), 0);
-    ck_assert_int_eq(memcmp(v, v_ref, sizeof v), 0);
-    ck_assert_int_eq(memcmp(gr, keep, sizeof keep), 0);
-}
-END_TEST
-
-START_TEST(test_max_abs_bits)
-{
-    float x[N];
-    tu_rng g = {8};
-    tu_fill_uniform(&g, x, N, -3.0f, 2.0f);
-    x[517] = -7.5f;
-    ck_assert_uint_eq(fused_max_abs_bits(N, x), max_bits(x, N));
-    float f;
-    uint32_t u = fused_max_abs_bits(N, x);
-    memcpy(&f, &u, sizeof f);
-    ck_assert(f == 7.5f);
-    x[N - 1] = -INFINITY;
-    ck_assert_uint_ge(fused_max_abs_bits(N, x), 0x7f800000u);
-    x[N - 1] = 0.0f;
-    x[3] = NAN;
-    ck_assert_uint_gt(fused_max_abs_bits(N, x), 0x7f800000u);
-    ck_assert_uint_eq(fused_max_abs_bits(0, x), 0);
-}
-END_TEST
-
 static Suite *suite(void)
 {
     Suite *s = suite_create("fused");
@@ -444,8 +278,6 @@ static Suite *suite(void)
     tcase_add_test(tc, test_draw_analytic_flipout);
     tcase_add_test(tc, test_backward_and_norm);
     tcase_add_test(tc, test_adam);
-    tcase_add_loop_test(tc, test_step_passes, 0, 9);
-    tcase_add_test(tc, test_max_abs_bits);
     suite_add_tcase(s, tc);
     return s;
 }
