@@ -25,6 +25,7 @@
  * prefixed by "JSON " (grep '^JSON ' | cut -c6-).
  *
  *   bnn_bench [--quick] [--profile] [--threads 1,2] [--cases ...] [--batch N]
+ *             [--lib-threads N]
  *
  * --cases takes comma-separated parts of case names, whole components
  * between '/': "train", "784-1024-10", "lrt", "train/784-1024-10/lrt",
@@ -319,6 +320,7 @@ typedef struct options {
     size_t n_threads;
     char cases[512];
     size_t batch; /* training cases */
+    int lib_threads; /* bnn_svi_config.num_threads; 0: the BLAS thread count */
 } options;
 
 /* A filter selects the cases that contain it as whole '/'-separated
@@ -378,7 +380,8 @@ typedef struct trainer {
     bnn_optimizer *o;
 } trainer;
 
-static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t batch)
+static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t batch,
+                         int threads)
 {
     memset(t, 0, sizeof *t);
     t->alloc.alloc = count_alloc;
@@ -400,6 +403,7 @@ static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t
     sc.estimator = e->est;
     sc.kl_mode = e->kl;
     sc.max_batch = batch;
+    sc.num_threads = (size_t)threads;
     bnn_optimizer_config oc;
     bnn_optimizer_config_init(&oc);
     check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), "bnn_optimizer_create");
@@ -462,7 +466,7 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
 {
     trainer t;
     const size_t batch = op->batch;
-    trainer_make(&t, nd, e, batch);
+    trainer_make(&t, nd, e, batch, op->lib_threads ? op->lib_threads : threads);
     size_t in = nd->sizes[0], C = nd->sizes[nd->n_sizes - 1];
     enum { NB = 8 };
     float *x = xmalloc((size_t)NB * batch * in * sizeof(float));
@@ -574,6 +578,7 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     json_str("kl", e->kl == BNN_KL_ANALYTIC ? "analytic" : "monte_carlo", &first);
     json_str("kernel", kernel_name(), &first);
     json_num("threads", threads, &first);
+    json_num("lib_threads", op->lib_threads ? op->lib_threads : threads, &first);
     json_num("batch", batch, &first);
     json_num("iters", (double)iters, &first);
     json_num("params", (double)bnn_model_param_count(t.m), &first);
@@ -623,7 +628,7 @@ static void run_predict(const options *op, const net_def *nd, size_t S, int thre
 {
     enum { N = 10000 };
     trainer t;
-    trainer_make(&t, nd, &ests[1], BATCH);
+    trainer_make(&t, nd, &ests[1], BATCH, 1);
     size_t in = nd->sizes[0], C = nd->sizes[nd->n_sizes - 1], L = nd->n_sizes - 1;
     float *x = xmalloc((size_t)N * in * sizeof(float));
     int32_t *y = xmalloc(N * sizeof(int32_t));
@@ -828,7 +833,7 @@ static int rss_child(size_t est, int threads)
     make_data(x, y, n, in, nd->sizes[2]);
     double data_mb = (double)(n * in * sizeof(float) + n * sizeof(int32_t)) / (1024.0 * 1024.0);
     trainer t;
-    trainer_make(&t, nd, &ests[est], BATCH);
+    trainer_make(&t, nd, &ests[est], BATCH, threads);
     for (size_t i = 0; i < 20; i++)
         check(bnn_svi_step(t.o, x + (i * BATCH % n) * in, y + (i * BATCH % n), NULL, BATCH, NULL),
               "bnn_svi_step");
@@ -903,8 +908,11 @@ static void run_rss(const char *self, int threads, int *failures)
 static void usage(void)
 {
     puts("usage: bnn_bench [--quick] [--profile] [--threads LIST] [--cases LIST] [--batch N]\n"
+         "                 [--lib-threads N]\n"
          "  --quick         fewer iterations\n"
          "  --batch N       batch size of the training cases (default 128, 1..8192)\n"
+         "  --lib-threads N threads of the per-parameter passes (bnn_svi_config.num_threads;\n"
+         "                  default: the BLAS thread count of the run)\n"
          "  --profile       training cases only, steps without the comparisons\n"
          "                  (for perf record)\n"
          "  --threads 1,2   BLAS thread counts to run (openblas_set_num_threads)\n"
@@ -970,6 +978,13 @@ int main(int argc, char **argv)
                     die("--threads takes positive counts");
                 op.threads[op.n_threads++] = v;
             }
+        } else if (!strcmp(argv[i], "--lib-threads") && i + 1 < argc) {
+            long v = atol(argv[++i]);
+            if (v < 1 || v > BNN_MAX_THREADS) {
+                usage();
+                return 2;
+            }
+            op.lib_threads = (int)v;
         } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
             long v = atol(argv[++i]);
             if (v < 1 || v > 8192) {

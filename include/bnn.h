@@ -124,6 +124,8 @@ typedef enum bnn_prior {
 
 /** Maximum number of layer sizes (input + hidden + output). */
 #define BNN_MAX_LAYERS 16
+/** Largest bnn_svi_config.num_threads. */
+#define BNN_MAX_THREADS 256
 
 typedef struct bnn_model_config {
     size_t struct_size;
@@ -293,6 +295,14 @@ typedef struct bnn_svi_config {
     size_t num_particles;    /**< MC particles per step, [1, 256]; default 1 */
     size_t max_batch;        /**< largest batch to be passed; default 128 */
     uint64_t seed;           /**< noise seed; default 1 */
+    /** Threads for the per-parameter passes of a step (drawing the network
+     *  and the KL term, finishing the gradient, the optimizer's update),
+     *  counting the calling thread: 0 or 1 starts none; at most 256.  The
+     *  products keep the BLAS's own threads, which the host sets; the BLAS
+     *  thread count is a good value here.  Results are the same bits for
+     *  any value.  Not saved by bnn_save (a property of the host, not of
+     *  the training): see bnn_optimizer_set_threads.  Default 1. */
+    size_t num_threads;
 } bnn_svi_config;
 
 /** Fill cfg with defaults and set struct_size; the caller should then set
@@ -316,6 +326,13 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *opt);
 /** Change the learning rate between steps.  Errors: BNN_E_INVALID (NULL,
  *  lr not finite and > 0). */
 BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *opt, float lr);
+/** Change the number of threads for the per-parameter passes (see
+ *  bnn_svi_config.num_threads), e.g. after bnn_load, which creates
+ *  optimizers with one.  Not while another call uses the optimizer.
+ *  Errors: BNN_E_INVALID (NULL, above BNN_MAX_THREADS), BNN_E_NOMEM (the
+ *  threads could not be started; the optimizer keeps its former ones). */
+BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *opt,
+                                             size_t num_threads);
 /** Number of optimizer steps taken so far (also the noise counter). */
 BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *opt);
 

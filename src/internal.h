@@ -146,6 +146,8 @@ struct bnn_optimizer {
     float *tmp_b; /* B x max_width: gradient wrt layer input */
     float *tmp_c; /* B x max_width: scratch (h*h, h*s_in) */
     struct svi_layer_ws layer[BNN_MAX_LAYERS];
+    struct pool *pool; /* NULL: the per-parameter passes run on the caller */
+    double *partial;   /* per-chunk sums of a pass (pass.c) */
 };
 
 /* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known

@@ -7,6 +7,7 @@
 
 #include "fused.h"
 #include "layer.h"
+#include "pass.h"
 #include "rng.h"
 
 static tensor wview(float *base, const bnn_model *m, size_t l)
@@ -106,7 +107,7 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         float *gb = o->gw + m->b_off[l];
         tensor_sum_rows(dA, gb, 0);
         size_t w0 = m->w_off[l];
-        fused_backward(nw + out, o->gw + w0, o->noise + w0, gmu + w0, 1, grho + w0, ss);
+        pass_backward(o, nw + out, o->gw + w0, o->noise + w0, gmu + w0, 1, grho + w0, ss);
         if (dh) {
             tensor w = wview(o->wsamp, m, l);
             tensor_gemm(0, 0, 1.0f, dA, &w, 0.0f, dh);
@@ -129,7 +130,7 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         tensor_gemm(1, 0, 1.0f, &dvt, &hsq, 0.0f, &gw);
         tensor_sum_rows(&dvt, o->gw + m->b_off[l], 0);
         size_t w0 = m->w_off[l];
-        fused_backward(nw + out, o->gw + w0, o->dsig + w0, gmu + w0, 0, grho + w0, ss);
+        pass_backward(o, nw + out, o->gw + w0, o->dsig + w0, gmu + w0, 0, grho + w0, ss);
         if (dh) {
             /* dh = dA mu + 2 h * (dv sigma^2). */
             tensor s2 = wview(o->sig2, m, l);
@@ -162,7 +163,7 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         /* delta = sigma E: drho = dDelta * E * sigmoid(rho), the factor
          * kept in o->noise. */
         size_t w0 = m->w_off[l];
-        fused_backward(nw + out, o->gw + w0, o->noise + w0, gmu + w0, 0, grho + w0, ss);
+        pass_backward(o, nw + out, o->gw + w0, o->noise + w0, gmu + w0, 0, grho + w0, ss);
         if (dh) {
             /* dh = dA mu + s_in * (dP delta). */
             tensor d = wview(o->wsamp, m, l);

@@ -5,6 +5,8 @@
 
 #include "fused.h"
 #include "internal.h"
+#include "pass.h"
+#include "pool.h"
 
 BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg)
 {
@@ -34,6 +36,7 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg)
     cfg->num_particles = 1;
     cfg->max_batch = 128;
     cfg->seed = 1;
+    cfg->num_threads = 1;
 }
 
 static bnn_status validate_ocfg(const bnn_optimizer_config *c)
@@ -72,6 +75,9 @@ static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
                          c->num_particles);
     if (c->max_batch < 1)
         return error_set(BNN_E_INVALID, "max_batch must be >= 1");
+    if (c->num_threads > BNN_MAX_THREADS)
+        return error_set(BNN_E_INVALID, "num_threads must be in [0, %d], got %zu",
+                         BNN_MAX_THREADS, c->num_threads);
     return BNN_OK;
 }
 
@@ -108,9 +114,10 @@ static bnn_status alloc_workspace(bnn_optimizer *o)
     o->tmp_a = mem_alloc_array(a, bw, sizeof(float));
     o->tmp_b = mem_alloc_array(a, bw, sizeof(float));
     o->tmp_c = mem_alloc_array(a, bw, sizeof(float));
+    o->partial = mem_alloc_array(a, pool_chunks(2 * P) + 1, sizeof(double));
     if (!o->m || !o->v || (lrt && (!o->dsig || !o->sig2)) ||
         (noise && !o->noise) || (!lrt && !o->wsamp) || !o->gw || !o->logp || !o->tmp_a ||
-        !o->tmp_b || !o->tmp_c)
+        !o->tmp_b || !o->tmp_c || !o->partial)
         return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
     for (size_t l = 0; l < model_n_layers(m); l++) {
         struct svi_layer_ws *w = &o->layer[l];
@@ -155,7 +162,8 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     o->guide = guide;
     o->ocfg = oc;
     o->svi = sc;
-    if ((st = alloc_workspace(o)) != BNN_OK) {
+    if ((st = alloc_workspace(o)) != BNN_OK ||
+        (st = pool_create(a, sc.num_threads, &o->pool)) != BNN_OK) {
         bnn_optimizer_free(o);
         return st;
     }
@@ -168,6 +176,8 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *o)
     if (!o)
         return;
     const bnn_allocator *a = &o->guide->model->alloc;
+    pool_free(o->pool);
+    mem_free(a, o->partial);
     float **bufs[] = {&o->m, &o->v, &o->dsig, &o->sig2, &o->noise, &o->wsamp,
                       &o->gw, &o->logp, &o->tmp_a, &o->tmp_b, &o->tmp_c};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -190,6 +200,28 @@ BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *o, float lr)
     if (!(isfinite(lr) && lr > 0.0f))
         return error_set(BNN_E_INVALID, "learning rate must be finite and > 0, got %g", (double)lr);
     o->ocfg.lr = lr;
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *o, size_t num_threads)
+{
+    if (!o)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_set_threads: optimizer is NULL");
+    if (num_threads > BNN_MAX_THREADS)
+        return error_set(BNN_E_INVALID, "num_threads must be in [0, %d], got %zu",
+                         BNN_MAX_THREADS, num_threads);
+    size_t want = num_threads > 1 ? num_threads : 1;
+    size_t have = o->svi.num_threads > 1 ? o->svi.num_threads : 1;
+    if (want == have)
+        return BNN_OK;
+    /* The new pool first: on failure the optimizer keeps the old one. */
+    pool *p;
+    bnn_status st = pool_create(&o->guide->model->alloc, want, &p);
+    if (st != BNN_OK)
+        return st;
+    pool_free(o->pool);
+    o->pool = p;
+    o->svi.num_threads = num_threads;
     return BNN_OK;
 }
 
@@ -243,7 +275,7 @@ static void apply(bnn_optimizer *o, double ss)
         double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
         fused_adam_args a = {scale, b1, b2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)),
                              o->ocfg.eps};
-        fused_adam(n, p, gr, m, o->v, &a);
+        pass_adam(o, n, p, gr, m, o->v, &a);
     } else {
         float mom = o->ocfg.momentum;
         if (mom > 0.0f) {
@@ -273,7 +305,7 @@ BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_step: optimizer is NULL");
     /* One pass gives both the finiteness check (NaN and Inf propagate into
      * the sum; finite floats cannot overflow it) and the clipping norm. */
-    double ss = fused_sum_sq(2 * o->guide->n_params, o->guide->grads);
+    double ss = pass_sum_sq(o, 2 * o->guide->n_params, o->guide->grads);
     if (!isfinite(ss))
         return error_set(BNN_E_NUMERIC, "gradient holds NaN or Inf: parameters left unchanged");
     apply(o, ss);

@@ -7,6 +7,7 @@
 #include "fused.h"
 #include "internal.h"
 #include "layer.h"
+#include "pass.h"
 #include "rng.h"
 #include "tensor.h"
 
@@ -81,25 +82,23 @@ static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale)
     size_t P = g->n_params, K = o->svi.num_particles;
     const float *mu = guide_mu(g), *rho = guide_rho(g);
     int analytic = o->svi.kl_mode == BNN_KL_ANALYTIC;
-    uint64_t seed = o->svi.seed, step = o->step;
+    uint64_t step = o->step;
     fused_kl kl = kl_setup(o, analytic ? kl_scale : kl_scale / (double)K, k > 0);
     double r = 0.0;
     switch (o->svi.estimator) {
     case BNN_EST_WEIGHT_SAMPLING:
     case BNN_EST_FLIPOUT: {
         int ws = o->svi.estimator == BNN_EST_WEIGHT_SAMPLING;
-        rng_normal_fill(seed, rng_stream_id(step, k, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS), 0, P,
-                        o->noise);
-        r = fused_draw(P, mu, rho, o->noise, o->wsamp, ws, analytic && k > 0 ? NULL : &kl);
+        r = pass_draw(o, 1, rng_stream_id(step, k, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS), P, mu,
+                      rho, o->noise, o->wsamp, ws, analytic && k > 0 ? NULL : &kl);
         break;
     }
     case BNN_EST_LOCAL_REPARAM:
         if (k == 0)
-            r = fused_lrt_prepare(P, mu, rho, o->sig2, o->dsig, analytic ? &kl : NULL);
-        if (!analytic) {
-            rng_normal_fill(seed, rng_stream_id(step, k, 0, RNG_KL), 0, P, o->noise);
-            r = fused_draw(P, mu, rho, o->noise, NULL, 0, &kl);
-        }
+            r = pass_lrt_prepare(o, P, mu, rho, o->sig2, o->dsig, analytic ? &kl : NULL);
+        if (!analytic)
+            r = pass_draw(o, 1, rng_stream_id(step, k, 0, RNG_KL), P, mu, rho, o->noise, NULL, 0,
+                          &kl);
         break;
     }
     return analytic ? r : r / (double)K;

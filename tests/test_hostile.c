@@ -734,6 +734,8 @@ SVI_EDIT(bad_estimator, k->estimator = (bnn_estimator)3)
 SVI_EDIT(bad_kl_mode, k->kl_mode = (bnn_kl_mode)2)
 SVI_EDIT(particles_zero, k->num_particles = 0)
 SVI_EDIT(particles_257, k->num_particles = 257)
+SVI_EDIT(threads_257, k->num_threads = 257)
+SVI_EDIT(threads_huge, k->num_threads = SIZE_MAX)
 SVI_EDIT(max_batch_zero, k->max_batch = 0)
 SVI_EDIT(max_batch_overflow, k->max_batch = SIZE_MAX / 2)
 SVI_EDIT(max_batch_huge_nomem, k->max_batch = (size_t)1 << 40)
@@ -775,6 +777,18 @@ ROW(set_lr_neg_inf)
 {
     arm(c);
     return bnn_optimizer_set_lr(fx.co, -INFINITY);
+}
+
+ROW(set_threads_null)
+{
+    arm(c);
+    return bnn_optimizer_set_threads(NULL, 2);
+}
+
+ROW(set_threads_257)
+{
+    arm(c);
+    return bnn_optimizer_set_threads(fx.co, BNN_MAX_THREADS + 1);
 }
 
 ROW(opt_get_config_null)
@@ -1924,6 +1938,8 @@ static const hrow rows[] = {
     R(svi_cfg_bad_kl_mode, BNN_E_INVALID, "KL mode 2"),
     R(svi_cfg_particles_zero, BNN_E_INVALID, "num_particles"),
     R(svi_cfg_particles_257, BNN_E_INVALID, "num_particles"),
+    R(svi_cfg_threads_257, BNN_E_INVALID, "num_threads must be in [0, 256], got 257"),
+    R(svi_cfg_threads_huge, BNN_E_INVALID, "num_threads"),
     R(svi_cfg_max_batch_zero, BNN_E_INVALID, "max_batch"),
     R(svi_cfg_max_batch_overflow, BNN_E_SHAPE, "max_batch"),
     R(svi_cfg_max_batch_huge_nomem, BNN_E_NOMEM, "training workspace"),
@@ -1932,6 +1948,8 @@ static const hrow rows[] = {
     R(set_lr_zero, BNN_E_INVALID, "learning rate"),
     R(set_lr_nan, BNN_E_INVALID, "learning rate"),
     R(set_lr_neg_inf, BNN_E_INVALID, "learning rate"),
+    R(set_threads_null, BNN_E_INVALID, "NULL"),
+    R(set_threads_257, BNN_E_INVALID, "num_threads"),
     R(opt_get_config_null, BNN_E_INVALID, "NULL"),
     R(opt_step_null, BNN_E_INVALID, "NULL"),
     R(opt_step_inf_grad, BNN_E_NUMERIC, "NaN or Inf"),
@@ -2295,6 +2313,24 @@ static void undo_opt(void)
     bnn_optimizer_free(inj.o);
 }
 
+static bnn_status op_set_threads(void)
+{
+    return bnn_optimizer_set_threads(fx.co, 3);
+}
+
+static void undo_set_threads(void)
+{
+    ck_assert_int_eq(bnn_optimizer_set_threads(fx.co, 1), BNN_OK);
+}
+
+/* A failed bnn_optimizer_set_threads keeps the former setting. */
+static int threads_unchanged(void)
+{
+    bnn_svi_config sc;
+    sc.struct_size = sizeof sc;
+    return bnn_optimizer_get_config(fx.co, NULL, &sc) == BNN_OK && sc.num_threads <= 1;
+}
+
 static bnn_status op_svi_step_cat(void)
 {
     return bnn_svi_step(fx.co, fx.x, fx.y, NULL, NB, NULL);
@@ -2530,10 +2566,11 @@ START_TEST(test_alloc_failures_create)
         bnn_estimator est;
         bnn_kl_mode kl;
         bnn_optimizer_kind kind;
-    } v[] = {{BNN_EST_LOCAL_REPARAM, BNN_KL_ANALYTIC, BNN_OPT_ADAM},
-             {BNN_EST_LOCAL_REPARAM, BNN_KL_MONTE_CARLO, BNN_OPT_SGD},
-             {BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_OPT_ADAM},
-             {BNN_EST_FLIPOUT, BNN_KL_MONTE_CARLO, BNN_OPT_SGD}};
+        size_t threads;
+    } v[] = {{BNN_EST_LOCAL_REPARAM, BNN_KL_ANALYTIC, BNN_OPT_ADAM, 1},
+             {BNN_EST_LOCAL_REPARAM, BNN_KL_MONTE_CARLO, BNN_OPT_SGD, 1},
+             {BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_OPT_ADAM, 3},
+             {BNN_EST_FLIPOUT, BNN_KL_MONTE_CARLO, BNN_OPT_SGD, 1}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         bnn_optimizer_config_init(&inj.ocfg);
         inj.ocfg.kind = v[i].kind;
@@ -2541,6 +2578,7 @@ START_TEST(test_alloc_failures_create)
         inj.svi = small_svi();
         inj.svi.estimator = v[i].est;
         inj.svi.kl_mode = v[i].kl;
+        inj.svi.num_threads = v[i].threads;
         char name[64];
         snprintf(name, sizeof name, "bnn_optimizer_create #%zu", i);
         ck_assert_uint_ge(drive(name, op_opt_create, undo_opt,
@@ -2558,6 +2596,10 @@ START_TEST(test_alloc_failures_train_predict)
     ck_assert_uint_eq(drive("bnn_svi_step categorical", op_svi_step_cat,
                             nothing, always),
                       0);
+    /* the pool and its thread list */
+    ck_assert_uint_eq(drive("bnn_optimizer_set_threads", op_set_threads, undo_set_threads,
+                            threads_unchanged),
+                      2);
     ck_assert_uint_eq(drive("bnn_svi_step Gaussian", op_svi_step_gauss,
                             nothing, always),
                       0);

@@ -588,6 +588,96 @@ START_TEST(test_step_equals_two_calls)
 }
 END_TEST
 
+/* Train case c of step_cases on a net of more than one POOL_CHUNK of
+ * parameters (256-384-10: 102,538 per half) with `threads` threads for
+ * the per-parameter passes, switching to `later` threads after 2 steps;
+ * keeps the parameters, Adam's moments, losses and gradient norms. */
+typedef struct threaded_run {
+    float *p, *m, *v;
+    double loss[5], norm[5];
+} threaded_run;
+
+static void train_threaded(int c, size_t threads, size_t later, threaded_run *out)
+{
+    const size_t sizes[] = {256, 384, 10};
+    enum { B = 8, IN = 256 };
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = 3;
+    mc.layer_sizes = sizes;
+    mc.prior = step_cases[c].prior;
+    net t;
+    ck_assert_int_eq(bnn_model_create(&mc, &t.m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(t.m, NULL, &t.g), BNN_OK);
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    sc.dataset_size = 1000;
+    sc.max_batch = B;
+    sc.estimator = step_cases[c].est;
+    sc.kl_mode = step_cases[c].kl;
+    sc.num_threads = threads;
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.clip_norm = c % 2 ? 5.0f : 0.0f; /* the norm feeds the update */
+    ck_assert_int_eq(bnn_optimizer_create(t.g, &oc, &sc, &t.o), BNN_OK);
+    static float x[B * IN];
+    int32_t y[B];
+    tu_rng r = {91};
+    tu_fill_uniform(&r, x, B * IN, -1, 1);
+    for (int i = 0; i < B; i++)
+        y[i] = (int32_t)(tu_next(&r) % 10);
+    for (int s = 0; s < 5; s++) {
+        if (s == 2)
+            ck_assert_int_eq(bnn_optimizer_set_threads(t.o, later), BNN_OK);
+        bnn_svi_stats st = {.struct_size = sizeof st};
+        if (s % 2) { /* both routes */
+            ck_assert_int_eq(bnn_svi_grad(t.o, x, y, NULL, B, &st), BNN_OK);
+            ck_assert_int_eq(bnn_optimizer_step(t.o), BNN_OK);
+        } else {
+            ck_assert_int_eq(bnn_svi_step(t.o, x, y, NULL, B, &st), BNN_OK);
+        }
+        out->loss[s] = st.loss;
+        out->norm[s] = st.grad_norm;
+    }
+    size_t n2 = 2 * t.g->n_params;
+    out->p = malloc(n2 * sizeof(float));
+    out->m = malloc(n2 * sizeof(float));
+    out->v = malloc(n2 * sizeof(float));
+    ck_assert(out->p && out->m && out->v);
+    memcpy(out->p, t.g->params, n2 * sizeof(float));
+    memcpy(out->m, t.o->m, n2 * sizeof(float));
+    memcpy(out->v, t.o->v, n2 * sizeof(float));
+    net_free(&t);
+}
+
+/* The per-parameter passes run in fixed chunks whatever the thread count:
+ * 1, 2 and 3 threads, and a switch from 1 to 3 and from 2 to 1 between
+ * steps, give the same bits (parameters, moments, losses, norms). */
+START_TEST(test_threads_same_bits)
+{
+    const size_t n2 = 2 * (256 * 384 + 384 + 384 * 10 + 10);
+    static const size_t plan[][2] = {{1, 1}, {2, 2}, {3, 3}, {1, 3}, {2, 1}};
+    threaded_run ref, run;
+    train_threaded(_i, plan[0][0], plan[0][1], &ref);
+    for (size_t k = 1; k < sizeof plan / sizeof plan[0]; k++) {
+        train_threaded(_i, plan[k][0], plan[k][1], &run);
+        for (int s = 0; s < 5; s++)
+            ck_assert_msg(run.loss[s] == ref.loss[s] && run.norm[s] == ref.norm[s],
+                          "case %d, threads %zu->%zu, step %d: loss %.17g vs %.17g", _i,
+                          plan[k][0], plan[k][1], s, run.loss[s], ref.loss[s]);
+        ck_assert_int_eq(memcmp(run.p, ref.p, n2 * sizeof(float)), 0);
+        ck_assert_int_eq(memcmp(run.m, ref.m, n2 * sizeof(float)), 0);
+        ck_assert_int_eq(memcmp(run.v, ref.v, n2 * sizeof(float)), 0);
+        free(run.p);
+        free(run.m);
+        free(run.v);
+    }
+    free(ref.p);
+    free(ref.m);
+    free(ref.v);
+}
+END_TEST
+
 /* A finite loss with a gradient that overflows: hidden units near 5e37
  * meet output weights of 1e-3, so the logits stay small while dLoss/dW of
  * the output layer sums 16 such terms past FLT_MAX.  bnn_svi_step and the
@@ -751,6 +841,7 @@ int main(void)
     tcase_add_loop_test(tl, test_deterministic, 0, 3);
     tcase_add_loop_test(tl, test_deterministic_blas_threaded, 0, 3);
     tcase_add_loop_test(tl, test_step_equals_two_calls, 0, (int)N_STEP_CASES);
+    tcase_add_loop_test(tl, test_threads_same_bits, 0, (int)N_STEP_CASES);
     suite_add_tcase(s, tl);
     TCase *te = tcase_create("errors");
     tcase_add_test(te, test_numeric_failure_keeps_params);

@@ -1,0 +1,159 @@
+/* Chunked, pooled per-parameter passes (see pass.h). */
+#include "pass.h"
+
+#include <string.h>
+
+#include "internal.h"
+#include "pool.h"
+#include "rng.h"
+
+enum pass_kind { PASS_DRAW, PASS_LRT, PASS_BACKWARD, PASS_SUM_SQ, PASS_ADAM };
+
+typedef struct pass_ctx {
+    enum pass_kind kind;
+    size_t n;
+    int draw, add_mu, gmu_add;
+    uint64_t seed, stream;
+    const float *mu, *rho, *gw, *factor, *x;
+    float *eps, *w, *sig2, *dsig, *gmu, *grho, *p, *m, *v;
+    const float *g;
+    const fused_kl *kl;
+    const fused_adam_args *adam;
+    double *partial;
+} pass_ctx;
+
+/* The KL part of a pass restricted to a chunk: its gradient outputs move
+ * with it. */
+static fused_kl kl_at(const fused_kl *kl, size_t off)
+{
+    fused_kl k = *kl;
+    k.gmu = kl->gmu ? kl->gmu + off : NULL;
+    k.grho = kl->grho ? kl->grho + off : NULL;
+    return k;
+}
+
+static void pass_task(void *vc, size_t c)
+{
+    const pass_ctx *x = vc;
+    size_t off = c * POOL_CHUNK, len = x->n - off < POOL_CHUNK ? x->n - off : POOL_CHUNK;
+    double r = 0.0;
+    fused_kl k;
+    memset(&k, 0, sizeof k);
+    switch (x->kind) {
+    case PASS_DRAW:
+        if (x->draw)
+            rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
+        if (x->kl)
+            k = kl_at(x->kl, off);
+        r = fused_draw(len, x->mu + off, x->rho + off, x->eps + off, x->w ? x->w + off : NULL,
+                       x->add_mu, x->kl ? &k : NULL);
+        break;
+    case PASS_LRT:
+        if (x->kl)
+            k = kl_at(x->kl, off);
+        r = fused_lrt_prepare(len, x->mu + off, x->rho + off, x->sig2 + off, x->dsig + off,
+                              x->kl ? &k : NULL);
+        break;
+    case PASS_BACKWARD:
+        fused_backward(len, x->gw + off, x->factor + off, x->gmu + off, x->gmu_add,
+                       x->grho + off, x->partial ? &r : NULL);
+        break;
+    case PASS_SUM_SQ:
+        r = fused_sum_sq(len, x->x + off);
+        break;
+    case PASS_ADAM:
+        fused_adam(len, x->p + off, x->g + off, x->m + off, x->v + off, x->adam);
+        break;
+    }
+    if (x->partial)
+        x->partial[c] = r;
+}
+
+/* Run the chunks of x; returns the sum of their results in chunk order. */
+static double run(struct bnn_optimizer *o, pass_ctx *x, int sum)
+{
+    size_t chunks = pool_chunks(x->n);
+    x->partial = sum ? o->partial : NULL;
+    pool_run(o->pool, pass_task, x, chunks);
+    double total = 0.0;
+    if (sum)
+        for (size_t c = 0; c < chunks; c++)
+            total += o->partial[c];
+    return total;
+}
+
+double pass_draw(struct bnn_optimizer *o, int draw, uint64_t stream, size_t n, const float *mu,
+                 const float *rho, float *eps, float *w, int add_mu, const fused_kl *kl)
+{
+    pass_ctx x;
+    memset(&x, 0, sizeof x);
+    x.kind = PASS_DRAW;
+    x.n = n;
+    x.draw = draw;
+    x.seed = o->svi.seed;
+    x.stream = stream;
+    x.mu = mu;
+    x.rho = rho;
+    x.eps = eps;
+    x.w = w;
+    x.add_mu = add_mu;
+    x.kl = kl;
+    return run(o, &x, 1);
+}
+
+double pass_lrt_prepare(struct bnn_optimizer *o, size_t n, const float *mu, const float *rho,
+                        float *sig2, float *dsig, const fused_kl *kl)
+{
+    pass_ctx x;
+    memset(&x, 0, sizeof x);
+    x.kind = PASS_LRT;
+    x.n = n;
+    x.mu = mu;
+    x.rho = rho;
+    x.sig2 = sig2;
+    x.dsig = dsig;
+    x.kl = kl;
+    return run(o, &x, 1);
+}
+
+void pass_backward(struct bnn_optimizer *o, size_t n, const float *gw, const float *factor,
+                   float *gmu, int gmu_add, float *grho, double *ss)
+{
+    pass_ctx x;
+    memset(&x, 0, sizeof x);
+    x.kind = PASS_BACKWARD;
+    x.n = n;
+    x.gw = gw;
+    x.factor = factor;
+    x.gmu = gmu;
+    x.gmu_add = gmu_add;
+    x.grho = grho;
+    double r = run(o, &x, ss != NULL);
+    if (ss)
+        *ss += r;
+}
+
+double pass_sum_sq(struct bnn_optimizer *o, size_t n, const float *v)
+{
+    pass_ctx x;
+    memset(&x, 0, sizeof x);
+    x.kind = PASS_SUM_SQ;
+    x.n = n;
+    x.x = v;
+    return run(o, &x, 1);
+}
+
+void pass_adam(struct bnn_optimizer *o, size_t n, float *p, const float *g, float *m, float *v,
+               const fused_adam_args *a)
+{
+    pass_ctx x;
+    memset(&x, 0, sizeof x);
+    x.kind = PASS_ADAM;
+    x.n = n;
+    x.p = p;
+    x.g = g;
+    x.m = m;
+    x.v = v;
+    x.adam = a;
+    (void)run(o, &x, 0);
+}
