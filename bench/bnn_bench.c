@@ -1016,16 +1016,18 @@ int main(int argc, char **argv)
     cpu_model(cpu, sizeof cpu);
     const char *cfg = blas_string("openblas_get_config");
     const char *ct = getenv("OPENBLAS_CORETYPE");
+    const char *tt = getenv("OPENBLAS_THREAD_TIMEOUT");
     int can_thread = blas_sym("openblas_set_num_threads") != NULL;
     printf("libbnn %s bench; CPU: %s; load average %.2f\n", bnn_version_string(), cpu, loadavg());
-    printf("BLAS: %s; kernel: %s; OPENBLAS_CORETYPE=%s%s\n", cfg ? cfg : "not OpenBLAS",
-           kernel_name(), ct ? ct : "(unset)",
+    printf("BLAS: %s; kernel: %s; OPENBLAS_CORETYPE=%s; OPENBLAS_THREAD_TIMEOUT=%s%s\n",
+           cfg ? cfg : "not OpenBLAS", kernel_name(), ct ? ct : "(unset)", tt ? tt : "(unset)",
            can_thread ? "" : "; thread count not settable (runs with the BLAS default)");
     printf("RNG path: %s\n",
            rng_impl_name(rng_fill_impl(RNG_IMPL_AUTO, RNG_DIST_NORMAL, 1, 1, 0, 0, NULL)));
     printf("JSON {\"case\":\"env\",\"kind\":\"env\",\"cpu\":\"%s\",\"blas\":\"%s\",\"kernel\":\"%s\","
-           "\"coretype_env\":\"%s\",\"quick\":%d,\"load_start\":%.2f}\n",
-           cpu, cfg ? cfg : "", kernel_name(), ct ? ct : "", op.quick, loadavg());
+           "\"coretype_env\":\"%s\",\"thread_timeout_env\":\"%s\",\"quick\":%d,"
+           "\"load_start\":%.2f}\n",
+           cpu, cfg ? cfg : "", kernel_name(), ct ? ct : "", tt ? tt : "", op.quick, loadavg());
     if (!can_thread)
         op.n_threads = 1;
 

@@ -21,7 +21,9 @@
  * - Threading: a model and a guide are read-only during prediction, so any
  *   number of threads may predict concurrently on the same model and guide.
  *   Training mutates the guide and optimizer: they belong to one thread at a
- *   time, and no prediction may run on that guide meanwhile.
+ *   time, and no prediction may run on that guide meanwhile.  The library
+ *   starts threads only for an optimizer configured with num_threads > 1,
+ *   used inside that optimizer's calls and ended by bnn_optimizer_free.
  * - Determinism: the same seed and inputs give bit-identical results for the
  *   same BLAS implementation and BLAS thread count (OpenBLAS rounds its
  *   products differently for different thread counts), whatever the
