@@ -303,7 +303,10 @@ typedef struct bnn_svi_config {
      *  products keep the BLAS's own threads, which the host sets; the BLAS
      *  thread count is a good value here.  Results are the same bits for
      *  any value.  Not saved by bnn_save (a property of the host, not of
-     *  the training): see bnn_optimizer_set_threads.  Default 1. */
+     *  the training): see bnn_optimizer_set_threads.  After fork() the
+     *  child has none of the threads, so it must neither use nor free an
+     *  optimizer with num_threads > 1 created before the fork (save it in
+     *  the parent, load it in the child).  Default 1. */
     size_t num_threads;
 } bnn_svi_config;
 
@@ -312,18 +315,21 @@ typedef struct bnn_svi_config {
 BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
 
 /** Create an optimizer bound to `guide`, with its training workspace sized
- *  for svi->max_batch (allocated once: steady-state steps do not allocate).
+ *  for svi->max_batch (allocated once: steady-state steps do not allocate)
+ *  and svi->num_threads - 1 worker threads (started here, idle between
+ *  calls; their stacks are the system's, not the model's allocator's).
  *  ocfg or svi may be NULL for defaults, but svi->dataset_size has no
  *  useful default (1).  The guide (and its model) must outlive the
  *  optimizer.  Errors: BNN_E_INVALID (NULL, bad values, analytic KL with the
- *  scale-mixture prior), BNN_E_SHAPE (max_batch so large that the workspace
- *  size overflows), BNN_E_NOMEM. */
+ *  scale-mixture prior, num_threads above BNN_MAX_THREADS), BNN_E_SHAPE
+ *  (max_batch so large that the workspace size overflows), BNN_E_NOMEM
+ *  (also when the system refuses a thread). */
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
                                         const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi,
                                         bnn_optimizer **out);
-/** Free an optimizer and its workspace; free it before its guide.  NULL is
- *  a no-op. */
+/** Free an optimizer and its workspace, and end its threads (waits for
+ *  them); free it before its guide.  NULL is a no-op. */
 BNN_API void bnn_optimizer_free(bnn_optimizer *opt);
 /** Change the learning rate between steps.  Errors: BNN_E_INVALID (NULL,
  *  lr not finite and > 0). */
