@@ -212,8 +212,10 @@ BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *o, size_t num_thread
                          BNN_MAX_THREADS, num_threads);
     size_t want = num_threads > 1 ? num_threads : 1;
     size_t have = o->svi.num_threads > 1 ? o->svi.num_threads : 1;
-    if (want == have)
+    if (want == have) {
+        o->svi.num_threads = num_threads;
         return BNN_OK;
+    }
     /* The new pool first: on failure the optimizer keeps the old one. */
     pool *p;
     bnn_status st = pool_create(&o->guide->model->alloc, want, &p);

@@ -82,52 +82,30 @@ static double run(struct bnn_optimizer *o, pass_ctx *x, int sum)
     return total;
 }
 
+/* Unnamed members of the initialisers below are zero: NULL, 0. */
+
 double pass_draw(struct bnn_optimizer *o, int draw, uint64_t stream, size_t n, const float *mu,
                  const float *rho, float *eps, float *w, int add_mu, const fused_kl *kl)
 {
-    pass_ctx x;
-    memset(&x, 0, sizeof x);
-    x.kind = PASS_DRAW;
-    x.n = n;
-    x.draw = draw;
-    x.seed = o->svi.seed;
-    x.stream = stream;
-    x.mu = mu;
-    x.rho = rho;
-    x.eps = eps;
-    x.w = w;
-    x.add_mu = add_mu;
-    x.kl = kl;
+    pass_ctx x = {.kind = PASS_DRAW, .n = n, .draw = draw, .seed = o->svi.seed,
+                  .stream = stream, .mu = mu, .rho = rho, .eps = eps, .w = w,
+                  .add_mu = add_mu, .kl = kl};
     return run(o, &x, 1);
 }
 
 double pass_lrt_prepare(struct bnn_optimizer *o, size_t n, const float *mu, const float *rho,
                         float *sig2, float *dsig, const fused_kl *kl)
 {
-    pass_ctx x;
-    memset(&x, 0, sizeof x);
-    x.kind = PASS_LRT;
-    x.n = n;
-    x.mu = mu;
-    x.rho = rho;
-    x.sig2 = sig2;
-    x.dsig = dsig;
-    x.kl = kl;
+    pass_ctx x = {.kind = PASS_LRT, .n = n, .mu = mu, .rho = rho, .sig2 = sig2, .dsig = dsig,
+                  .kl = kl};
     return run(o, &x, 1);
 }
 
 void pass_backward(struct bnn_optimizer *o, size_t n, const float *gw, const float *factor,
                    float *gmu, int gmu_add, float *grho, double *ss)
 {
-    pass_ctx x;
-    memset(&x, 0, sizeof x);
-    x.kind = PASS_BACKWARD;
-    x.n = n;
-    x.gw = gw;
-    x.factor = factor;
-    x.gmu = gmu;
-    x.gmu_add = gmu_add;
-    x.grho = grho;
+    pass_ctx x = {.kind = PASS_BACKWARD, .n = n, .gw = gw, .factor = factor, .gmu = gmu,
+                  .gmu_add = gmu_add, .grho = grho};
     double r = run(o, &x, ss != NULL);
     if (ss)
         *ss += r;
@@ -135,25 +113,13 @@ void pass_backward(struct bnn_optimizer *o, size_t n, const float *gw, const flo
 
 double pass_sum_sq(struct bnn_optimizer *o, size_t n, const float *v)
 {
-    pass_ctx x;
-    memset(&x, 0, sizeof x);
-    x.kind = PASS_SUM_SQ;
-    x.n = n;
-    x.x = v;
+    pass_ctx x = {.kind = PASS_SUM_SQ, .n = n, .x = v};
     return run(o, &x, 1);
 }
 
 void pass_adam(struct bnn_optimizer *o, size_t n, float *p, const float *g, float *m, float *v,
                const fused_adam_args *a)
 {
-    pass_ctx x;
-    memset(&x, 0, sizeof x);
-    x.kind = PASS_ADAM;
-    x.n = n;
-    x.p = p;
-    x.g = g;
-    x.m = m;
-    x.v = v;
-    x.adam = a;
+    pass_ctx x = {.kind = PASS_ADAM, .n = n, .p = p, .g = g, .m = m, .v = v, .adam = a};
     (void)run(o, &x, 0);
 }
