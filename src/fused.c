@@ -16,7 +16,8 @@
 
 #if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
 /* clang 14 names the clones f.ifunc, so calls from other files do not link. */
-#if __has_attribute(target_clones) && (!defined(__clang__) || __clang_major__ >= 15)
+#if __has_attribute(target_clones) && !defined(BNN_NO_CLONES) && \
+    (!defined(__clang__) || __clang_major__ >= 15)
 #define FUSED_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
 #endif
