@@ -22,8 +22,10 @@
  *   number of threads may predict concurrently on the same model and guide.
  *   Training mutates the guide and optimizer: they belong to one thread at a
  *   time, and no prediction may run on that guide meanwhile.  The library
- *   starts threads only for an optimizer configured with num_threads > 1,
- *   used inside that optimizer's calls and ended by bnn_optimizer_free.
+ *   starts threads only when asked: for an optimizer configured with
+ *   num_threads > 1 (used inside that optimizer's calls, ended by
+ *   bnn_optimizer_free), and for one bnn_predict_with_uncertainty call
+ *   whose config has num_threads > 1 (ended before it returns).
  * - Determinism: the same seed and inputs give bit-identical results for the
  *   same BLAS implementation and BLAS thread count (OpenBLAS rounds its
  *   products differently for different thread counts), whatever the
@@ -466,6 +468,13 @@ typedef struct bnn_predict_config {
      *  to bnn_predict with this seed and num_samples (one pass instead of
      *  two).  Default NULL. */
     float *mean_probs;
+    /** Threads for this call, counting the calling one (0 or 1: none
+     *  started; at most BNN_MAX_THREADS): the sampled networks of each
+     *  chunk of inputs are shared out among them, then the inputs' records.
+     *  Started and ended by the call; each holds its own sampled network
+     *  and forward buffers, so the workspace grows by that much per
+     *  thread.  Results are the same bits for any value.  Default 1. */
+    size_t num_threads;
 } bnn_predict_config;
 
 /** Fill cfg with defaults (100 samples, median rule, t = 0.2) and set

@@ -14,6 +14,7 @@
 
 #include "internal.h"
 #include "dense.h"
+#include "pool.h"
 #include "predict.h"
 #include "tensor.h"
 #include "vmath.h"
@@ -37,6 +38,7 @@ BNN_API void bnn_predict_config_init(bnn_predict_config *cfg)
     cfg->n_quantiles = 0;
     cfg->quantiles = NULL;
     cfg->mean_probs = NULL;
+    cfg->num_threads = 1;
 }
 
 /* ---- order statistics --------------------------------------------------- */
@@ -716,8 +718,65 @@ static bnn_status read_config(const bnn_predict_config *cfg,
     READ(n_quantiles);
     READ(quantiles);
     READ(mean_probs);
+    READ(num_threads);
 #undef READ
+    if (c->num_threads > BNN_MAX_THREADS)
+        return error_set(BNN_E_INVALID, "%s: num_threads must be in [0, %d], got %zu", fn,
+                         BNN_MAX_THREADS, c->num_threads);
+    if (c->num_threads == 0)
+        c->num_threads = 1;
     return BNN_OK;
+}
+
+/* One chunk of bnn_predict_with_uncertainty, shared out among T threads:
+ * thread t first runs the networks s = t, t + T, ... on all rows of the
+ * chunk, each with its own workspace, into buf (sample-major); then the
+ * records of its own slice of the rows.  Which thread does what changes
+ * no value. */
+typedef struct unc_job {
+    const bnn_guide *g;
+    const bnn_predict_config *cfg;
+    size_t C, T;
+    pred_ws *ws;
+    float **scratch;
+    float *buf;
+    float *medians, *quantiles;
+    unsigned char *base;
+    size_t rs;
+    const float *x; /* the chunk's first input */
+    size_t i0, rows;
+} unc_job;
+
+static void unc_samples_task(void *vj, size_t t)
+{
+    const unc_job *j = vj;
+    pred_ws *w = &j->ws[t];
+    size_t k = j->rows * j->C;
+    pack_inputs(w, j->x, j->rows);
+    for (size_t s = t; s < j->cfg->num_samples; s += j->T) {
+        float *ps = j->buf + s * k;
+        draw_network(j->g, j->cfg->seed, s, w->net);
+        forward(w, j->rows, ps);
+        for (size_t e = 0; e < k; e++)
+            ps[e] = vmath_exp_nonpos(ps[e]);
+    }
+}
+
+static void unc_records_task(void *vj, size_t t)
+{
+    const unc_job *j = vj;
+    const bnn_predict_config *cfg = j->cfg;
+    size_t C = j->C, nq = cfg->n_quantiles, k = j->rows * C;
+    size_t lo = j->rows * t / j->T, hi = j->rows * (t + 1) / j->T;
+    for (size_t i = lo; i < hi; i++) {
+        size_t r = j->i0 + i;
+        bnn_prediction rec;
+        predict_stats(j->buf + i * C, cfg->num_samples, C, k, cfg->rule, cfg->threshold,
+                      cfg->quantiles, nq, &rec, j->medians ? j->medians + r * C : NULL,
+                      j->quantiles ? j->quantiles + r * C * nq : NULL,
+                      cfg->mean_probs ? cfg->mean_probs + r * C : NULL, j->scratch[t]);
+        record_store(j->base + r * j->rs, j->rs, &rec);
+    }
 }
 
 bnn_status predict_with_chunk(const bnn_guide *g,
@@ -773,45 +832,56 @@ bnn_status predict_with_chunk(const bnn_guide *g,
         return error_set(BNN_E_SHAPE, "%s: num_samples * classes overflows",
                          fn);
 
-    pred_ws w;
-    if ((st = ws_init(&w, m, chunk, fn)))
-        return st;
-    float *buf = mem_alloc_array(&m->alloc, chunk, per_row);
-    float *scratch = mem_alloc_array(&m->alloc, S, sizeof(float));
-    if (!buf || !scratch) {
-        mem_free(&m->alloc, buf);
-        mem_free(&m->alloc, scratch);
-        ws_free(&w);
-        return error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
-    }
-
-    unsigned char *base = (unsigned char *)out;
-    for (size_t i0 = 0; i0 < n; i0 += chunk) {
-        size_t rows = n - i0 < chunk ? n - i0 : chunk, k = rows * C;
-        pack_inputs(&w, x + i0 * in, rows);
-        for (size_t s = 0; s < S; s++) {
-            float *ps = buf + s * k;
-            draw_network(g, cfg.seed, s, w.net);
-            forward(&w, rows, ps);
-            for (size_t j = 0; j < k; j++)
-                ps[j] = vmath_exp_nonpos(ps[j]);
-        }
-        for (size_t i = 0; i < rows; i++) {
-            bnn_prediction rec;
-            predict_stats(buf + i * C, S, C, k, cfg.rule, cfg.threshold,
-                          cfg.quantiles, nq, &rec,
-                          medians ? medians + (i0 + i) * C : NULL,
-                          quantiles ? quantiles + (i0 + i) * C * nq : NULL,
-                          cfg.mean_probs ? cfg.mean_probs + (i0 + i) * C : NULL,
-                          scratch);
-            record_store(base + (i0 + i) * rs, rs, &rec);
+    /* Everything is allocated before the first output is written, so a
+     * failure leaves the outputs as they were. */
+    size_t T = cfg.num_threads < S ? cfg.num_threads : S;
+    unc_job job;
+    memset(&job, 0, sizeof job);
+    job.g = g;
+    job.cfg = &cfg;
+    job.C = C;
+    job.T = T;
+    job.medians = medians;
+    job.quantiles = quantiles;
+    job.base = (unsigned char *)out;
+    job.rs = rs;
+    job.ws = mem_alloc_array(&m->alloc, T, sizeof *job.ws);
+    job.scratch = mem_alloc_array(&m->alloc, T, sizeof *job.scratch);
+    job.buf = mem_alloc_array(&m->alloc, chunk, per_row);
+    pool *workers = NULL;
+    size_t ready = 0;
+    if (job.ws && job.scratch) {
+        for (; ready < T; ready++) {
+            job.scratch[ready] = mem_alloc_array(&m->alloc, S, sizeof(float));
+            if (!job.scratch[ready] || ws_init(&job.ws[ready], m, chunk, fn) != BNN_OK) {
+                mem_free(&m->alloc, job.scratch[ready]);
+                break;
+            }
         }
     }
+    if (!job.ws || !job.scratch || !job.buf || ready < T)
+        st = error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
+    else
+        st = pool_create(&m->alloc, T, &workers);
 
-    mem_free(&m->alloc, buf);
-    mem_free(&m->alloc, scratch);
-    ws_free(&w);
-    return BNN_OK;
+    if (st == BNN_OK) {
+        for (size_t i0 = 0; i0 < n; i0 += chunk) {
+            job.i0 = i0;
+            job.rows = n - i0 < chunk ? n - i0 : chunk;
+            job.x = x + i0 * in;
+            pool_run(workers, unc_samples_task, &job, T);
+            pool_run(workers, unc_records_task, &job, T);
+        }
+    }
+    pool_free(workers);
+    for (size_t t = 0; t < ready; t++) {
+        mem_free(&m->alloc, job.scratch[t]);
+        ws_free(&job.ws[t]);
+    }
+    mem_free(&m->alloc, job.buf);
+    mem_free(&m->alloc, job.scratch);
+    mem_free(&m->alloc, job.ws);
+    return st;
 }
 
 BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,

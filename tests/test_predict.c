@@ -1349,6 +1349,58 @@ START_TEST(test_chunking_bit_identical)
 }
 END_TEST
 
+/* bnn_predict_config.num_threads shares each chunk's networks and records
+ * among threads: any count (more than the samples included) and any chunk
+ * give the same bits; above BNN_MAX_THREADS is refused. */
+START_TEST(test_call_threads_bit_identical)
+{
+    enum { N = 37, IN = 24, C = 4, S = 7, NQ = 2 };
+    tnet t;
+    tnet_make(&t, wide_sizes, 3, BNN_ACT_TANH, BNN_LIK_CATEGORICAL, 0.3f, 53, NULL);
+    static float x[N * IN];
+    tu_rng r = {9};
+    tu_fill_uniform(&r, x, N * IN, -2.0f, 2.0f);
+    const float lv[NQ] = {0.1f, 0.5f};
+    bnn_predict_config cfg;
+    bnn_predict_config_init(&cfg);
+    ck_assert_uint_eq(cfg.num_threads, 1);
+    cfg.num_samples = S;
+    cfg.n_quantiles = NQ;
+    cfg.quantiles = lv;
+    cfg.rule = BNN_REFUSE_MUTUAL_INFO;
+    cfg.threshold = 0.05f;
+    static bnn_prediction rec0[N], rec[N];
+    static float med0[N * C], med[N * C], q0[N * C * NQ], q[N * C * NQ];
+    static float mp0[N * C], mp[N * C];
+    cfg.mean_probs = mp0;
+    ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, &cfg, x, N, rec0, sizeof rec0[0], med0,
+                                                  q0),
+                     BNN_OK);
+    const size_t threads[] = {0, 2, 3, 8, 64};
+    const size_t chunks[] = {N, 3, 16, 0};
+    for (size_t a = 0; a < sizeof threads / sizeof threads[0]; a++)
+        for (size_t b = 0; b < sizeof chunks / sizeof chunks[0]; b++) {
+            cfg.num_threads = threads[a];
+            cfg.mean_probs = mp;
+            memset(rec, 0, sizeof rec);
+            ck_assert_int_eq(predict_with_chunk(t.g, &cfg, x, N, rec, sizeof rec[0], med, q,
+                                                chunks[b]),
+                             BNN_OK);
+            ck_assert_msg(memcmp(rec, rec0, sizeof rec) == 0, "threads %zu, chunk %zu",
+                          threads[a], chunks[b]);
+            ck_assert(memcmp(med, med0, sizeof med) == 0);
+            ck_assert(memcmp(q, q0, sizeof q) == 0);
+            ck_assert(memcmp(mp, mp0, sizeof mp) == 0);
+        }
+    cfg.num_threads = BNN_MAX_THREADS + 1;
+    ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, &cfg, x, N, rec, sizeof rec[0], NULL,
+                                                  NULL),
+                     BNN_E_INVALID);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "num_threads must be in [0, 256], got 257"));
+    tnet_free(&t);
+}
+END_TEST
+
 /* The automatic chunk: whole panels, as many as the budget holds. */
 START_TEST(test_auto_chunk)
 {
@@ -1833,9 +1885,10 @@ START_TEST(test_allocation_failures)
     bnn_predict_config_init(&cfg);
     cfg.num_samples = 7;
 
-    for (int fn = 0; fn < 4; fn++) {
+    for (int fn = 0; fn < 5; fn++) {
         int succeeded = 0;
-        for (long k = 0; k < 20 && !succeeded; k++) {
+        cfg.num_threads = fn == 4 ? 3 : 1; /* three workspaces and a pool */
+        for (long k = 0; k < 40 && !succeeded; k++) {
             bnn_prediction rec[N];
             float a[7 * N * C], b[N * 2];
             memset(rec, 0x11, sizeof rec);
@@ -1846,6 +1899,7 @@ START_TEST(test_allocation_failures)
             bnn_status st;
             switch (fn) {
             case 0:
+            case 4:
                 st = bnn_predict_with_uncertainty(t.g, &cfg, x, N, rec,
                                                   sizeof rec[0], a, NULL);
                 break;
@@ -1915,6 +1969,7 @@ int main(void)
     tcase_add_test(tc, test_monte_carlo_convergence);
     tcase_add_test(tc, test_seeds);
     tcase_add_test(tc, test_chunking_bit_identical);
+    tcase_add_test(tc, test_call_threads_bit_identical);
     tcase_add_test(tc, test_dense_kernel_paths);
     tcase_add_test(tc, test_auto_chunk);
     tcase_add_test(tc, test_record_sizes);

@@ -568,11 +568,13 @@ typedef struct train_stats {
     double val_accuracy;
 } train_stats;
 
-/* Prediction split across threads by rows of input.  The predictors take
- * a const guide and may run concurrently, and what they return does not
- * depend on how the inputs are batched, so the split changes the speed and
- * never a figure.  The prediction runs on the library's own kernel, not on
- * the BLAS, so it uses as many threads as the BLAS was given. */
+/* Prediction on as many threads as the BLAS was given (the predictors run
+ * on the library's own kernel, not on the BLAS).  bnn_predict_with_uncertainty
+ * shares the networks among its own threads (bnn_predict_config.num_threads);
+ * bnn_predict has no such setting, so its inputs are split by rows across
+ * threads of this program: the predictors take a const guide and may run
+ * concurrently, and what they return does not depend on how the inputs are
+ * batched, so either way the threads change the speed and never a figure. */
 typedef struct pred_part {
     const bnn_guide *g;
     bnn_predict_config pc; /* mean_probs points into this part's rows */
@@ -608,6 +610,16 @@ static void predict_parallel(const options *o, const bnn_guide *g, const bnn_pre
         T = MAX_PARTS;
     if (T > s->n)
         T = s->n ? s->n : 1;
+    if (rec) {
+        bnn_predict_config c = *pc;
+        c.num_threads = T;
+        bnn_status st = bnn_predict_with_uncertainty(g, &c, s->x, s->n, rec, sizeof *rec, NULL,
+                                                     NULL);
+        if (st != BNN_OK)
+            die("bnn_predict_with_uncertainty: %s (%s)", bnn_last_error(),
+                bnn_status_string(st));
+        return;
+    }
     pred_part part[MAX_PARTS];
     pthread_t tid[MAX_PARTS];
     int started[MAX_PARTS] = {0};
