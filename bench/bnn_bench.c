@@ -706,11 +706,27 @@ static void run_predict(const options *op, const net_def *nd, size_t S, int thre
     double draw = (wall_now() - w0) / 5;
     free(net);
 
+    /* bnn_predict_with_uncertainty on threads of its own, as many as the
+     * BLAS has in this run, over the first inputs. */
+    enum { NU = 2000 };
+    size_t nu = (size_t)N < (size_t)NU ? (size_t)N : (size_t)NU;
+    bnn_prediction *rec = xmalloc(nu * sizeof *rec);
+    bnn_predict_config pc;
+    bnn_predict_config_init(&pc);
+    pc.num_samples = S;
+    pc.seed = 7;
+    pc.num_threads = (size_t)threads;
+    w0 = wall_now();
+    check(bnn_predict_with_uncertainty(t.g, &pc, x, nu, rec, sizeof *rec, NULL, NULL),
+          "bnn_predict_with_uncertainty");
+    double unc = wall_now() - w0;
+    free(rec);
+
     char name[128];
     snprintf(name, sizeof name, "predict/%s/S%zu", nd->name, S);
-    printf("%-30s %2d %9.3f %9.3f %6.2f %6.2f %8.2f %8.0f %6zu%s\n", name, threads, pred,
+    printf("%-30s %2d %9.3f %9.3f %6.2f %6.2f %8.2f %8.0f %6zu %9.0f%s\n", name, threads, pred,
            gemm, pred / gemm, pred_cpu / gemm_cpu, draw * 1e3, N / pred, allocs,
-           recorded ? "  (the predictor calls sgemm)" : "");
+           (double)nu / unc, recorded ? "  (the predictor calls sgemm)" : "");
     printf("JSON {");
     int first = 1;
     json_str("case", name, &first);
@@ -731,6 +747,9 @@ static void run_predict(const options *op, const net_def *nd, size_t S, int thre
     json_num("inputs_per_s", N / pred, &first);
     json_num("allocs_per_call", (double)allocs, &first);
     json_num("predictor_calls_sgemm", recorded, &first);
+    json_num("uncertainty_inputs", (double)nu, &first);
+    json_num("uncertainty_threads", threads, &first);
+    json_num("uncertainty_inputs_per_s", (double)nu / unc, &first);
     printf("}\n");
     fflush(stdout);
 
@@ -1057,8 +1076,9 @@ int main(int argc, char **argv)
             }
         if (op.profile)
             continue;
-        printf("%-30s %2s %9s %9s %6s %6s %8s %8s %6s\n", "prediction (10000 inputs)", "th",
-               "seconds", "gemm s", "ratio", "cpu r.", "draw ms", "inputs/s", "allocs");
+        printf("%-30s %2s %9s %9s %6s %6s %8s %8s %6s %9s\n", "prediction (10000 inputs)", "th",
+               "seconds", "gemm s", "ratio", "cpu r.", "draw ms", "inputs/s", "allocs",
+               "unc in/s");
         static const struct {
             size_t net, S;
         } pc[] = {{0, 10}, {0, 100}, {1, 10}};
