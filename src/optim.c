@@ -114,7 +114,7 @@ static bnn_status alloc_workspace(bnn_optimizer *o)
     o->tmp_a = mem_alloc_array(a, bw, sizeof(float));
     o->tmp_b = mem_alloc_array(a, bw, sizeof(float));
     o->tmp_c = mem_alloc_array(a, bw, sizeof(float));
-    o->partial = mem_alloc_array(a, pool_chunks(2 * P) + 1, sizeof(double));
+    o->partial = mem_alloc_array(a, pool_chunks(2 * P), sizeof(double));
     if (!o->m || !o->v || (lrt && (!o->dsig || !o->sig2)) ||
         (noise && !o->noise) || (!lrt && !o->wsamp) || !o->gw || !o->logp || !o->tmp_a ||
         !o->tmp_b || !o->tmp_c || !o->partial)

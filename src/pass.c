@@ -1,8 +1,6 @@
 /* Chunked, pooled per-parameter passes (see pass.h). */
 #include "pass.h"
 
-#include <string.h>
-
 #include "internal.h"
 #include "pool.h"
 #include "rng.h"
@@ -37,20 +35,15 @@ static void pass_task(void *vc, size_t c)
     const pass_ctx *x = vc;
     size_t off = c * POOL_CHUNK, len = x->n - off < POOL_CHUNK ? x->n - off : POOL_CHUNK;
     double r = 0.0;
-    fused_kl k;
-    memset(&k, 0, sizeof k);
+    fused_kl k = x->kl ? kl_at(x->kl, off) : (fused_kl){0};
     switch (x->kind) {
     case PASS_DRAW:
         if (x->draw)
             rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
-        if (x->kl)
-            k = kl_at(x->kl, off);
         r = fused_draw(len, x->mu + off, x->rho + off, x->eps + off, x->w ? x->w + off : NULL,
                        x->add_mu, x->kl ? &k : NULL);
         break;
     case PASS_LRT:
-        if (x->kl)
-            k = kl_at(x->kl, off);
         r = fused_lrt_prepare(len, x->mu + off, x->rho + off, x->sig2 + off, x->dsig + off,
                               x->kl ? &k : NULL);
         break;

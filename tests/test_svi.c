@@ -67,24 +67,30 @@ static void net_free(net *t)
     bnn_model_free(t->m);
 }
 
-/* A net with the library's defaults (ReLU, categorical, N(0,1) prior,
- * default init) but for the estimator and the optimizer (oc may be NULL). */
-static void net_make_default(net *t, const size_t *sizes, size_t ns, size_t dataset,
-                             size_t max_batch, bnn_estimator est,
-                             const bnn_optimizer_config *oc)
+/* The default SVI configuration but for these three. */
+static bnn_svi_config svi_cfg(size_t dataset, size_t max_batch, bnn_estimator est)
 {
-    bnn_model_config mc;
-    bnn_model_config_init(&mc);
-    mc.n_sizes = ns;
-    mc.layer_sizes = sizes;
-    ck_assert_int_eq(bnn_model_create(&mc, &t->m), BNN_OK);
-    ck_assert_int_eq(bnn_guide_create(t->m, NULL, &t->g), BNN_OK);
     bnn_svi_config sc;
     bnn_svi_config_init(&sc);
     sc.dataset_size = dataset;
     sc.max_batch = max_batch;
     sc.estimator = est;
-    ck_assert_int_eq(bnn_optimizer_create(t->g, oc, &sc, &t->o), BNN_OK);
+    return sc;
+}
+
+/* A net with the library's defaults (ReLU, categorical, default init) but
+ * for the prior and the training configurations (oc may be NULL). */
+static void net_make_default(net *t, const size_t *sizes, size_t ns, bnn_prior prior,
+                             const bnn_svi_config *sc, const bnn_optimizer_config *oc)
+{
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_sizes = ns;
+    mc.layer_sizes = sizes;
+    mc.prior = prior;
+    ck_assert_int_eq(bnn_model_create(&mc, &t->m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(t->m, NULL, &t->g), BNN_OK);
+    ck_assert_int_eq(bnn_optimizer_create(t->g, oc, sc, &t->o), BNN_OK);
 }
 
 static double loss_at(net *t, const float *x, const int32_t *y, const float *yt, size_t n)
@@ -323,7 +329,8 @@ START_TEST(test_two_class_learns)
     bnn_optimizer_config_init(&oc);
     oc.lr = 0.02f;
     net t;
-    net_make_default(&t, sizes, 3, N, 32, BNN_EST_LOCAL_REPARAM, &oc);
+    bnn_svi_config sc = svi_cfg(N, 32, BNN_EST_LOCAL_REPARAM);
+    net_make_default(&t, sizes, 3, BNN_PRIOR_NORMAL, &sc, &oc);
     bnn_optimizer *o = t.o;
     bnn_guide *g = t.g;
     double first = 0, last = 0;
@@ -485,7 +492,8 @@ static void train_with_threads(void (*set_threads)(int), int threads,
         set_threads(threads);
     const size_t sizes[3] = {IN, H, C};
     net t;
-    net_make_default(&t, sizes, 3, 10 * B, B, est, NULL);
+    bnn_svi_config sc = svi_cfg(10 * B, B, est);
+    net_make_default(&t, sizes, 3, BNN_PRIOR_NORMAL, &sc, NULL);
     static float x[B * IN];
     int32_t y[B];
     tu_rng r = {31};
@@ -601,25 +609,14 @@ static void train_threaded(int c, size_t threads, size_t later, threaded_run *ou
 {
     const size_t sizes[] = {256, 384, 10};
     enum { B = 8, IN = 256 };
-    bnn_model_config mc;
-    bnn_model_config_init(&mc);
-    mc.n_sizes = 3;
-    mc.layer_sizes = sizes;
-    mc.prior = step_cases[c].prior;
-    net t;
-    ck_assert_int_eq(bnn_model_create(&mc, &t.m), BNN_OK);
-    ck_assert_int_eq(bnn_guide_create(t.m, NULL, &t.g), BNN_OK);
-    bnn_svi_config sc;
-    bnn_svi_config_init(&sc);
-    sc.dataset_size = 1000;
-    sc.max_batch = B;
-    sc.estimator = step_cases[c].est;
+    bnn_svi_config sc = svi_cfg(1000, B, step_cases[c].est);
     sc.kl_mode = step_cases[c].kl;
     sc.num_threads = threads;
     bnn_optimizer_config oc;
     bnn_optimizer_config_init(&oc);
     oc.clip_norm = c % 2 ? 5.0f : 0.0f; /* the norm feeds the update */
-    ck_assert_int_eq(bnn_optimizer_create(t.g, &oc, &sc, &t.o), BNN_OK);
+    net t;
+    net_make_default(&t, sizes, 3, step_cases[c].prior, &sc, &oc);
     static float x[B * IN];
     int32_t y[B];
     tu_rng r = {91};

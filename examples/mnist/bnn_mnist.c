@@ -56,7 +56,7 @@ typedef struct options {
     float init_sigma;
     uint64_t seed;
     int threads;
-    int predict_threads;       /* the BLAS's thread count, found at start */
+    int blas_threads;          /* the BLAS's thread count, found at start */
     size_t train_limit;
     size_t forced_samples;     /* original program: 10 */
     size_t refuse_samples;     /* original program: 100 */
@@ -568,19 +568,35 @@ typedef struct train_stats {
     double val_accuracy;
 } train_stats;
 
-/* Prediction on as many threads as the BLAS was given (the predictors run
- * on the library's own kernel, not on the BLAS).  bnn_predict_with_uncertainty
- * shares the networks among its own threads (bnn_predict_config.num_threads);
- * bnn_predict has no such setting, so its inputs are split by rows across
- * threads of this program: the predictors take a const guide and may run
- * concurrently, and what they return does not depend on how the inputs are
- * batched, so either way the threads change the speed and never a figure. */
+/* The library's own threads, for training passes and prediction: as many
+ * as the BLAS was given (prediction does not use the BLAS at all). */
+static size_t lib_threads(const options *o)
+{
+    return o->blas_threads < 1 ? 1 : (size_t)o->blas_threads;
+}
+
+/* bnn_predict_with_uncertainty shares the networks among threads of its
+ * own (bnn_predict_config.num_threads). */
+static void predict_uncertainty(const options *o, const bnn_guide *g, const bnn_predict_config *pc,
+                                const slice *s, bnn_prediction *rec)
+{
+    bnn_predict_config c = *pc;
+    c.num_threads = lib_threads(o);
+    bnn_status st = bnn_predict_with_uncertainty(g, &c, s->x, s->n, rec, sizeof *rec, NULL, NULL);
+    if (st != BNN_OK)
+        die("bnn_predict_with_uncertainty: %s (%s)", bnn_last_error(), bnn_status_string(st));
+}
+
+/* bnn_predict has no thread setting, so its inputs are split by rows
+ * across threads of this program: the predictors take a const guide and
+ * may run concurrently, and what they return does not depend on how the
+ * inputs are batched, so the split changes the speed and never a figure. */
 typedef struct pred_part {
     const bnn_guide *g;
-    bnn_predict_config pc; /* mean_probs points into this part's rows */
+    size_t samples;
+    uint64_t seed;
     const float *x;
     size_t n;
-    bnn_prediction *rec; /* NULL: bnn_predict into probs */
     float *probs;
     bnn_status st;
     char err[256];
@@ -589,37 +605,21 @@ typedef struct pred_part {
 static void *pred_part_run(void *arg)
 {
     pred_part *p = arg;
-    if (p->rec)
-        p->st = bnn_predict_with_uncertainty(p->g, &p->pc, p->x, p->n, p->rec,
-                                             sizeof *p->rec, NULL, NULL);
-    else
-        p->st = bnn_predict(p->g, p->x, p->n, p->pc.num_samples, p->pc.seed, p->probs);
+    p->st = bnn_predict(p->g, p->x, p->n, p->samples, p->seed, p->probs);
     if (p->st != BNN_OK) /* the message is per thread */
         snprintf(p->err, sizeof p->err, "%s", bnn_last_error());
     return NULL;
 }
 
-/* With rec: bnn_predict_with_uncertainty(pc) into rec (and pc->mean_probs);
- * without: bnn_predict(pc->num_samples, pc->seed) into probs. */
-static void predict_parallel(const options *o, const bnn_guide *g, const bnn_predict_config *pc,
-                             const slice *s, bnn_prediction *rec, float *probs)
+static void predict_mean_parallel(const options *o, const bnn_guide *g, size_t samples,
+                                  uint64_t seed, const slice *s, float *probs)
 {
     enum { MAX_PARTS = 64 };
-    size_t T = o->predict_threads < 1 ? 1 : (size_t)o->predict_threads;
+    size_t T = lib_threads(o);
     if (T > MAX_PARTS)
         T = MAX_PARTS;
     if (T > s->n)
         T = s->n ? s->n : 1;
-    if (rec) {
-        bnn_predict_config c = *pc;
-        c.num_threads = T;
-        bnn_status st = bnn_predict_with_uncertainty(g, &c, s->x, s->n, rec, sizeof *rec, NULL,
-                                                     NULL);
-        if (st != BNN_OK)
-            die("bnn_predict_with_uncertainty: %s (%s)", bnn_last_error(),
-                bnn_status_string(st));
-        return;
-    }
     pred_part part[MAX_PARTS];
     pthread_t tid[MAX_PARTS];
     int started[MAX_PARTS] = {0};
@@ -628,13 +628,11 @@ static void predict_parallel(const options *o, const bnn_guide *g, const bnn_pre
         pred_part *p = &part[t];
         memset(p, 0, sizeof *p);
         p->g = g;
-        p->pc = *pc;
-        if (pc->mean_probs)
-            p->pc.mean_probs = pc->mean_probs + i0 * CLASSES;
+        p->samples = samples;
+        p->seed = seed;
         p->x = s->x + i0 * IDX_PIXELS;
         p->n = i1 - i0;
-        p->rec = rec ? rec + i0 : NULL;
-        p->probs = probs ? probs + i0 * CLASSES : NULL;
+        p->probs = probs + i0 * CLASSES;
         /* part 0, and any part whose thread cannot start, runs here */
         started[t] = t > 0 && pthread_create(&tid[t], NULL, pred_part_run, p) == 0;
     }
@@ -646,8 +644,7 @@ static void predict_parallel(const options *o, const bnn_guide *g, const bnn_pre
             pthread_join(tid[t], NULL);
     for (size_t t = 0; t < T; t++)
         if (part[t].st != BNN_OK)
-            die("%s: %s (%s)", rec ? "bnn_predict_with_uncertainty" : "bnn_predict",
-                part[t].err, bnn_status_string(part[t].st));
+            die("bnn_predict: %s (%s)", part[t].err, bnn_status_string(part[t].st));
 }
 
 /* Accuracy of the mean prediction of a few networks: a cheap progress
@@ -658,11 +655,7 @@ static double quick_accuracy(const options *o, const bnn_guide *g, const slice *
     if (s->n == 0)
         return NAN;
     float *p = xmalloc(s->n, CLASSES * sizeof *p);
-    bnn_predict_config pc;
-    bnn_predict_config_init(&pc);
-    pc.num_samples = samples;
-    pc.seed = 12345;
-    predict_parallel(o, g, &pc, s, NULL, p);
+    predict_mean_parallel(o, g, samples, 12345, s, p);
     size_t ok = 0;
     for (size_t i = 0; i < s->n; i++) {
         size_t best = 0;
@@ -808,7 +801,7 @@ static void predict_slice(const options *o, const bnn_guide *g, const slice *s,
     /* One pass gives the records and the mean probabilities they
      * summarise (what bnn_predict would return for this seed). */
     pc.mean_probs = sp->probs;
-    predict_parallel(o, g, &pc, s, sp->rec_median, NULL);
+    predict_uncertainty(o, g, &pc, s, sp->rec_median);
     for (size_t i = 0; i < s->n; i++) {
         bnn_prediction r = sp->rec_median[i];
         r.label = r.mean_label;
@@ -1192,7 +1185,7 @@ int main(int argc, char **argv)
 
     blas_info bi;
     blas_setup(o.threads, &bi);
-    o.predict_threads = bi.threads;
+    o.blas_threads = bi.threads;
     printf("libbnn %s\n", bnn_version_string());
     blas_print(&bi);
 
@@ -1251,7 +1244,7 @@ int main(int argc, char **argv)
         sc.seed = o.seed * 0x9e3779b97f4a7c15ull + 0x4e4f495345ull; /* "NOISE" */
         /* The per-parameter passes on as many threads as the products:
          * the same results, a shorter step. */
-        sc.num_threads = (size_t)(o.predict_threads < 1 ? 1 : o.predict_threads);
+        sc.num_threads = lib_threads(&o);
         CHECK(bnn_optimizer_create(guide, &oc, &sc, &opt));
 
         print_config(&o, d.train.n);
