@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "predict.h"
+#include "eval.h"
 
 /* The output structs are size-versioned: a field is written only when the
  * caller's struct_size covers all of it. */

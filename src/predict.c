@@ -1,4 +1,6 @@
-/* Monte Carlo predictive distribution, uncertainty measures and refusal.
+/* Monte Carlo predictive distribution: the sampled forward passes and the
+ * predictors built on them.  The statistics of one input's samples are in
+ * uncertainty.c, the refusal rules and calibration in refusal.c.
  *
  * Sample s is one whole network drawn from the guide on the RNG stream
  * (seed, s), shared by every input of a call.  Inputs are processed in
@@ -16,7 +18,9 @@
 #include "dense.h"
 #include "pool.h"
 #include "predict.h"
+#include "refusal.h"
 #include "tensor.h"
+#include "uncertainty.h"
 #include "vmath.h"
 
 #define COVERS(size, type, field) \
@@ -39,253 +43,6 @@ BNN_API void bnn_predict_config_init(bnn_predict_config *cfg)
     cfg->quantiles = NULL;
     cfg->mean_probs = NULL;
     cfg->num_threads = 1;
-}
-
-/* ---- order statistics --------------------------------------------------- */
-
-static void swapf(float *a, float *b)
-{
-    float t = *a;
-    *a = *b;
-    *b = t;
-}
-
-static float median3(float a, float b, float c)
-{
-    if (a > b)
-        swapf(&a, &b);
-    if (b > c)
-        b = c;
-    return a > b ? a : b;
-}
-
-/* k-th smallest (0-based) of v[0..n), in expected O(n).  Leaves v ordered so
- * that v[0..k) <= v[k] <= v[k+1..n).  The three-way partition always puts
- * the pivot in the middle group, so the range shrinks on every pass even
- * with duplicates or NaN (which land in the middle group of any pivot). */
-static float select_kth(float *v, size_t n, size_t k)
-{
-    size_t lo = 0, hi = n;
-    while (hi - lo > 1) {
-        float piv = median3(v[lo], v[lo + (hi - lo) / 2], v[hi - 1]);
-        size_t lt = lo, i = lo, gt = hi;
-        while (i < gt) {
-            if (v[i] < piv)
-                swapf(&v[lt++], &v[i++]);
-            else if (v[i] > piv)
-                swapf(&v[i], &v[--gt]);
-            else
-                i++;
-        }
-        if (k < lt)
-            hi = lt;
-        else if (k >= gt)
-            lo = gt;
-        else
-            break;
-    }
-    return v[k];
-}
-
-/* Smallest of v[0..n), n >= 1: after select_kth(k) this is order statistic
- * k+1 when called on v + k + 1. */
-static float min_of(const float *v, size_t n)
-{
-    float m = v[0];
-    for (size_t i = 1; i < n; i++)
-        if (v[i] < m)
-            m = v[i];
-    return m;
-}
-
-static float median_of(float *v, size_t n)
-{
-    if (n % 2)
-        return select_kth(v, n, n / 2);
-    float a = select_kth(v, n, n / 2 - 1);
-    float b = min_of(v + n / 2, n / 2);
-    return (float)(((double)a + (double)b) * 0.5);
-}
-
-/* Quantile q of v[0..n) by linear interpolation between order statistics
- * (Hyndman-Fan type 7, numpy's default): position h = (n-1) q. */
-static float quantile_of(float *v, size_t n, float q)
-{
-    double h = (double)(n - 1) * (double)q;
-    double fl = floor(h);
-    size_t lo = (size_t)fl;
-    if (lo >= n - 1)
-        return select_kth(v, n, n - 1);
-    float a = select_kth(v, n, lo);
-    double frac = h - fl;
-    if (frac == 0.0)
-        return a;
-    float b = min_of(v + lo + 1, n - lo - 1);
-    return (float)((double)a + ((double)b - (double)a) * frac);
-}
-
-/* ---- uncertainty summary of one input ------------------------------------ */
-
-int predict_refuses(const bnn_prediction *rec, bnn_refusal_rule rule, float t)
-{
-    /* Written as negated acceptance tests so that NaN scores refuse. */
-    switch (rule) {
-    case BNN_REFUSE_NONE: return 0;
-    case BNN_REFUSE_MEDIAN: return !(rec->max_median > t);
-    case BNN_REFUSE_MAX_PROB: return !(rec->prob >= t);
-    case BNN_REFUSE_ENTROPY: return !(rec->entropy <= t);
-    case BNN_REFUSE_MUTUAL_INFO: return !(rec->mutual_info <= t);
-    }
-    return 1;
-}
-
-/* -p log p with 0 log 0 = 0. */
-static double plogp(double p)
-{
-    return p > 0.0 ? -p * log(p) : 0.0;
-}
-
-void predict_stats(const float *p, size_t num_samples, size_t classes,
-                   size_t stride, bnn_refusal_rule rule, float threshold,
-                   const float *levels, size_t n_levels, bnn_prediction *rec,
-                   float *medians, float *quantiles, float *means,
-                   float *scratch)
-{
-    const size_t S = num_samples;
-    double h_mean = 0.0, h_samples = 0.0;
-    size_t mean_best = 0, med_best = 0;
-    float mean_best_p = 0.0f, med_best_v = 0.0f, med_best_p = 0.0f;
-
-    /* One class at a time, so the only scratch is that class's S values. */
-    for (size_t c = 0; c < classes; c++) {
-        double sum = 0.0, h = 0.0;
-        for (size_t s = 0; s < S; s++) {
-            float v = p[s * stride + c];
-            sum += (double)v;
-            h += plogp((double)v);
-            scratch[s] = v;
-        }
-        /* Same operations as bnn_predict, so the two agree bit for bit. */
-        double mean = sum / (double)S;
-        float meanf = (float)mean;
-        if (means)
-            means[c] = meanf;
-        h_mean += plogp(mean);
-        h_samples += h;
-
-        float med = median_of(scratch, S);
-        if (medians)
-            medians[c] = med;
-        if (quantiles)
-            for (size_t j = 0; j < n_levels; j++)
-                quantiles[c * n_levels + j] = quantile_of(scratch, S,
-                                                          levels[j]);
-        if (c == 0 || meanf > mean_best_p) {
-            mean_best = c;
-            mean_best_p = meanf;
-        }
-        if (c == 0 || med > med_best_v) {
-            med_best = c;
-            med_best_v = med;
-            med_best_p = meanf;
-        }
-    }
-
-    double expected = h_samples / (double)S;
-    double mi = h_mean - expected;
-    /* Jensen makes mi >= 0; rounding can leave a tiny negative. */
-    if (!(mi > 0.0))
-        mi = 0.0;
-    int median_rule = rule == BNN_REFUSE_MEDIAN;
-    rec->label = (int32_t)(median_rule ? med_best : mean_best);
-    rec->prob = median_rule ? med_best_p : mean_best_p;
-    rec->entropy = (float)h_mean;
-    rec->expected_entropy = (float)expected;
-    rec->mutual_info = (float)mi;
-    rec->max_median = med_best_v;
-    rec->mean_label = (int32_t)mean_best;
-    rec->refused = predict_refuses(rec, rule, threshold);
-}
-
-/* ---- records of caller-chosen size --------------------------------------- */
-
-/* Copy the fields of *r that fit in record_size bytes to dst.  memcpy
- * because record_size need not keep the records aligned. */
-static void record_store(unsigned char *dst, size_t rs,
-                         const bnn_prediction *r)
-{
-#define STORE(f)                                                           \
-    if (COVERS(rs, bnn_prediction, f))                                     \
-    memcpy(dst + offsetof(bnn_prediction, f), &r->f, sizeof r->f)
-    STORE(label);
-    STORE(refused);
-    STORE(prob);
-    STORE(entropy);
-    STORE(expected_entropy);
-    STORE(mutual_info);
-    STORE(max_median);
-    STORE(mean_label);
-#undef STORE
-}
-
-/* The fields that fit in record_size; the others are zero. */
-static void record_load(const unsigned char *src, size_t rs,
-                        bnn_prediction *r)
-{
-    memset(r, 0, sizeof *r);
-#define LOAD(f)                                                            \
-    if (COVERS(rs, bnn_prediction, f))                                     \
-    memcpy(&r->f, src + offsetof(bnn_prediction, f), sizeof r->f)
-    LOAD(label);
-    LOAD(refused);
-    LOAD(prob);
-    LOAD(entropy);
-    LOAD(expected_entropy);
-    LOAD(mutual_info);
-    LOAD(max_median);
-    LOAD(mean_label);
-#undef LOAD
-}
-
-/* The record field a rule's score lives in, its end offset. */
-static size_t rule_field_end(bnn_refusal_rule rule)
-{
-    switch (rule) {
-    case BNN_REFUSE_NONE: return offsetof(bnn_prediction, prob);
-    case BNN_REFUSE_MEDIAN:
-        return offsetof(bnn_prediction, max_median) + sizeof(float);
-    case BNN_REFUSE_MAX_PROB:
-        return offsetof(bnn_prediction, prob) + sizeof(float);
-    case BNN_REFUSE_ENTROPY:
-        return offsetof(bnn_prediction, entropy) + sizeof(float);
-    case BNN_REFUSE_MUTUAL_INFO:
-        return offsetof(bnn_prediction, mutual_info) + sizeof(float);
-    }
-    return SIZE_MAX;
-}
-
-static bnn_status check_rule(const char *fn, bnn_refusal_rule rule, float t)
-{
-    switch (rule) {
-    case BNN_REFUSE_NONE: return BNN_OK; /* the threshold is not used */
-    case BNN_REFUSE_MEDIAN:
-    case BNN_REFUSE_MAX_PROB:
-        if (!(t >= 0.0f && t <= 1.0f))
-            return error_set(BNN_E_INVALID,
-                             "%s: threshold %g not in [0, 1] for this rule",
-                             fn, (double)t);
-        return BNN_OK;
-    case BNN_REFUSE_ENTROPY:
-    case BNN_REFUSE_MUTUAL_INFO:
-        if (!(t >= 0.0f && isfinite(t)))
-            return error_set(BNN_E_INVALID,
-                             "%s: threshold %g must be finite and >= 0 "
-                             "(nats)",
-                             fn, (double)t);
-        return BNN_OK;
-    }
-    return error_set(BNN_E_INVALID, "%s: unknown refusal rule %d", fn,
-                     (int)rule);
 }
 
 /* ---- validation shared by the predictors --------------------------------- */
@@ -771,11 +528,11 @@ static void unc_records_task(void *vj, size_t t)
     for (size_t i = lo; i < hi; i++) {
         size_t r = j->i0 + i;
         bnn_prediction rec;
-        predict_stats(j->buf + i * C, cfg->num_samples, C, k, cfg->rule, cfg->threshold,
+        uncertainty_stats(j->buf + i * C, cfg->num_samples, C, k, cfg->rule, cfg->threshold,
                       cfg->quantiles, nq, &rec, j->medians ? j->medians + r * C : NULL,
                       j->quantiles ? j->quantiles + r * C * nq : NULL,
                       cfg->mean_probs ? cfg->mean_probs + r * C : NULL, j->scratch[t]);
-        record_store(j->base + r * j->rs, j->rs, &rec);
+        refusal_record_store(j->base + r * j->rs, j->rs, &rec);
     }
 }
 
@@ -803,7 +560,7 @@ bnn_status predict_with_chunk(const bnn_guide *g,
                          fn, rs);
     if (mem_mul_overflow(n, rs, &tmp))
         return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
-    if ((st = check_rule(fn, cfg.rule, cfg.threshold)))
+    if ((st = refusal_check_rule(fn, cfg.rule, cfg.threshold)))
         return st;
     if (nq && !cfg.quantiles)
         return error_set(BNN_E_INVALID, "%s: n_quantiles %zu but NULL "
@@ -894,191 +651,4 @@ BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
 {
     return predict_with_chunk(guide, cfg, x, n, out, record_size, medians,
                               quantiles, 0);
-}
-
-/* ---- refusal on existing records ----------------------------------------- */
-
-BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
-                                     size_t record_size, size_t n,
-                                     bnn_refusal_rule rule, float threshold)
-{
-    static const char fn[] = "bnn_apply_refusal";
-    size_t tmp;
-    bnn_status st;
-    if (!records)
-        return error_set(BNN_E_INVALID, "%s: NULL records", fn);
-    if (n == 0)
-        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
-    if ((st = check_rule(fn, rule, threshold)))
-        return st;
-    if (record_size < offsetof(bnn_prediction, prob) ||
-        record_size < rule_field_end(rule))
-        return error_set(BNN_E_INVALID,
-                         "%s: record_size %zu does not cover the fields "
-                         "this rule reads",
-                         fn, record_size);
-    if (mem_mul_overflow(n, record_size, &tmp))
-        return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
-
-    unsigned char *base = (unsigned char *)records;
-    for (size_t i = 0; i < n; i++) {
-        bnn_prediction r;
-        unsigned char *p = base + i * record_size;
-        record_load(p, record_size, &r);
-        int32_t refused = predict_refuses(&r, rule, threshold);
-        memcpy(p + offsetof(bnn_prediction, refused), &refused,
-               sizeof refused);
-    }
-    return BNN_OK;
-}
-
-/* ---- threshold calibration ----------------------------------------------- */
-
-BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
-                                           size_t record_size,
-                                           const int32_t *labels, size_t n,
-                                           bnn_refusal_rule rule,
-                                           bnn_calibration_target target,
-                                           double value, float *threshold,
-                                           double *coverage, double *accuracy)
-{
-    static const char fn[] = "bnn_calibrate_threshold";
-    size_t tmp;
-    bnn_status st;
-    if (!records || !labels || !threshold)
-        return error_set(BNN_E_INVALID, "%s: NULL argument", fn);
-    if (n == 0)
-        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
-    if (rule == BNN_REFUSE_NONE)
-        return error_set(BNN_E_INVALID, "%s: rule NONE has no threshold", fn);
-    if ((st = check_rule(fn, rule, 0.0f)))
-        return st;
-    if (target != BNN_CALIBRATE_ACCURACY && target != BNN_CALIBRATE_COVERAGE)
-        return error_set(BNN_E_INVALID, "%s: unknown target %d", fn,
-                         (int)target);
-    if (!(value > 0.0 && value <= 1.0))
-        return error_set(BNN_E_INVALID, "%s: target value %g not in (0, 1]",
-                         fn, value);
-    int median_rule = rule == BNN_REFUSE_MEDIAN;
-    /* The median rule answers with label, the others with mean_label. */
-    size_t need = median_rule ? rule_field_end(rule) : sizeof(bnn_prediction);
-    if (record_size < need)
-        return error_set(BNN_E_INVALID,
-                         "%s: record_size %zu does not cover the fields "
-                         "this rule reads",
-                         fn, record_size);
-    if (mem_mul_overflow(n, record_size, &tmp))
-        return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
-
-    bnn_allocator al = mem_default_allocator();
-    size_t *idx = mem_alloc_array(&al, n, sizeof *idx);
-    size_t *tmpi = mem_alloc_array(&al, n, sizeof *tmpi);
-    float *key = mem_alloc_array(&al, n, sizeof *key);
-    unsigned char *ok = mem_alloc(&al, n);
-    if (!idx || !tmpi || !key || !ok) {
-        mem_free(&al, idx);
-        mem_free(&al, tmpi);
-        mem_free(&al, key);
-        mem_free(&al, ok);
-        return error_set(BNN_E_NOMEM, "%s: cannot sort %zu records", fn, n);
-    }
-
-    /* key: higher means more certain (scores of the entropy rules are
-     * negated, exactly, so one descending sort serves every rule). */
-    const unsigned char *base = (const unsigned char *)records;
-    for (size_t i = 0; i < n; i++) {
-        bnn_prediction r;
-        record_load(base + i * record_size, record_size, &r);
-        float score;
-        switch (rule) {
-        case BNN_REFUSE_MEDIAN: score = r.max_median; break;
-        case BNN_REFUSE_MAX_PROB: score = r.prob; break;
-        case BNN_REFUSE_ENTROPY: score = r.entropy; break;
-        default: score = r.mutual_info; break;
-        }
-        int bad = median_rule || rule == BNN_REFUSE_MAX_PROB
-                      ? !(score >= 0.0f && score <= 1.0f)
-                      : !(score >= 0.0f && isfinite(score));
-        if (bad || labels[i] < 0) {
-            mem_free(&al, idx);
-            mem_free(&al, tmpi);
-            mem_free(&al, key);
-            mem_free(&al, ok);
-            return bad ? error_set(BNN_E_INVALID,
-                                   "%s: record %zu has score %g out of "
-                                   "range for this rule",
-                                   fn, i, (double)score)
-                       : error_set(BNN_E_INVALID,
-                                   "%s: labels[%zu] = %d is negative", fn, i,
-                                   (int)labels[i]);
-        }
-        key[i] = median_rule || rule == BNN_REFUSE_MAX_PROB ? score : -score;
-        ok[i] = (median_rule ? r.label : r.mean_label) == labels[i];
-        idx[i] = i;
-    }
-    eval_sort_desc(idx, tmpi, n, key);
-
-    /* Accepting exactly the k most certain inputs needs a cut between
-     * distinct scores (ties are accepted or refused together), and for the
-     * median rule (accept when > t, t >= 0) a k-th score above 0.
-     * Candidates are scanned in increasing k. */
-    size_t best_k = 0, best_ok = 0, first_k = 0, first_ok = 0;
-    size_t last_k = 0, last_ok = 0, correct = 0;
-    int found = 0;
-    for (size_t k = 1; k <= n; k++) {
-        correct += ok[idx[k - 1]];
-        float sk = key[idx[k - 1]];
-        int cut = k == n || sk > key[idx[k]];
-        if (median_rule && !(sk > 0.0f))
-            cut = 0;
-        if (!cut)
-            continue;
-        if (!first_k) {
-            first_k = k;
-            first_ok = correct;
-        }
-        last_k = k;
-        last_ok = correct;
-        if (target == BNN_CALIBRATE_ACCURACY) {
-            if ((double)correct / (double)k >= value) {
-                best_k = k; /* keep going: the largest such k wins */
-                best_ok = correct;
-                found = 1;
-            }
-        } else if (!found && (double)k / (double)n >= value) {
-            best_k = k;
-            best_ok = correct;
-            found = 1;
-        }
-    }
-    if (!found) {
-        /* Accuracy: the strictest cut; coverage (median rule with zero
-         * scores only): the widest reachable one. */
-        best_k = target == BNN_CALIBRATE_ACCURACY ? first_k : last_k;
-        best_ok = target == BNN_CALIBRATE_ACCURACY ? first_ok : last_ok;
-    }
-
-    float t;
-    if (best_k == 0) {
-        /* Median rule, every max_median is 0: nothing can be accepted. */
-        t = 0.0f;
-    } else if (median_rule) {
-        /* accept when > t: the next score down, or 0 to accept all */
-        t = best_k < n ? key[idx[best_k]] : 0.0f;
-    } else if (rule == BNN_REFUSE_MAX_PROB) {
-        t = key[idx[best_k - 1]]; /* accept when >= t */
-    } else {
-        t = -key[idx[best_k - 1]]; /* accept when <= t */
-    }
-
-    mem_free(&al, idx);
-    mem_free(&al, tmpi);
-    mem_free(&al, key);
-    mem_free(&al, ok);
-    *threshold = t;
-    if (coverage)
-        *coverage = (double)best_k / (double)n;
-    if (accuracy)
-        *accuracy = best_k ? (double)best_ok / (double)best_k : 0.0;
-    return BNN_OK;
 }

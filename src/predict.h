@@ -19,23 +19,6 @@
  * panel, at most n; 0 if one row's size overflows. */
 size_t predict_auto_chunk(const bnn_model *m, size_t n, size_t extra);
 
-/* Uncertainty summary of one input from its S sampled probability vectors
- * p[s * stride + c] (s < S, c < C).  Fills every field of *rec, deciding
- * `refused` by rule and threshold (assumed valid); medians (C values) and
- * quantiles (C x n_levels, type 7 at `levels`) and means (C mean
- * probabilities, as bnn_predict computes them) are written when not NULL.
- * scratch holds S floats. */
-void predict_stats(const float *p, size_t num_samples, size_t classes,
-                   size_t stride, bnn_refusal_rule rule, float threshold,
-                   const float *levels, size_t n_levels, bnn_prediction *rec,
-                   float *medians, float *quantiles, float *means,
-                   float *scratch);
-
-/* 1 if `rule` at threshold t refuses the record, else 0.  A NaN score is
- * always refused. */
-int predict_refuses(const bnn_prediction *rec, bnn_refusal_rule rule,
-                    float t);
-
 /* The public predictors with an explicit chunk of input rows; chunk 0 picks
  * it from PREDICT_WORKSPACE_BYTES as the public functions do.  Results do
  * not depend on the chunk. */
@@ -56,9 +39,5 @@ bnn_status predict_samples_with_chunk(const bnn_guide *guide, const float *x,
                                       size_t n, size_t num_samples,
                                       uint64_t seed, float *logp,
                                       size_t chunk);
-
-/* Stable sort (eval.c): idx[0..n) ordered by decreasing key[idx[i]], equal
- * keys in their incoming order; tmp has n entries. */
-void eval_sort_desc(size_t *idx, size_t *tmp, size_t n, const float *key);
 
 #endif

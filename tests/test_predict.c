@@ -10,6 +10,8 @@
 #include "bnn.h"
 #include "dense.h"
 #include "predict.h"
+#include "refusal.h"
+#include "uncertainty.h"
 #include "testutil.h"
 
 /* ======================================================================== */
@@ -68,7 +70,7 @@ static bnn_prediction stats_of(const float *p, size_t S, size_t C,
     float scratch[64], medians[8];
     bnn_prediction rec;
     memset(&rec, 0xee, sizeof rec);
-    predict_stats(p, S, C, C, rule, t, NULL, 0, &rec, med ? med : medians,
+    uncertainty_stats(p, S, C, C, rule, t, NULL, 0, &rec, med ? med : medians,
                   NULL, NULL, scratch);
     return rec;
 }
@@ -318,7 +320,7 @@ START_TEST(test_quantiles)
     const double want[5] = {0.1, 0.13, 0.3, 0.68, 0.8};
     float scratch[4], med[2], q[2 * 5];
     bnn_prediction rec;
-    predict_stats(p, 4, 2, 2, BNN_REFUSE_MEDIAN, 0.2f, lv, 5, &rec, med, q,
+    uncertainty_stats(p, 4, 2, 2, BNN_REFUSE_MEDIAN, 0.2f, lv, 5, &rec, med, q,
                   NULL, scratch);
     for (int j = 0; j < 5; j++) {
         tu_assert_close(q[j], want[j], 1e-7, 0);
@@ -338,7 +340,7 @@ START_TEST(test_quantiles)
             levels[j] = (float)tu_uniform(&g);
         levels[0] = 0.0f;
         levels[6] = 1.0f;
-        predict_stats(v, S, C, C, BNN_REFUSE_NONE, 0.0f, levels, 7, &rec,
+        uncertainty_stats(v, S, C, C, BNN_REFUSE_NONE, 0.0f, levels, 7, &rec,
                       NULL, out, NULL, sc);
         for (size_t c = 0; c < C; c++) {
             double col[50];
@@ -363,9 +365,9 @@ START_TEST(test_stats_stride)
         for (size_t c = 0; c < 5; c++)
             wide[s * 5 + c] = c < 3 ? p[s * 3 + c] : NAN;
     bnn_prediction a, b;
-    predict_stats(p, 3, 3, 3, BNN_REFUSE_MEDIAN, 0.2f, NULL, 0, &a, m1, NULL,
+    uncertainty_stats(p, 3, 3, 3, BNN_REFUSE_MEDIAN, 0.2f, NULL, 0, &a, m1, NULL,
                   mean1, scratch);
-    predict_stats(wide, 3, 3, 5, BNN_REFUSE_MEDIAN, 0.2f, NULL, 0, &b, m2,
+    uncertainty_stats(wide, 3, 3, 5, BNN_REFUSE_MEDIAN, 0.2f, NULL, 0, &b, m2,
                   NULL, mean2, scratch);
     ck_assert(memcmp(&a, &b, sizeof a) == 0);
     ck_assert(memcmp(mean1, mean2, sizeof mean1) == 0);
@@ -678,7 +680,7 @@ START_TEST(test_calibrate_brute_force)
                                                      : rec[c].mutual_info;
                 size_t k = 0, okc = 0;
                 for (size_t i = 0; i < n; i++)
-                    if (!predict_refuses(&rec[i], rule, t)) {
+                    if (!refusal_refuses(&rec[i], rule, t)) {
                         k++;
                         okc += (rule == BNN_REFUSE_MEDIAN ? rec[i].label
                                                           : rec[i].mean_label)
