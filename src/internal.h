@@ -116,7 +116,7 @@ static inline uint64_t rng_stream_id(uint64_t step, unsigned particle,
            ((uint64_t)(layer & 0xffu) << 8) | (uint64_t)purpose;
 }
 
-/* ---- optimizer and SVI workspace (optim.c, svi.c, layer.c) ---------------- */
+/* ---- SVI workspace (svi.c; used by layer.c and pass.c) ------------------- */
 
 /* Per-layer activations kept from the forward pass for the backward pass. */
 struct svi_layer_ws {
@@ -127,15 +127,16 @@ struct svi_layer_ws {
     float *s_in;  /* B x in: flipout input signs */
 };
 
-struct bnn_optimizer {
-    bnn_guide *guide;
-    bnn_optimizer_config ocfg;
-    bnn_svi_config svi;
-    uint64_t step;
-    float *m; /* Adam first moment / SGD momentum buffer, 2 * n_params */
-    float *v; /* Adam second moment, 2 * n_params */
-    /* Training workspace, sized once for svi.max_batch.  The n_params
-     * buffers an estimator does not use are NULL. */
+struct pool;
+
+/* What the engine needs for a step, apart from the guide: the estimator
+ * and noise seed, buffers sized once for max_batch, the threads and their
+ * per-chunk sums.  No optimizer state lives here, so layer.c and pass.c
+ * never see the optimizer. */
+struct svi_ws {
+    bnn_estimator estimator;
+    uint64_t seed;
+    /* The n_params buffers an estimator does not use are NULL. */
     float *dsig;  /* n_params: 2 sigma dsigma/drho (local reparameterization) */
     float *sig2;  /* n_params: sigma^2 (local reparameterization) */
     float *noise; /* n_params: eps of a whole-network draw, then eps dsigma/drho */
@@ -148,6 +149,25 @@ struct bnn_optimizer {
     struct svi_layer_ws layer[BNN_MAX_LAYERS];
     struct pool *pool; /* NULL: the per-parameter passes run on the caller */
     double *partial;   /* per-chunk sums of a pass (pass.c) */
+};
+
+/* Allocate the buffers and threads of cfg for model m into a zeroed ws; on
+ * failure the caller frees ws with svi_ws_free. */
+bnn_status svi_ws_alloc(struct svi_ws *ws, const struct bnn_model *m,
+                        const bnn_svi_config *cfg);
+void svi_ws_free(struct svi_ws *ws, const bnn_allocator *a);
+
+/* ---- optimizer (optim.c) ---------------------------------------------- */
+
+/* The optimizer's state and settings; its workspace is the SVI engine's. */
+struct bnn_optimizer {
+    bnn_guide *guide;
+    bnn_optimizer_config ocfg;
+    bnn_svi_config svi;
+    uint64_t step;
+    float *m; /* Adam first moment / SGD momentum buffer, 2 * n_params */
+    float *v; /* Adam second moment, 2 * n_params */
+    struct svi_ws ws;
 };
 
 /* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known

@@ -15,22 +15,22 @@ static tensor wview(float *base, const bnn_model *m, size_t l)
     return tensor_mat(base + m->w_off[l], model_layer_out(m, l), model_layer_in(m, l));
 }
 
-void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h, const layer_noise *nz)
+void layer_forward(struct svi_ws *ws, const bnn_guide *g, size_t l, const tensor *h,
+                   const layer_noise *nz)
 {
-    const bnn_guide *g = o->guide;
     const bnn_model *m = g->model;
-    struct svi_layer_ws *ws = &o->layer[l];
+    struct svi_layer_ws *lw = &ws->layer[l];
     size_t n = h->rows, in = model_layer_in(m, l), out = model_layer_out(m, l);
-    tensor a = tensor_mat(ws->pre, n, out);
+    tensor a = tensor_mat(lw->pre, n, out);
     const float *mu = guide_mu(g);
     tensor mu_w = wview((float *)mu, m, l);
 
-    switch (o->svi.estimator) {
+    switch (ws->estimator) {
     case BNN_EST_WEIGHT_SAMPLING: {
         /* a = h W^T + b with one network draw shared by the batch. */
-        tensor w = wview(o->wsamp, m, l);
+        tensor w = wview(ws->wsamp, m, l);
         tensor_gemm(0, 1, 1.0f, h, &w, 0.0f, &a);
-        tensor_add_row(&a, o->wsamp + m->b_off[l], &a);
+        tensor_add_row(&a, ws->wsamp + m->b_off[l], &a);
         break;
     }
     case BNN_EST_LOCAL_REPARAM: {
@@ -38,16 +38,16 @@ void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h, const lay
          * the exact marginal of a for independent Gaussian weights. */
         tensor_gemm(0, 1, 1.0f, h, &mu_w, 0.0f, &a);
         tensor_add_row(&a, mu + m->b_off[l], &a);
-        tensor hsq = tensor_mat(o->tmp_c, n, in);
+        tensor hsq = tensor_mat(ws->tmp_c, n, in);
         tensor_square(h, &hsq);
-        tensor var = tensor_mat(ws->std, n, out);
-        tensor s2 = wview(o->sig2, m, l);
+        tensor var = tensor_mat(lw->std, n, out);
+        tensor s2 = wview(ws->sig2, m, l);
         tensor_gemm(0, 1, 1.0f, &hsq, &s2, 0.0f, &var);
-        tensor_add_row(&var, o->sig2 + m->b_off[l], &var);
+        tensor_add_row(&var, ws->sig2 + m->b_off[l], &var);
         tensor_sqrt(&var, &var);
         rng_normal_fill(nz->seed, rng_stream_id(nz->step, nz->particle, (unsigned)l, RNG_LOCAL),
-                        (uint64_t)nz->offset * out, n * out, ws->eps);
-        float *pa = ws->pre, *ps = ws->std, *pe = ws->eps;
+                        (uint64_t)nz->offset * out, n * out, lw->eps);
+        float *pa = lw->pre, *ps = lw->std, *pe = lw->eps;
         for (size_t i = 0; i < n * out; i++)
             pa[i] += ps[i] * pe[i];
         break;
@@ -59,17 +59,17 @@ void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h, const lay
         tensor_gemm(0, 1, 1.0f, h, &mu_w, 0.0f, &a);
         tensor_add_row(&a, mu + m->b_off[l], &a);
         rng_sign_fill(nz->seed, rng_stream_id(nz->step, nz->particle, (unsigned)l, RNG_FLIPOUT_SIGN_IN),
-                      (uint64_t)nz->offset * in, n * in, ws->s_in);
+                      (uint64_t)nz->offset * in, n * in, lw->s_in);
         rng_sign_fill(nz->seed, rng_stream_id(nz->step, nz->particle, (unsigned)l, RNG_FLIPOUT_SIGN_OUT),
-                      (uint64_t)nz->offset * out, n * out, ws->eps);
-        tensor hs = tensor_mat(o->tmp_c, n, in);
-        tensor sin_t = tensor_mat(ws->s_in, n, in);
+                      (uint64_t)nz->offset * out, n * out, lw->eps);
+        tensor hs = tensor_mat(ws->tmp_c, n, in);
+        tensor sin_t = tensor_mat(lw->s_in, n, in);
         tensor_mul(h, &sin_t, &hs);
-        tensor p = tensor_mat(ws->std, n, out); /* std slot holds the perturbation */
-        tensor d = wview(o->wsamp, m, l);
+        tensor p = tensor_mat(lw->std, n, out); /* std slot holds the perturbation */
+        tensor d = wview(ws->wsamp, m, l);
         tensor_gemm(0, 1, 1.0f, &hs, &d, 0.0f, &p);
-        tensor_add_row(&p, o->wsamp + m->b_off[l], &p);
-        float *pa = ws->pre, *pp = ws->std, *pe = ws->eps;
+        tensor_add_row(&p, ws->wsamp + m->b_off[l], &p);
+        float *pa = lw->pre, *pp = lw->std, *pe = lw->eps;
         for (size_t i = 0; i < n * out; i++)
             pa[i] += pe[i] * pp[i];
         break;
@@ -77,7 +77,7 @@ void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h, const lay
     }
 
     if (l + 1 < model_n_layers(m)) {
-        tensor post = tensor_mat(ws->post, n, out);
+        tensor post = tensor_mat(lw->post, n, out);
         if (m->activation == BNN_ACT_RELU)
             tensor_relu(&a, &post);
         else
@@ -85,57 +85,56 @@ void layer_forward(struct bnn_optimizer *o, size_t l, const tensor *h, const lay
     }
 }
 
-void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *dA, tensor *dh,
-                    double *ss)
+void layer_backward(struct svi_ws *ws, bnn_guide *g, size_t l, const tensor *h, tensor *dA,
+                    tensor *dh, double *ss)
 {
-    bnn_guide *g = o->guide;
     const bnn_model *m = g->model;
-    struct svi_layer_ws *ws = &o->layer[l];
+    struct svi_layer_ws *lw = &ws->layer[l];
     size_t n = h->rows, in = model_layer_in(m, l), out = model_layer_out(m, l);
     size_t P = g->n_params, nw = in * out;
     float *gmu = g->grads, *grho = g->grads + P;
     tensor gmu_w = wview(gmu, m, l);
-    tensor gw = wview(o->gw, m, l);
+    tensor gw = wview(ws->gw, m, l);
     const float *mu = guide_mu(g);
     tensor mu_w = wview((float *)mu, m, l);
 
-    switch (o->svi.estimator) {
+    switch (ws->estimator) {
     case BNN_EST_WEIGHT_SAMPLING: {
         /* dW = dA^T h; W = mu + sigma * eps gives dmu = dW and
-         * drho = dW * eps * sigmoid(rho), the factor kept in o->noise. */
+         * drho = dW * eps * sigmoid(rho), the factor kept in ws->noise. */
         tensor_gemm(1, 0, 1.0f, dA, h, 0.0f, &gw);
-        float *gb = o->gw + m->b_off[l];
+        float *gb = ws->gw + m->b_off[l];
         tensor_sum_rows(dA, gb, 0);
         size_t w0 = m->w_off[l];
-        pass_backward(o, nw + out, o->gw + w0, o->noise + w0, gmu + w0, 1, grho + w0, ss);
+        pass_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, 1, grho + w0, ss);
         if (dh) {
-            tensor w = wview(o->wsamp, m, l);
+            tensor w = wview(ws->wsamp, m, l);
             tensor_gemm(0, 0, 1.0f, dA, &w, 0.0f, dh);
         }
         break;
     }
     case BNN_EST_LOCAL_REPARAM: {
         /* a = m + std * eps, std^2 = v: dm = dA, dv = dA * eps / (2 std). */
-        float *dv = ws->eps; /* eps is dead after this: reuse it for dv */
-        const float *sd = ws->std;
+        float *dv = lw->eps; /* eps is dead after this: reuse it for dv */
+        const float *sd = lw->std;
         for (size_t i = 0; i < n * out; i++)
             dv[i] = sd[i] > 0.0f ? dA->data[i] * dv[i] * 0.5f / sd[i] : 0.0f;
         tensor dvt = tensor_mat(dv, n, out);
         tensor_gemm(1, 0, 1.0f, dA, h, 1.0f, &gmu_w);
         tensor_sum_rows(dA, gmu + m->b_off[l], 1);
         /* d sigma^2 = dv^T (h*h); d rho = 2 sigma sigmoid(rho) d sigma^2,
-         * the factor kept in o->dsig. */
-        tensor hsq = tensor_mat(o->tmp_c, n, in);
+         * the factor kept in ws->dsig. */
+        tensor hsq = tensor_mat(ws->tmp_c, n, in);
         tensor_square(h, &hsq);
         tensor_gemm(1, 0, 1.0f, &dvt, &hsq, 0.0f, &gw);
-        tensor_sum_rows(&dvt, o->gw + m->b_off[l], 0);
+        tensor_sum_rows(&dvt, ws->gw + m->b_off[l], 0);
         size_t w0 = m->w_off[l];
-        pass_backward(o, nw + out, o->gw + w0, o->dsig + w0, gmu + w0, 0, grho + w0, ss);
+        pass_backward(ws, nw + out, ws->gw + w0, ws->dsig + w0, gmu + w0, 0, grho + w0, ss);
         if (dh) {
             /* dh = dA mu + 2 h * (dv sigma^2). */
-            tensor s2 = wview(o->sig2, m, l);
+            tensor s2 = wview(ws->sig2, m, l);
             tensor_gemm(0, 0, 1.0f, dA, &mu_w, 0.0f, dh);
-            tensor t = tensor_mat(o->tmp_c, n, in);
+            tensor t = tensor_mat(ws->tmp_c, n, in);
             tensor_gemm(0, 0, 1.0f, &dvt, &s2, 0.0f, &t);
             for (size_t r = 0; r < n; r++) {
                 float *dr = dh->data + r * dh->ld;
@@ -150,29 +149,29 @@ void layer_backward(struct bnn_optimizer *o, size_t l, const tensor *h, tensor *
         /* a = m + s_out * P, P = (h s_in) delta^T + delta_b, delta = sigma E. */
         tensor_gemm(1, 0, 1.0f, dA, h, 1.0f, &gmu_w);
         tensor_sum_rows(dA, gmu + m->b_off[l], 1);
-        float *dp = ws->std; /* the perturbation is dead: reuse for dP */
-        const float *so = ws->eps;
+        float *dp = lw->std; /* the perturbation is dead: reuse for dP */
+        const float *so = lw->eps;
         for (size_t i = 0; i < n * out; i++)
             dp[i] = dA->data[i] * so[i];
         tensor dpt = tensor_mat(dp, n, out);
-        tensor hs = tensor_mat(o->tmp_c, n, in);
-        tensor sin_t = tensor_mat(ws->s_in, n, in);
+        tensor hs = tensor_mat(ws->tmp_c, n, in);
+        tensor sin_t = tensor_mat(lw->s_in, n, in);
         tensor_mul(h, &sin_t, &hs);
         tensor_gemm(1, 0, 1.0f, &dpt, &hs, 0.0f, &gw);
-        tensor_sum_rows(&dpt, o->gw + m->b_off[l], 0);
+        tensor_sum_rows(&dpt, ws->gw + m->b_off[l], 0);
         /* delta = sigma E: drho = dDelta * E * sigmoid(rho), the factor
-         * kept in o->noise. */
+         * kept in ws->noise. */
         size_t w0 = m->w_off[l];
-        pass_backward(o, nw + out, o->gw + w0, o->noise + w0, gmu + w0, 0, grho + w0, ss);
+        pass_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, 0, grho + w0, ss);
         if (dh) {
             /* dh = dA mu + s_in * (dP delta). */
-            tensor d = wview(o->wsamp, m, l);
+            tensor d = wview(ws->wsamp, m, l);
             tensor_gemm(0, 0, 1.0f, dA, &mu_w, 0.0f, dh);
-            tensor t = tensor_mat(o->tmp_c, n, in);
+            tensor t = tensor_mat(ws->tmp_c, n, in);
             tensor_gemm(0, 0, 1.0f, &dpt, &d, 0.0f, &t);
             for (size_t r = 0; r < n; r++) {
                 float *dr = dh->data + r * dh->ld;
-                const float *sr = ws->s_in + r * in, *tr = t.data + r * in;
+                const float *sr = lw->s_in + r * in, *tr = t.data + r * in;
                 for (size_t c = 0; c < in; c++)
                     dr[c] += sr[c] * tr[c];
             }

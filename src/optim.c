@@ -1,5 +1,5 @@
-/* bnn_optimizer: Adam and SGD on the guide's flat buffers; owns the SVI
- * training workspace so that steady-state steps never allocate. */
+/* bnn_optimizer: Adam and SGD on the guide's flat buffers.  It owns an SVI
+ * workspace (svi.c) so that steady-state steps never allocate. */
 #include <math.h>
 #include <string.h>
 
@@ -92,49 +92,6 @@ static int read_sized(void *dst, size_t dst_size, const void *src, size_t min_si
     return 1;
 }
 
-static bnn_status alloc_workspace(bnn_optimizer *o)
-{
-    const bnn_model *m = o->guide->model;
-    const bnn_allocator *a = &m->alloc;
-    size_t P = m->n_params, B = o->svi.max_batch, bw;
-    if (mem_mul_overflow(B, m->max_width, &bw) || bw > SIZE_MAX / 8)
-        return error_set(BNN_E_SHAPE, "max_batch %zu is too large", B);
-    /* Only the per-parameter buffers this estimator uses: they dominate
-     * the training footprint. */
-    int lrt = o->svi.estimator == BNN_EST_LOCAL_REPARAM;
-    int noise = !lrt || o->svi.kl_mode == BNN_KL_MONTE_CARLO;
-    o->m = mem_calloc_array(a, 2 * P, sizeof(float));
-    o->v = mem_calloc_array(a, 2 * P, sizeof(float)); /* saved with the state, even for SGD */
-    o->dsig = lrt ? mem_alloc_array(a, P, sizeof(float)) : NULL;
-    o->sig2 = lrt ? mem_alloc_array(a, P, sizeof(float)) : NULL;
-    o->noise = noise ? mem_alloc_array(a, P, sizeof(float)) : NULL;
-    o->wsamp = lrt ? NULL : mem_alloc_array(a, P, sizeof(float));
-    o->gw = mem_alloc_array(a, P, sizeof(float));
-    o->logp = mem_alloc_array(a, bw, sizeof(float));
-    o->tmp_a = mem_alloc_array(a, bw, sizeof(float));
-    o->tmp_b = mem_alloc_array(a, bw, sizeof(float));
-    o->tmp_c = mem_alloc_array(a, bw, sizeof(float));
-    o->partial = mem_alloc_array(a, pool_chunks(2 * P), sizeof(double));
-    if (!o->m || !o->v || (lrt && (!o->dsig || !o->sig2)) ||
-        (noise && !o->noise) || (!lrt && !o->wsamp) || !o->gw || !o->logp || !o->tmp_a ||
-        !o->tmp_b || !o->tmp_c || !o->partial)
-        return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
-    for (size_t l = 0; l < model_n_layers(m); l++) {
-        struct svi_layer_ws *w = &o->layer[l];
-        size_t nin = B * model_layer_in(m, l), nout = B * model_layer_out(m, l);
-        int flip = o->svi.estimator == BNN_EST_FLIPOUT;
-        w->pre = mem_alloc_array(a, nout, sizeof(float));
-        w->post = mem_alloc_array(a, nout, sizeof(float));
-        w->std = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
-        w->eps = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
-        w->s_in = flip ? mem_alloc_array(a, nin, sizeof(float)) : NULL;
-        if (!w->pre || !w->post || ((lrt || flip) && (!w->std || !w->eps)) ||
-            (flip && !w->s_in))
-            return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
-    }
-    return BNN_OK;
-}
-
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi, bnn_optimizer **out)
 {
@@ -162,8 +119,12 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     o->guide = guide;
     o->ocfg = oc;
     o->svi = sc;
-    if ((st = alloc_workspace(o)) != BNN_OK ||
-        (st = pool_create(a, sc.num_threads, &o->pool)) != BNN_OK) {
+    size_t P = guide->n_params;
+    o->m = mem_calloc_array(a, 2 * P, sizeof(float));
+    o->v = mem_calloc_array(a, 2 * P, sizeof(float)); /* saved with the state, even for SGD */
+    if (!o->m || !o->v)
+        st = error_set(BNN_E_NOMEM, "out of memory allocating the optimizer state");
+    if (st != BNN_OK || (st = svi_ws_alloc(&o->ws, guide->model, &sc)) != BNN_OK) {
         bnn_optimizer_free(o);
         return st;
     }
@@ -176,20 +137,9 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *o)
     if (!o)
         return;
     const bnn_allocator *a = &o->guide->model->alloc;
-    pool_free(o->pool);
-    mem_free(a, o->partial);
-    float **bufs[] = {&o->m, &o->v, &o->dsig, &o->sig2, &o->noise, &o->wsamp,
-                      &o->gw, &o->logp, &o->tmp_a, &o->tmp_b, &o->tmp_c};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        mem_free(a, *bufs[i]);
-    for (size_t l = 0; l < BNN_MAX_LAYERS; l++) {
-        struct svi_layer_ws *w = &o->layer[l];
-        mem_free(a, w->pre);
-        mem_free(a, w->post);
-        mem_free(a, w->std);
-        mem_free(a, w->eps);
-        mem_free(a, w->s_in);
-    }
+    svi_ws_free(&o->ws, a);
+    mem_free(a, o->m);
+    mem_free(a, o->v);
     mem_free(a, o);
 }
 
@@ -221,8 +171,8 @@ BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *o, size_t num_thread
     bnn_status st = pool_create(&o->guide->model->alloc, want, &p);
     if (st != BNN_OK)
         return st;
-    pool_free(o->pool);
-    o->pool = p;
+    pool_free(o->ws.pool);
+    o->ws.pool = p;
     o->svi.num_threads = num_threads;
     return BNN_OK;
 }
@@ -277,7 +227,7 @@ static void apply(bnn_optimizer *o, double ss)
         double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
         fused_adam_args a = {scale, b1, b2, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)),
                              o->ocfg.eps};
-        pass_adam(o, n, p, gr, m, o->v, &a);
+        pass_adam(&o->ws, n, p, gr, m, o->v, &a);
     } else {
         float mom = o->ocfg.momentum;
         if (mom > 0.0f) {
@@ -307,7 +257,7 @@ BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_step: optimizer is NULL");
     /* One pass gives both the finiteness check (NaN and Inf propagate into
      * the sum; finite floats cannot overflow it) and the clipping norm. */
-    double ss = pass_sum_sq(o, 2 * o->guide->n_params, o->guide->grads);
+    double ss = pass_sum_sq(&o->ws, 2 * o->guide->n_params, o->guide->grads);
     if (!isfinite(ss))
         return error_set(BNN_E_NUMERIC, "gradient holds NaN or Inf: parameters left unchanged");
     apply(o, ss);

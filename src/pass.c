@@ -63,56 +63,56 @@ static void pass_task(void *vc, size_t c)
 }
 
 /* Run the chunks of x; returns the sum of their results in chunk order. */
-static double run(struct bnn_optimizer *o, pass_ctx *x, int sum)
+static double run(struct svi_ws *ws, pass_ctx *x, int sum)
 {
     size_t chunks = pool_chunks(x->n);
-    x->partial = sum ? o->partial : NULL;
-    pool_run(o->pool, pass_task, x, chunks);
+    x->partial = sum ? ws->partial : NULL;
+    pool_run(ws->pool, pass_task, x, chunks);
     double total = 0.0;
     if (sum)
         for (size_t c = 0; c < chunks; c++)
-            total += o->partial[c];
+            total += ws->partial[c];
     return total;
 }
 
 /* Unnamed members of the initialisers below are zero: NULL, 0. */
 
-double pass_draw(struct bnn_optimizer *o, int draw, uint64_t stream, size_t n, const float *mu,
+double pass_draw(struct svi_ws *ws, int draw, uint64_t stream, size_t n, const float *mu,
                  const float *rho, float *eps, float *w, int add_mu, const fused_kl *kl)
 {
-    pass_ctx x = {.kind = PASS_DRAW, .n = n, .draw = draw, .seed = o->svi.seed,
+    pass_ctx x = {.kind = PASS_DRAW, .n = n, .draw = draw, .seed = ws->seed,
                   .stream = stream, .mu = mu, .rho = rho, .eps = eps, .w = w,
                   .add_mu = add_mu, .kl = kl};
-    return run(o, &x, 1);
+    return run(ws, &x, 1);
 }
 
-double pass_lrt_prepare(struct bnn_optimizer *o, size_t n, const float *mu, const float *rho,
+double pass_lrt_prepare(struct svi_ws *ws, size_t n, const float *mu, const float *rho,
                         float *sig2, float *dsig, const fused_kl *kl)
 {
     pass_ctx x = {.kind = PASS_LRT, .n = n, .mu = mu, .rho = rho, .sig2 = sig2, .dsig = dsig,
                   .kl = kl};
-    return run(o, &x, 1);
+    return run(ws, &x, 1);
 }
 
-void pass_backward(struct bnn_optimizer *o, size_t n, const float *gw, const float *factor,
+void pass_backward(struct svi_ws *ws, size_t n, const float *gw, const float *factor,
                    float *gmu, int gmu_add, float *grho, double *ss)
 {
     pass_ctx x = {.kind = PASS_BACKWARD, .n = n, .gw = gw, .factor = factor, .gmu = gmu,
                   .gmu_add = gmu_add, .grho = grho};
-    double r = run(o, &x, ss != NULL);
+    double r = run(ws, &x, ss != NULL);
     if (ss)
         *ss += r;
 }
 
-double pass_sum_sq(struct bnn_optimizer *o, size_t n, const float *v)
+double pass_sum_sq(struct svi_ws *ws, size_t n, const float *v)
 {
     pass_ctx x = {.kind = PASS_SUM_SQ, .n = n, .x = v};
-    return run(o, &x, 1);
+    return run(ws, &x, 1);
 }
 
-void pass_adam(struct bnn_optimizer *o, size_t n, float *p, const float *g, float *m, float *v,
+void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g, float *m, float *v,
                const fused_adam_args *a)
 {
     pass_ctx x = {.kind = PASS_ADAM, .n = n, .p = p, .g = g, .m = m, .v = v, .adam = a};
-    (void)run(o, &x, 0);
+    (void)run(ws, &x, 0);
 }

@@ -1,5 +1,5 @@
 /* The per-parameter passes of a step (fused.h) run over the optimizer's
- * thread pool in fixed chunks of POOL_CHUNK elements.  Internal.
+ * thread pool (the SVI workspace's) in fixed chunks of POOL_CHUNK elements.  Internal.
  *
  * Each function is its fused_* namesake on [0, n), split into chunks that
  * run on any thread; sums are per-chunk totals added in chunk order, so
@@ -12,21 +12,21 @@
 
 #include "fused.h"
 
-struct bnn_optimizer;
+struct svi_ws;
 
 /* fused_draw; with `draw`, eps is first filled with standard normals of
  * (seed, stream) at the same indices, chunk by chunk. */
-double pass_draw(struct bnn_optimizer *o, int draw, uint64_t stream, size_t n,
+double pass_draw(struct svi_ws *ws, int draw, uint64_t stream, size_t n,
                  const float *mu, const float *rho, float *eps, float *w,
                  int add_mu, const fused_kl *kl);
-double pass_lrt_prepare(struct bnn_optimizer *o, size_t n, const float *mu,
+double pass_lrt_prepare(struct svi_ws *ws, size_t n, const float *mu,
                         const float *rho, float *sig2, float *dsig,
                         const fused_kl *kl);
-void pass_backward(struct bnn_optimizer *o, size_t n, const float *gw,
+void pass_backward(struct svi_ws *ws, size_t n, const float *gw,
                    const float *factor, float *gmu, int gmu_add, float *grho,
                    double *ss);
-double pass_sum_sq(struct bnn_optimizer *o, size_t n, const float *x);
-void pass_adam(struct bnn_optimizer *o, size_t n, float *p, const float *g,
+double pass_sum_sq(struct svi_ws *ws, size_t n, const float *x);
+void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g,
                float *m, float *v, const fused_adam_args *a);
 
 #endif

@@ -8,10 +8,70 @@
 #include "internal.h"
 #include "layer.h"
 #include "pass.h"
+#include "pool.h"
 #include "rng.h"
 #include "tensor.h"
 
 #define LOG_2PI 1.8378770664093453
+
+bnn_status svi_ws_alloc(struct svi_ws *ws, const bnn_model *m, const bnn_svi_config *cfg)
+{
+    const bnn_allocator *a = &m->alloc;
+    size_t P = m->n_params, B = cfg->max_batch, bw;
+    ws->estimator = cfg->estimator;
+    ws->seed = cfg->seed;
+    if (mem_mul_overflow(B, m->max_width, &bw) || bw > SIZE_MAX / 8)
+        return error_set(BNN_E_SHAPE, "max_batch %zu is too large", B);
+    /* Only the per-parameter buffers this estimator uses: they dominate
+     * the training footprint. */
+    int lrt = cfg->estimator == BNN_EST_LOCAL_REPARAM;
+    int noise = !lrt || cfg->kl_mode == BNN_KL_MONTE_CARLO;
+    ws->dsig = lrt ? mem_alloc_array(a, P, sizeof(float)) : NULL;
+    ws->sig2 = lrt ? mem_alloc_array(a, P, sizeof(float)) : NULL;
+    ws->noise = noise ? mem_alloc_array(a, P, sizeof(float)) : NULL;
+    ws->wsamp = lrt ? NULL : mem_alloc_array(a, P, sizeof(float));
+    ws->gw = mem_alloc_array(a, P, sizeof(float));
+    ws->logp = mem_alloc_array(a, bw, sizeof(float));
+    ws->tmp_a = mem_alloc_array(a, bw, sizeof(float));
+    ws->tmp_b = mem_alloc_array(a, bw, sizeof(float));
+    ws->tmp_c = mem_alloc_array(a, bw, sizeof(float));
+    ws->partial = mem_alloc_array(a, pool_chunks(2 * P), sizeof(double));
+    if ((lrt && (!ws->dsig || !ws->sig2)) || (noise && !ws->noise) || (!lrt && !ws->wsamp) ||
+        !ws->gw || !ws->logp || !ws->tmp_a || !ws->tmp_b || !ws->tmp_c || !ws->partial)
+        return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
+    for (size_t l = 0; l < model_n_layers(m); l++) {
+        struct svi_layer_ws *w = &ws->layer[l];
+        size_t nin = B * model_layer_in(m, l), nout = B * model_layer_out(m, l);
+        int flip = cfg->estimator == BNN_EST_FLIPOUT;
+        w->pre = mem_alloc_array(a, nout, sizeof(float));
+        w->post = mem_alloc_array(a, nout, sizeof(float));
+        w->std = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
+        w->eps = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
+        w->s_in = flip ? mem_alloc_array(a, nin, sizeof(float)) : NULL;
+        if (!w->pre || !w->post || ((lrt || flip) && (!w->std || !w->eps)) ||
+            (flip && !w->s_in))
+            return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
+    }
+    return pool_create(a, cfg->num_threads, &ws->pool);
+}
+
+void svi_ws_free(struct svi_ws *ws, const bnn_allocator *a)
+{
+    pool_free(ws->pool);
+    mem_free(a, ws->partial);
+    float **bufs[] = {&ws->dsig, &ws->sig2, &ws->noise, &ws->wsamp, &ws->gw,
+                      &ws->logp, &ws->tmp_a, &ws->tmp_b, &ws->tmp_c};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        mem_free(a, *bufs[i]);
+    for (size_t l = 0; l < BNN_MAX_LAYERS; l++) {
+        struct svi_layer_ws *w = &ws->layer[l];
+        mem_free(a, w->pre);
+        mem_free(a, w->post);
+        mem_free(a, w->std);
+        mem_free(a, w->eps);
+        mem_free(a, w->s_in);
+    }
+}
 
 static bnn_status check_batch(const bnn_optimizer *o, const float *x, const int32_t *labels,
                               const float *targets, size_t n, size_t offset, size_t total)
@@ -89,15 +149,15 @@ static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale)
     case BNN_EST_WEIGHT_SAMPLING:
     case BNN_EST_FLIPOUT: {
         int ws = o->svi.estimator == BNN_EST_WEIGHT_SAMPLING;
-        r = pass_draw(o, 1, rng_stream_id(step, k, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS), P, mu,
-                      rho, o->noise, o->wsamp, ws, analytic && k > 0 ? NULL : &kl);
+        r = pass_draw(&o->ws, 1, rng_stream_id(step, k, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS), P, mu,
+                      rho, o->ws.noise, o->ws.wsamp, ws, analytic && k > 0 ? NULL : &kl);
         break;
     }
     case BNN_EST_LOCAL_REPARAM:
         if (k == 0)
-            r = pass_lrt_prepare(o, P, mu, rho, o->sig2, o->dsig, analytic ? &kl : NULL);
+            r = pass_lrt_prepare(&o->ws, P, mu, rho, o->ws.sig2, o->ws.dsig, analytic ? &kl : NULL);
         if (!analytic)
-            r = pass_draw(o, 1, rng_stream_id(step, k, 0, RNG_KL), P, mu, rho, o->noise, NULL, 0,
+            r = pass_draw(&o->ws, 1, rng_stream_id(step, k, 0, RNG_KL), P, mu, rho, o->ws.noise, NULL, 0,
                           &kl);
         break;
     }
@@ -105,7 +165,7 @@ static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale)
 }
 
 /* Forward the whole network, then the likelihood: returns the batch NLL and
- * leaves dLoss/da of the last layer, times `weight`, in o->tmp_a. */
+ * leaves dLoss/da of the last layer, times `weight`, in o->ws.tmp_a. */
 static double forward_loss(bnn_optimizer *o, const float *x, const int32_t *labels,
                            const float *targets, size_t n, const layer_noise *nz, float weight)
 {
@@ -113,18 +173,18 @@ static double forward_loss(bnn_optimizer *o, const float *x, const int32_t *labe
     size_t L = model_n_layers(m), out = m->sizes[L];
     tensor h = tensor_mat((float *)x, n, m->sizes[0]);
     for (size_t l = 0; l < L; l++) {
-        layer_forward(o, l, &h, nz);
-        h = tensor_mat(o->layer[l].post, n, model_layer_out(m, l));
+        layer_forward(&o->ws, o->guide, l, &h, nz);
+        h = tensor_mat(o->ws.layer[l].post, n, model_layer_out(m, l));
     }
-    const float *a = o->layer[L - 1].pre;
-    float *da = o->tmp_a;
+    const float *a = o->ws.layer[L - 1].pre;
+    float *da = o->ws.tmp_a;
     double nll = 0.0;
     if (m->likelihood == BNN_LIK_CATEGORICAL) {
-        tensor at = tensor_mat((float *)a, n, out), lp = tensor_mat(o->logp, n, out);
+        tensor at = tensor_mat((float *)a, n, out), lp = tensor_mat(o->ws.logp, n, out);
         tensor_log_softmax_rows(&at, &lp);
         /* d(-log softmax_y)/da = softmax - onehot(y). */
         for (size_t i = 0; i < n; i++) {
-            const float *lr = o->logp + i * out;
+            const float *lr = o->ws.logp + i * out;
             float *dr = da + i * out;
             nll -= lr[labels[i]];
             for (size_t k = 0; k < out; k++)
@@ -146,24 +206,24 @@ static void backward(bnn_optimizer *o, const float *x, size_t n, double *ss)
 {
     const bnn_model *m = o->guide->model;
     size_t L = model_n_layers(m);
-    float *da = o->tmp_a, *dh = o->tmp_b;
+    float *da = o->ws.tmp_a, *dh = o->ws.tmp_b;
     for (size_t l = L; l-- > 0;) {
         size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
-        tensor h = l == 0 ? tensor_mat((float *)x, n, in) : tensor_mat(o->layer[l - 1].post, n, in);
+        tensor h = l == 0 ? tensor_mat((float *)x, n, in) : tensor_mat(o->ws.layer[l - 1].post, n, in);
         tensor dat = tensor_mat(da, n, out);
         if (l == 0) {
-            layer_backward(o, l, &h, &dat, NULL, ss);
+            layer_backward(&o->ws, o->guide, l, &h, &dat, NULL, ss);
             break;
         }
         tensor dht = tensor_mat(dh, n, in);
-        layer_backward(o, l, &h, &dat, &dht, ss);
+        layer_backward(&o->ws, o->guide, l, &h, &dat, &dht, ss);
         /* Through the activation of layer l-1 into its pre-activation. */
         tensor dprev = tensor_mat(da, n, in);
         if (m->activation == BNN_ACT_RELU) {
-            tensor pre = tensor_mat(o->layer[l - 1].pre, n, in);
+            tensor pre = tensor_mat(o->ws.layer[l - 1].pre, n, in);
             tensor_relu_backward(&pre, &dht, &dprev);
         } else {
-            tensor post = tensor_mat(o->layer[l - 1].post, n, in);
+            tensor post = tensor_mat(o->ws.layer[l - 1].post, n, in);
             tensor_tanh_backward(&post, &dht, &dprev);
         }
     }
