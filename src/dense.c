@@ -16,6 +16,7 @@
  * inner loop reads DENSE_PANEL contiguous floats per k. */
 #include <string.h>
 
+#include "cpu.h"
 #include "dense.h"
 
 /* Separate multiply and add statements: an ISO C compiler may not fuse
@@ -86,8 +87,7 @@ static void dense_v4(const float *W, const float *b, size_t out, size_t in,
     }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-#define HAVE_AVX2_PATH 1
+#if CPU_HAVE_AVX2_PATH
 
 typedef float vf8 __attribute__((vector_size(32), aligned(4), may_alias));
 
@@ -96,7 +96,7 @@ typedef float vf8 __attribute__((vector_size(32), aligned(4), may_alias));
 /* AVX2 without FMA: the same operations 8 lanes at a time, 4 outputs x 16
  * inputs = 8 accumulators.  Chosen at run time, so the library still runs
  * on any x86-64. */
-__attribute__((target("avx2"))) static void
+CPU_TARGET_AVX2 static void
 dense_v8(const float *W, const float *b, size_t out, size_t in,
          const float *h, float *y, size_t npan)
 {
@@ -188,8 +188,8 @@ int dense_path_available(int path)
 #if defined(__GNUC__)
     case DENSE_PATH_VECTOR: return 1;
 #endif
-#if defined(HAVE_AVX2_PATH)
-    case DENSE_PATH_AVX2: return __builtin_cpu_supports("avx2") != 0;
+#if CPU_HAVE_AVX2_PATH
+    case DENSE_PATH_AVX2: return cpu_has_avx2();
 #endif
     default: return 0;
     }
@@ -199,8 +199,8 @@ void dense_panels(const float *W, const float *b, size_t out, size_t in,
                   const float *h, float *y, size_t npan, int path)
 {
     if (path == DENSE_PATH_AUTO || !dense_path_available(path)) {
-#if defined(HAVE_AVX2_PATH)
-        path = __builtin_cpu_supports("avx2") ? DENSE_PATH_AVX2
+#if CPU_HAVE_AVX2_PATH
+        path = cpu_has_avx2() ? DENSE_PATH_AVX2
                                               : DENSE_PATH_VECTOR;
 #elif defined(__GNUC__)
         path = DENSE_PATH_VECTOR;
@@ -208,7 +208,7 @@ void dense_panels(const float *W, const float *b, size_t out, size_t in,
         path = DENSE_PATH_SCALAR;
 #endif
     }
-#if defined(HAVE_AVX2_PATH)
+#if CPU_HAVE_AVX2_PATH
     if (path == DENSE_PATH_AVX2) {
         dense_v8(W, b, out, in, h, y, npan);
         return;

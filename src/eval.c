@@ -7,11 +7,6 @@
 #include "internal.h"
 #include "eval.h"
 
-/* The output structs are size-versioned: a field is written only when the
- * caller's struct_size covers all of it. */
-#define COVERS(size, type, field) \
-    ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
 /* Below this a probability is treated as this, so one confident mistake
  * gives a large but finite NLL. */
 #define NLL_FLOOR 1e-12
@@ -30,10 +25,9 @@ BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
         return error_set(BNN_E_INVALID,
                          "bnn_eval_metrics: ece_bins %zu not in [1, 2^24]",
                          ece_bins);
-    if (!COVERS(out->struct_size, bnn_metrics, accuracy))
-        return error_set(BNN_E_INVALID,
-                         "bnn_eval_metrics: out->struct_size %zu too small",
-                         out->struct_size);
+    bnn_status st = sized_check(out, SIZED_END(bnn_metrics, accuracy), "bnn_metrics");
+    if (st != BNN_OK)
+        return st;
     if (classes > INT32_MAX)
         return error_set(BNN_E_SHAPE, "bnn_eval_metrics: too many classes");
     if (mem_mul_overflow(n, classes, &total))
@@ -98,13 +92,8 @@ BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
     mem_free(&al, bins);
 
     double dn = (double)n;
-    out->accuracy = correct / dn;
-    if (COVERS(out->struct_size, bnn_metrics, nll))
-        out->nll = nll / dn;
-    if (COVERS(out->struct_size, bnn_metrics, brier))
-        out->brier = brier / dn;
-    if (COVERS(out->struct_size, bnn_metrics, ece))
-        out->ece = ece;
+    bnn_metrics r = {sizeof r, correct / dn, nll / dn, brier / dn, ece};
+    sized_write(out, &r, sizeof r);
     return BNN_OK;
 }
 
@@ -196,10 +185,9 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
     if (mem_mul_overflow(n, record_size, &total))
         return error_set(BNN_E_SHAPE,
                          "bnn_eval_refusal: n * record_size overflows");
-    if (!COVERS(out->struct_size, bnn_refusal_report, n))
-        return error_set(BNN_E_INVALID,
-                         "bnn_eval_refusal: out->struct_size %zu too small",
-                         out->struct_size);
+    bnn_status st = sized_check(out, SIZED_END(bnn_refusal_report, n), "bnn_refusal_report");
+    if (st != BNN_OK)
+        return st;
     for (size_t i = 0; i < n; i++)
         if (labels[i] < 0)
             return error_set(BNN_E_INVALID,
@@ -223,15 +211,9 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
     }
 
     size_t accepted = n - refused;
-    out->n = n;
-    if (COVERS(out->struct_size, bnn_refusal_report, refused))
-        out->refused = refused;
-    if (COVERS(out->struct_size, bnn_refusal_report, forced_accuracy))
-        out->forced_accuracy = (double)correct / (double)n;
-    if (COVERS(out->struct_size, bnn_refusal_report, refused_fraction))
-        out->refused_fraction = (double)refused / (double)n;
-    if (COVERS(out->struct_size, bnn_refusal_report, accepted_accuracy))
-        out->accepted_accuracy =
-            accepted ? (double)accepted_correct / (double)accepted : 0.0;
+    bnn_refusal_report r = {sizeof r, n, refused, (double)correct / (double)n,
+                            (double)refused / (double)n,
+                            accepted ? (double)accepted_correct / (double)accepted : 0.0};
+    sized_write(out, &r, sizeof r);
     return BNN_OK;
 }

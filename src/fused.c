@@ -4,26 +4,14 @@
  * arithmetic of a block is one branch-free loop that vectorizes, and the
  * block's sums (KL terms, squares) are then added from L1 into eight
  * double lanes in a fixed order, so the totals do not depend on the code
- * path.  As in tensor.c the entry points are also compiled for AVX2 and
- * picked at load time; without FMA and without contraction (ISO C mode)
- * both versions round identically. */
+ * path.  The entry points get an AVX2 clone (cpu.h). */
 #include "fused.h"
 
 #include <math.h>
 #include <stdint.h>
 
+#include "cpu.h"
 #include "vmath.h"
-
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
-/* clang 14 names the clones f.ifunc, so calls from other files do not link. */
-#if __has_attribute(target_clones) && !defined(BNN_NO_CLONES) && \
-    (!defined(__clang__) || __clang_major__ >= 15)
-#define FUSED_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef FUSED_CLONES
-#define FUSED_CLONES
-#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define FUSED_INLINE static inline __attribute__((always_inline))
@@ -246,7 +234,7 @@ FUSED_INLINE void lrt_block(const int mode, size_t len, const float *restrict mu
     }
 }
 
-FUSED_CLONES
+CPU_CLONES
 double fused_lrt_prepare(size_t n, const float *mu, const float *rho, float *sig2, float *dsig,
                          const fused_kl *kl)
 {
@@ -298,7 +286,7 @@ FUSED_INLINE void draw_block(const int has_w, const int mode, const int acc, siz
                md != FUSED_KL_NONE ? kl->gmu + i : NULL,                                \
                md != FUSED_KL_NONE ? kl->grho + i : NULL, klv)
 
-FUSED_CLONES
+CPU_CLONES
 double fused_draw(size_t n, const float *mu, const float *rho, float *eps, float *w, int add_mu,
                   const fused_kl *kl)
 {
@@ -335,7 +323,7 @@ double fused_draw(size_t n, const float *mu, const float *rho, float *eps, float
 
 #undef DRAW_CASE
 
-FUSED_CLONES
+CPU_CLONES
 void fused_sample_network(size_t n, const float *mu, const float *rho, float *w)
 {
     const float *restrict m = mu, *restrict r = rho;
@@ -360,7 +348,7 @@ FUSED_INLINE void backward_block(const int add, size_t len, const float *restric
     }
 }
 
-FUSED_CLONES
+CPU_CLONES
 void fused_backward(size_t n, const float *gw, const float *factor, float *gmu, int gmu_add,
                     float *grho, double *ss)
 {
@@ -380,7 +368,7 @@ void fused_backward(size_t n, const float *gw, const float *factor, float *gmu, 
         *ss += lanes_total(lane);
 }
 
-FUSED_CLONES
+CPU_CLONES
 double fused_sum_sq(size_t n, const float *x)
 {
     double lane[FUSED_LANES] = {0};
@@ -391,7 +379,7 @@ double fused_sum_sq(size_t n, const float *x)
     return lanes_total(lane);
 }
 
-FUSED_CLONES
+CPU_CLONES
 void fused_adam(size_t n, float *p, const float *g, float *m, float *v, const fused_adam_args *a)
 {
     float *restrict pp = p, *restrict mm = m, *restrict vv = v;

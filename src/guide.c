@@ -68,11 +68,10 @@ BNN_API bnn_status bnn_guide_create(const bnn_model *m, const bnn_guide_config *
     bnn_guide_config c;
     bnn_guide_config_init(&c);
     if (user) {
-        if (user->struct_size < offsetof(bnn_guide_config, init_sigma))
-            return error_set(BNN_E_INVALID, "bnn_guide_config.struct_size %zu is too small",
-                             user->struct_size);
-        memcpy(&c, user, user->struct_size < sizeof c ? user->struct_size : sizeof c);
-        c.struct_size = sizeof c;
+        bnn_status st = sized_read(&c, sizeof c, user, offsetof(bnn_guide_config, init_sigma),
+                                   "bnn_guide_config");
+        if (st != BNN_OK)
+            return st;
     }
     if (c.init != BNN_INIT_DEFAULT && c.init != BNN_INIT_PYRO)
         return error_set(BNN_E_INVALID, "unknown guide init %d", (int)c.init);

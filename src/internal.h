@@ -34,6 +34,34 @@ bnn_allocator mem_default_allocator(void);
 /* 1 if a * b overflows size_t, else stores the product and returns 0. */
 int mem_mul_overflow(size_t a, size_t b, size_t *out);
 
+/* ---- size-versioned structs ----------------------------------------------
+ * Every public config and output struct starts with `size_t struct_size`:
+ * the size the caller's binary was built with.  The library reads and
+ * writes only the bytes it covers, so older binaries keep working when
+ * fields are appended.  These three are the only way the library touches
+ * one. */
+
+/* The bytes of `type` up to the end of `field`. */
+#define SIZED_END(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+/* 1 if a struct of `size` bytes holds all of `field`. */
+#define SIZED_COVERS(size, type, field) ((size) >= SIZED_END(type, field))
+
+/* Read the caller's struct `user` over `dst` (which holds the defaults,
+ * dst_size bytes): copies the bytes user->struct_size covers, then sets
+ * dst's struct_size to dst_size.  BNN_E_INVALID ("<what>.struct_size N is
+ * too small (call <what>_init)") when user's size is below min_size, the
+ * end of the fields every version has had; dst is then unchanged. */
+bnn_status sized_read(void *dst, size_t dst_size, const void *user,
+                      size_t min_size, const char *what);
+
+/* The same check for an output struct the caller passes to be filled. */
+bnn_status sized_check(const void *user, size_t min_size, const char *what);
+
+/* Write the library's `src` (src_size bytes) into the caller's struct
+ * `user`: only the bytes user->struct_size covers, and user's struct_size
+ * is kept. */
+void sized_write(void *user, const void *src, size_t src_size);
+
 /* ---- model (model.c) ---------------------------------------------------- */
 
 struct bnn_model {

@@ -30,13 +30,8 @@ static int positive_finite(float v)
 static bnn_status read_config(const bnn_model_config *user, bnn_model_config *cfg)
 {
     bnn_model_config_init(cfg);
-    if (user->struct_size < offsetof(bnn_model_config, activation))
-        return error_set(BNN_E_INVALID, "bnn_model_config.struct_size %zu is too small "
-                         "(call bnn_model_config_init)", user->struct_size);
-    size_t n = user->struct_size < sizeof *cfg ? user->struct_size : sizeof *cfg;
-    memcpy(cfg, user, n);
-    cfg->struct_size = sizeof *cfg;
-    return BNN_OK;
+    return sized_read(cfg, sizeof *cfg, user, offsetof(bnn_model_config, activation),
+                      "bnn_model_config");
 }
 
 static bnn_status validate(const bnn_model_config *c)
@@ -170,9 +165,9 @@ BNN_API bnn_status bnn_model_get_config(const bnn_model *m, bnn_model_config *cf
 {
     if (!m || !cfg)
         return error_set(BNN_E_INVALID, "bnn_model_get_config: NULL argument");
-    if (cfg->struct_size < offsetof(bnn_model_config, activation))
-        return error_set(BNN_E_INVALID, "bnn_model_config.struct_size %zu is too small",
-                         cfg->struct_size);
+    bnn_status st = sized_check(cfg, offsetof(bnn_model_config, activation), "bnn_model_config");
+    if (st != BNN_OK)
+        return st;
     bnn_model_config c;
     bnn_model_config_init(&c);
     c.n_sizes = m->n_sizes;
@@ -186,9 +181,6 @@ BNN_API bnn_status bnn_model_get_config(const bnn_model *m, bnn_model_config *cf
     c.prior_sigma1 = m->prior_sigma1;
     c.prior_sigma2 = m->prior_sigma2;
     c.allocator = NULL;
-    size_t user_size = cfg->struct_size;
-    size_t n = user_size < sizeof c ? user_size : sizeof c;
-    memcpy(cfg, &c, n);
-    cfg->struct_size = user_size;
+    sized_write(cfg, &c, sizeof c);
     return BNN_OK;
 }

@@ -81,17 +81,6 @@ static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
     return BNN_OK;
 }
 
-/* Copy a size-versioned struct over defaults. */
-static int read_sized(void *dst, size_t dst_size, const void *src, size_t min_size)
-{
-    size_t user = *(const size_t *)src;
-    if (user < min_size)
-        return 0;
-    memcpy(dst, src, user < dst_size ? user : dst_size);
-    *(size_t *)dst = dst_size;
-    return 1;
-}
-
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi, bnn_optimizer **out)
 {
@@ -101,11 +90,14 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     bnn_svi_config sc;
     bnn_optimizer_config_init(&oc);
     bnn_svi_config_init(&sc);
-    if (ocfg && !read_sized(&oc, sizeof oc, ocfg, offsetof(bnn_optimizer_config, beta1)))
-        return error_set(BNN_E_INVALID, "bnn_optimizer_config.struct_size is too small");
-    if (svi && !read_sized(&sc, sizeof sc, svi, offsetof(bnn_svi_config, seed)))
-        return error_set(BNN_E_INVALID, "bnn_svi_config.struct_size is too small");
-    bnn_status st = validate_ocfg(&oc);
+    bnn_status st = BNN_OK;
+    if (ocfg)
+        st = sized_read(&oc, sizeof oc, ocfg, offsetof(bnn_optimizer_config, beta1),
+                        "bnn_optimizer_config");
+    if (st == BNN_OK && svi)
+        st = sized_read(&sc, sizeof sc, svi, offsetof(bnn_svi_config, seed), "bnn_svi_config");
+    if (st == BNN_OK)
+        st = validate_ocfg(&oc);
     if (st == BNN_OK)
         st = validate_svi(&sc, guide->model);
     if (st != BNN_OK)
@@ -187,18 +179,10 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimize
 {
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_get_config: optimizer is NULL");
-    if (ocfg) {
-        size_t n = ocfg->struct_size < sizeof o->ocfg ? ocfg->struct_size : sizeof o->ocfg;
-        size_t keep = ocfg->struct_size;
-        memcpy(ocfg, &o->ocfg, n);
-        ocfg->struct_size = keep;
-    }
-    if (svi) {
-        size_t n = svi->struct_size < sizeof o->svi ? svi->struct_size : sizeof o->svi;
-        size_t keep = svi->struct_size;
-        memcpy(svi, &o->svi, n);
-        svi->struct_size = keep;
-    }
+    if (ocfg)
+        sized_write(ocfg, &o->ocfg, sizeof o->ocfg);
+    if (svi)
+        sized_write(svi, &o->svi, sizeof o->svi);
     return BNN_OK;
 }
 

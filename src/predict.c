@@ -23,9 +23,6 @@
 #include "uncertainty.h"
 #include "vmath.h"
 
-#define COVERS(size, type, field) \
-    ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
 /* Stream steps are 40 bits wide (rng_stream_id). */
 #define MAX_SAMPLES ((size_t)1 << 40)
 
@@ -459,24 +456,10 @@ static bnn_status read_config(const bnn_predict_config *cfg,
     bnn_predict_config_init(c);
     if (!cfg)
         return BNN_OK;
-    size_t sz = cfg->struct_size;
-    if (!COVERS(sz, bnn_predict_config, num_samples))
-        return error_set(BNN_E_INVALID,
-                         "%s: cfg->struct_size %zu too small (call "
-                         "bnn_predict_config_init)",
-                         fn, sz);
-#define READ(f)                                                            \
-    if (COVERS(sz, bnn_predict_config, f))                                 \
-    c->f = cfg->f
-    READ(num_samples);
-    READ(seed);
-    READ(rule);
-    READ(threshold);
-    READ(n_quantiles);
-    READ(quantiles);
-    READ(mean_probs);
-    READ(num_threads);
-#undef READ
+    bnn_status st = sized_read(c, sizeof *c, cfg, SIZED_END(bnn_predict_config, num_samples),
+                               "bnn_predict_config");
+    if (st != BNN_OK)
+        return st;
     if (c->num_threads > BNN_MAX_THREADS)
         return error_set(BNN_E_INVALID, "%s: num_threads must be in [0, %d], got %zu", fn,
                          BNN_MAX_THREADS, c->num_threads);

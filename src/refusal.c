@@ -10,9 +10,6 @@
 
 /* The record fields are size-versioned: a field is read or written only
  * when the caller's record_size covers all of it. */
-#define COVERS(size, type, field) \
-    ((size) >= offsetof(type, field) + sizeof(((type *)0)->field))
-
 int refusal_refuses(const bnn_prediction *rec, bnn_refusal_rule rule, float t)
 {
     /* Written as negated acceptance tests so that NaN scores refuse. */
@@ -35,7 +32,7 @@ void refusal_record_store(unsigned char *dst, size_t rs,
                           const bnn_prediction *r)
 {
 #define STORE(f)                                                           \
-    if (COVERS(rs, bnn_prediction, f))                                     \
+    if (SIZED_COVERS(rs, bnn_prediction, f))                                     \
     memcpy(dst + offsetof(bnn_prediction, f), &r->f, sizeof r->f)
     STORE(label);
     STORE(refused);
@@ -54,7 +51,7 @@ void refusal_record_load(const unsigned char *src, size_t rs,
 {
     memset(r, 0, sizeof *r);
 #define LOAD(f)                                                            \
-    if (COVERS(rs, bnn_prediction, f))                                     \
+    if (SIZED_COVERS(rs, bnn_prediction, f))                                     \
     memcpy(&r->f, src + offsetof(bnn_prediction, f), sizeof r->f)
     LOAD(label);
     LOAD(refused);

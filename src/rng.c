@@ -37,12 +37,9 @@
 
 #include "vmath.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define RNG_HAVE_AVX2 1
+#include "cpu.h"
+#if CPU_HAVE_AVX2_PATH
 #include <immintrin.h>
-#define RNG_TARGET_AVX2 __attribute__((target("avx2")))
-#else
-#define RNG_HAVE_AVX2 0
 #endif
 
 /* The shared stages are inlined into each code path so that each is
@@ -144,7 +141,7 @@ static void philox_batch_portable(uint64_t seed, uint64_t stream,
     }
 }
 
-#if RNG_HAVE_AVX2
+#if CPU_HAVE_AVX2_PATH
 /* hi:lo = x * m on eight 32-bit lanes: vpmuludq multiplies the even lanes,
  * the odd ones are shifted down for a second multiply, and blends put the
  * halves back in lane order. */
@@ -169,7 +166,7 @@ static void philox_batch_portable(uint64_t seed, uint64_t stream,
 
 /* Sixteen blocks per iteration in two independent groups of eight, so one
  * group's multiplies overlap the other's latency. */
-RNG_TARGET_AVX2 static void philox_batch_avx2(uint64_t seed, uint64_t stream,
+CPU_TARGET_AVX2 static void philox_batch_avx2(uint64_t seed, uint64_t stream,
                                               uint64_t block0,
                                               philox_lanes *out)
 {
@@ -294,8 +291,8 @@ static void fill_batch_portable(enum rng_dist dist, uint64_t seed,
     batch_values(dist, &L, buf);
 }
 
-#if RNG_HAVE_AVX2
-RNG_TARGET_AVX2 static void fill_batch_avx2(enum rng_dist dist, uint64_t seed,
+#if CPU_HAVE_AVX2_PATH
+CPU_TARGET_AVX2 static void fill_batch_avx2(enum rng_dist dist, uint64_t seed,
                                             uint64_t stream, uint64_t block0,
                                             float *buf)
 {
@@ -307,8 +304,8 @@ RNG_TARGET_AVX2 static void fill_batch_avx2(enum rng_dist dist, uint64_t seed,
 
 static enum rng_impl resolve_impl(enum rng_impl impl)
 {
-#if RNG_HAVE_AVX2
-    if (impl != RNG_IMPL_PORTABLE && __builtin_cpu_supports("avx2"))
+#if CPU_HAVE_AVX2_PATH
+    if (impl != RNG_IMPL_PORTABLE && cpu_has_avx2())
         return RNG_IMPL_AVX2;
 #endif
     (void)impl;
@@ -332,7 +329,7 @@ enum rng_impl rng_fill_impl(enum rng_impl impl, enum rng_dist dist,
         if (take > n)
             take = n;
         float *dst = (skip == 0 && take == per_batch) ? out : buf;
-#if RNG_HAVE_AVX2
+#if CPU_HAVE_AVX2_PATH
         if (impl == RNG_IMPL_AVX2)
             fill_batch_avx2(dist, seed, stream, block0, dst);
         else

@@ -237,8 +237,11 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
     bnn_status st = check_batch(o, x, labels, targets, n, offset, total);
     if (st != BNN_OK)
         return st;
-    if (stats && stats->struct_size < offsetof(bnn_svi_stats, kl))
-        return error_set(BNN_E_INVALID, "bnn_svi_stats.struct_size is too small");
+    if (stats) {
+        st = sized_check(stats, offsetof(bnn_svi_stats, kl), "bnn_svi_stats");
+        if (st != BNN_OK)
+            return st;
+    }
     size_t K = o->svi.num_particles;
     float inv_k = 1.0f / (float)K;
     double kl_scale = (double)o->svi.kl_weight * (double)n / (double)o->svi.dataset_size;
@@ -260,9 +263,7 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
                          "rate or check the inputs", loss);
     if (stats) {
         bnn_svi_stats s = {sizeof s, loss, nll, kl, kl_scale * kl, sqrt(ss)};
-        size_t keep = stats->struct_size;
-        memcpy(stats, &s, keep < sizeof s ? keep : sizeof s);
-        stats->struct_size = keep;
+        sized_write(stats, &s, sizeof s);
     }
     if (grad_ss)
         *grad_ss = ss;

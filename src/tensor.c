@@ -11,22 +11,11 @@
 #include <cblas.h>
 #include <math.h>
 
+#include "cpu.h"
 #include "vmath.h"
 
-/* The kernels built on vmath.h cost tens of operations per element, so on
- * x86-64 they are also compiled for AVX2 and picked at load time.  AVX2
- * alone brings no fused multiply-add, and the ISO C build mode turns off
- * contraction, so both versions round identically. */
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
-/* clang 14 names the clones f.ifunc, so calls from other files do not link. */
-#if __has_attribute(target_clones) && !defined(BNN_NO_CLONES) && \
-    (!defined(__clang__) || __clang_major__ >= 15)
-#define TENSOR_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef TENSOR_CLONES
-#define TENSOR_CLONES
-#endif
+/* The kernels built on vmath.h cost tens of operations per element, so
+ * they get an AVX2 clone (cpu.h). */
 
 static inline float *row(const tensor *t, size_t i)
 {
@@ -128,7 +117,7 @@ void tensor_sqrt(const tensor *x, tensor *out)
 
 /* softplus(x) = max(x, 0) + log(1 + e^-|x|): e^-|x| <= 1 never overflows
  * and log1p keeps e^x's relative accuracy for very negative x. */
-TENSOR_CLONES void tensor_softplus(const tensor *x, tensor *out)
+CPU_CLONES void tensor_softplus(const tensor *x, tensor *out)
 {
     for (size_t i = 0; i < out->rows; i++) {
         const float *xr = row(x, i);
@@ -143,7 +132,7 @@ TENSOR_CLONES void tensor_softplus(const tensor *x, tensor *out)
 
 /* sigmoid(x) = 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) below, so the
  * exponential is always of -|x|. */
-TENSOR_CLONES void tensor_sigmoid(const tensor *x, tensor *out)
+CPU_CLONES void tensor_sigmoid(const tensor *x, tensor *out)
 {
     for (size_t i = 0; i < out->rows; i++) {
         const float *xr = row(x, i);
@@ -183,7 +172,7 @@ void tensor_relu_backward(const tensor *x, const tensor *dy, tensor *dx)
 
 /* tanh|x| = -m / (2 + m) with m = e^(-2|x|) - 1, which stays accurate for
  * small |x| where 1 - e^(-2|x|) would cancel. */
-TENSOR_CLONES void tensor_tanh(const tensor *x, tensor *out)
+CPU_CLONES void tensor_tanh(const tensor *x, tensor *out)
 {
     for (size_t i = 0; i < out->rows; i++) {
         const float *xr = row(x, i);
