@@ -5,7 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "idx.h"
-#include "testutil.h"
+#include "check_main.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -50,7 +50,7 @@ static void write_file(const char *path, const unsigned char *buf, size_t len, i
 static void write_split(const char *dir, const char *prefix, size_t n, uint64_t seed,
                         int gz)
 {
-    tu_rng r = {seed};
+    uint64_t r = seed;
     unsigned char *img = calloc(16 + n * IDX_PIXELS, 1);
     unsigned char *lab = calloc(8 + n, 1);
     ck_assert_ptr_nonnull(img);
@@ -62,14 +62,14 @@ static void write_split(const char *dir, const char *prefix, size_t n, uint64_t 
     put32(lab, 0x801);
     put32(lab + 4, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
-        unsigned c = (unsigned)(tu_next(&r) % 10);
+        unsigned c = (unsigned)(ex_next(&r) % 10);
         unsigned char *p = img + 16 + i * IDX_PIXELS;
         for (size_t q = 0; q < IDX_PIXELS; q++)
-            p[q] = (unsigned char)(tu_next(&r) % 60);
+            p[q] = (unsigned char)(ex_next(&r) % 60);
         size_t r0 = 3 + (c / 5) * 13, c0 = 1 + (c % 5) * 5;
         for (size_t y = r0; y < r0 + 6; y++)
             for (size_t x = c0; x < c0 + 6; x++)
-                p[y * 28 + x] = (unsigned char)(200 + tu_next(&r) % 56);
+                p[y * 28 + x] = (unsigned char)(200 + ex_next(&r) % 56);
         lab[8 + i] = (unsigned char)c;
     }
     char path[512];
@@ -309,5 +309,5 @@ int main(int argc, char **argv)
         return 2;
     }
     program = argv[1];
-    return tu_run(suite());
+    return ex_run(suite());
 }

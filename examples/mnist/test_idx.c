@@ -4,7 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "idx.h"
-#include "testutil.h"
+#include "check_main.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,4 +343,4 @@ static Suite *suite(void)
     return s;
 }
 
-int main(void) { return tu_run(suite()); }
+int main(void) { return ex_run(suite()); }

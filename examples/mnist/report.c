@@ -1,0 +1,200 @@
+/* What the program prints: the configuration, the BLAS in use, the
+ * evaluation figures on the console, and the same figures as JSON. */
+#define _GNU_SOURCE /* strcasecmp */
+
+#include "mnist.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+void blas_print(const blas_info *info)
+{
+    if (!info->core[0]) {
+        printf("BLAS: %s\n", info->name);
+        return;
+    }
+    printf("BLAS: %s; kernel %s, %d thread%s\n", info->name, info->core,
+           info->threads, info->threads == 1 ? "" : "s");
+    /* OpenBLAS falls back to generic SSE3 kernels on CPUs newer than it
+     * knows; naming a core type that the CPU supports is several times
+     * faster and gives the same results. */
+    int generic = !strcasecmp(info->core, "Prescott") || !strcasecmp(info->core, "Core2") ||
+                  !strcasecmp(info->core, "Katmai") || !strcasecmp(info->core, "Nehalem") ||
+                  !strcasecmp(info->core, "Atom") || !strcasecmp(info->core, "Barcelona") ||
+                  !strcasecmp(info->core, "generic");
+    if (generic) {
+        const char *better = "SkylakeX (on AVX-512 CPUs) or Haswell (on AVX2 CPUs)";
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f"))
+            better = "SkylakeX";
+        else if (__builtin_cpu_supports("avx2"))
+            better = "Haswell";
+        else
+            better = NULL;
+#endif
+        if (better)
+            printf("hint: OpenBLAS runs its generic %s kernel here; "
+                   "OPENBLAS_CORETYPE=%s is much faster on this CPU\n",
+                   info->core, better);
+    }
+}
+
+void print_config(const options *o, size_t n_train)
+{
+    printf("Model 784");
+    for (size_t k = 0; k < o->n_hidden; k++)
+        printf("-%zu", o->hidden[k]);
+    printf("-10 ReLU, ");
+    if (o->prior == BNN_PRIOR_NORMAL)
+        printf("prior N(0, %g^2)", (double)o->prior_sigma);
+    else
+        printf("prior %g N(0,%g^2) + %g N(0,%g^2)", (double)o->prior_pi, (double)o->prior_s1,
+               1.0 - (double)o->prior_pi, (double)o->prior_s2);
+    printf(", init %s\n", o->init == BNN_INIT_PYRO ? "pyro (mu, rho ~ N(0,1))" : "default");
+    printf("Training (%s configuration): %zu images, %zu epochs, batch %zu, Adam lr %g, "
+           "%s estimator, %s KL x %g\n",
+           o->pyro ? "pyro" : "default", n_train, o->epochs, o->batch, (double)o->lr,
+           estimator_name(o->estimator), o->kl == BNN_KL_ANALYTIC ? "analytic" : "Monte Carlo",
+           (double)o->kl_weight);
+}
+
+void print_report(const options *o, const eval_report *r)
+{
+    printf("\nTest set: %zu images; validation slice: %zu images\n", r->n_test, r->n_val);
+    printf("Original program's figures:\n");
+    printf("  forced accuracy (%zu networks)          %6.2f%%\n", o->forced_samples,
+           100 * r->forced_accuracy);
+    printf("  refused (median rule, %zu nets, t=%.2g)  %6.2f%%  (%zu of %zu)\n",
+           o->refuse_samples, (double)o->refuse_threshold, 100 * r->median.refused_fraction,
+           r->median.refused, r->median.n);
+    printf("  accuracy on the accepted                %6.2f%%\n",
+           100 * r->median.accepted_accuracy);
+    printf("Mean prediction of %zu networks:\n", o->refuse_samples);
+    printf("  accuracy %.2f%%  NLL %.4f  Brier %.4f  ECE(%d bins) %.2f%%  AURC %.4f\n",
+           100 * r->metrics.accuracy, r->metrics.nll, r->metrics.brier, ECE_BINS,
+           100 * r->metrics.ece, r->aurc);
+    printf("Refusal policy for %.2f%% accuracy (thresholds from the validation slice):\n",
+           100 * o->target_accuracy);
+    printf("  %-12s %10s %14s %14s %14s %14s\n", "rule", "threshold", "val coverage",
+           "val accuracy", "test coverage", "test accuracy");
+    for (size_t k = 0; k < N_RULES; k++) {
+        const rule_result *rr = &r->rules[k];
+        printf("%s %-12s %10.4g %13.2f%% %13.2f%% %13.2f%% %13.2f%%\n",
+               k == r->chosen ? "*" : " ", RULES[k].name, (double)rr->threshold,
+               100 * rr->val_coverage, 100 * rr->val_accuracy, 100 * rr->test_coverage,
+               100 * rr->test_accuracy);
+    }
+    const rule_result *c = &r->rules[r->chosen];
+    printf("  chosen: %s (threshold %.4g): answers %.2f%% of the test set with %.2f%% accuracy%s\n",
+           RULES[r->chosen].name, (double)c->threshold, 100 * c->test_coverage,
+           100 * c->test_accuracy,
+           r->reached ? "" : "\n  (no rule reached the target on the validation slice)");
+    printf("Evaluation took %.1f s\n", r->seconds);
+}
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+const char *estimator_name(bnn_estimator e)
+{
+    return e == BNN_EST_LOCAL_REPARAM ? "lrt" : e == BNN_EST_WEIGHT_SAMPLING ? "weight" : "flipout";
+}
+
+/* The "evaluation" object depends only on the saved parameters and the
+ * evaluation options, so training and a later evaluate --load of the same
+ * file write it identically. */
+void write_report(const options *o, const char *path, const blas_info *bi,
+                  const bnn_model *model, const train_stats *ts,
+                  const bnn_optimizer *opt, const eval_report *r)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("%s: %s", path, strerror(errno));
+    bnn_model_config mc = {.struct_size = sizeof mc};
+    CHECK(bnn_model_get_config(model, &mc));
+    fprintf(f, "{\n  \"libbnn\": ");
+    json_string(f, bnn_version_string());
+    fprintf(f, ",\n  \"data\": ");
+    json_string(f, o->data);
+    fprintf(f, ",\n  \"blas\": {\"config\": ");
+    json_string(f, bi->name);
+    fprintf(f, ", \"kernel\": ");
+    json_string(f, bi->core);
+    fprintf(f, ", \"threads\": %d},\n", bi->threads);
+    fprintf(f, "  \"model\": {\"layers\": [");
+    for (size_t k = 0; k < mc.n_sizes; k++)
+        fprintf(f, "%s%zu", k ? ", " : "", mc.layer_sizes[k]);
+    fprintf(f, "], \"activation\": \"%s\", \"prior\": ",
+            mc.activation == BNN_ACT_RELU ? "relu" : "tanh");
+    if (mc.prior == BNN_PRIOR_NORMAL)
+        fprintf(f, "{\"normal\": %.9g}", (double)mc.prior_sigma);
+    else
+        fprintf(f, "{\"mixture\": [%.9g, %.9g, %.9g]}", (double)mc.prior_pi,
+                (double)mc.prior_sigma1, (double)mc.prior_sigma2);
+    fprintf(f, ", \"parameters\": %zu},\n", bnn_model_param_count(model));
+    if (ts && opt) {
+        bnn_optimizer_config oc = {.struct_size = sizeof oc};
+        bnn_svi_config sc = {.struct_size = sizeof sc};
+        CHECK(bnn_optimizer_get_config(opt, &oc, &sc));
+        fprintf(f,
+                "  \"training\": {\"config\": \"%s\", \"images\": %zu, \"epochs\": %zu, "
+                "\"batch\": %zu, \"lr\": %.9g, \"estimator\": \"%s\", \"kl\": \"%s\", "
+                "\"kl_weight\": %.9g, \"init\": \"%s\", \"particles\": %zu, \"seed\": %llu, "
+                "\"steps\": %zu, \"seconds\": %.3f, \"images_per_second\": %.1f, "
+                "\"final_loss_per_image\": %.9g, \"final_nll_per_image\": %.9g, "
+                "\"final_kl\": %.9g},\n",
+                o->pyro ? "pyro" : "default", sc.dataset_size, o->epochs, o->batch,
+                (double)oc.lr, estimator_name(sc.estimator),
+                sc.kl_mode == BNN_KL_ANALYTIC ? "analytic" : "mc", (double)sc.kl_weight,
+                o->init == BNN_INIT_PYRO ? "pyro" : "default", sc.num_particles,
+                (unsigned long long)o->seed, ts->steps, ts->seconds,
+                ts->images_per_second, ts->final_loss, ts->final_nll, ts->final_kl);
+    }
+    fprintf(f, "  \"evaluation\": {\n");
+    fprintf(f, "    \"test_images\": %zu, \"validation_images\": %zu, \"predict_seed\": %llu,\n",
+            r->n_test, r->n_val, (unsigned long long)o->predict_seed);
+    fprintf(f, "    \"forced\": {\"samples\": %zu, \"accuracy\": %.9g},\n", o->forced_samples,
+            r->forced_accuracy);
+    fprintf(f,
+            "    \"median_rule\": {\"samples\": %zu, \"threshold\": %.9g, \"refused\": %zu, "
+            "\"refused_fraction\": %.9g, \"accepted_accuracy\": %.9g},\n",
+            o->refuse_samples, (double)o->refuse_threshold, r->median.refused,
+            r->median.refused_fraction, r->median.accepted_accuracy);
+    fprintf(f,
+            "    \"metrics\": {\"samples\": %zu, \"accuracy\": %.9g, \"nll\": %.9g, "
+            "\"brier\": %.9g, \"ece\": %.9g, \"ece_bins\": %d, \"aurc\": %.9g},\n",
+            o->refuse_samples, r->metrics.accuracy, r->metrics.nll, r->metrics.brier,
+            r->metrics.ece, ECE_BINS, r->aurc);
+    fprintf(f, "    \"policy\": {\"target_accuracy\": %.9g, \"rules\": [\n", o->target_accuracy);
+    for (size_t k = 0; k < N_RULES; k++) {
+        const rule_result *rr = &r->rules[k];
+        fprintf(f,
+                "      {\"rule\": \"%s\", \"threshold\": %.9g, \"val_coverage\": %.9g, "
+                "\"val_accuracy\": %.9g, \"test_coverage\": %.9g, \"test_accuracy\": %.9g}%s\n",
+                RULES[k].name, (double)rr->threshold, rr->val_coverage, rr->val_accuracy,
+                rr->test_coverage, rr->test_accuracy, k + 1 < N_RULES ? "," : "");
+    }
+    const rule_result *c = &r->rules[r->chosen];
+    fprintf(f,
+            "    ], \"chosen\": \"%s\", \"reached_target\": %s, \"threshold\": %.9g, "
+            "\"test_coverage\": %.9g, \"test_accuracy\": %.9g}\n",
+            RULES[r->chosen].name, r->reached ? "true" : "false", (double)c->threshold,
+            c->test_coverage, c->test_accuracy);
+    fprintf(f, "  },\n  \"evaluation_seconds\": %.3f\n}\n", r->seconds);
+    if (fclose(f) != 0)
+        die("%s: write failed", path);
+}
