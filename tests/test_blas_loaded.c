@@ -2,8 +2,14 @@
  * alternative that points at OpenBLAS whenever it is installed, so a
  * "reference" build silently runs OpenBLAS unless the loader is steered to
  * the netlib copy.  BNN_EXPECT_BLAS (openblas | reference | any) names the
- * expected implementation; the check is on the files actually mapped. */
+ * expected implementation; the check is on the files actually mapped.
+ * BNN_EXPECT_CORENAME, when set, names the OpenBLAS kernel that must be
+ * running (what OPENBLAS_CORETYPE asked for), so a CI phase that forces a
+ * kernel knows it got it rather than a silent fallback. */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <cblas.h>
+#include <dlfcn.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,11 +79,28 @@ START_TEST(test_expected_blas_is_mapped)
 }
 END_TEST
 
+START_TEST(test_expected_kernel_runs)
+{
+    const char *expect = getenv("BNN_EXPECT_CORENAME");
+    char *(*corename)(void) = NULL;
+    *(void **)&corename = dlsym(RTLD_DEFAULT, "openblas_get_corename");
+    const char *got = corename ? corename() : NULL;
+    printf("OpenBLAS kernel: %s (expected: %s)\n", got ? got : "none (not OpenBLAS)",
+           expect && *expect ? expect : "any");
+    if (!expect || !*expect)
+        return;
+    ck_assert_msg(got != NULL, "kernel %s expected, but no OpenBLAS is loaded", expect);
+    ck_assert_msg(strcasecmp(got, expect) == 0, "OpenBLAS runs kernel %s, expected %s", got,
+                  expect);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("blas_loaded");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_expected_blas_is_mapped);
+    tcase_add_test(tc, test_expected_kernel_runs);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

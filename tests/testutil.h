@@ -27,4 +27,16 @@ int tu_close(double a, double b, double atol, double rtol);
                   "%s = %.9g, expected %s = %.9g", #a, (double)(a), #b,      \
                   (double)(b))
 
+/* 1 in a ThreadSanitizer build (gcc or clang). */
+#if defined(__SANITIZE_THREAD__)
+#define TU_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TU_UNDER_TSAN 1
+#endif
+#endif
+#ifndef TU_UNDER_TSAN
+#define TU_UNDER_TSAN 0
+#endif
+
 #endif
