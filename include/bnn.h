@@ -615,6 +615,11 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
  *  file is written to a temporary file in the same folder, flushed and
  *  renamed over `path`: a failed save leaves any previous file intact.
  *  A new file is created owner-only (0600); a replaced file keeps its mode.
+ *  `path` must not name anything but a regular file or a symbolic link: a
+ *  device, FIFO, socket or directory there is refused with BNN_E_IO before
+ *  anything is created.  A symbolic link is replaced by the new file (its
+ *  target is left as it was; the new file takes the target's mode when the
+ *  target is a regular file), as rename(2) does.
  *  Errors: BNN_E_INVALID (NULL or empty path, an optimizer bound to
  *  another guide, NaN/Inf in the parameters or optimizer state or a
  *  negative Adam second moment, which could never load back, or an

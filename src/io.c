@@ -403,6 +403,18 @@ BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
     bnn_status st = check_savable(guide, opt, "bnn_save");
     if (st != BNN_OK)
         return st;
+    /* Only a regular file (or a symbolic link, which rename replaces) may
+     * be replaced: renaming over a device, FIFO or socket would swap a
+     * system file for a model. */
+    struct stat target;
+    if (lstat(path, &target) == 0 && !S_ISREG(target.st_mode) && !S_ISLNK(target.st_mode))
+        return error_set(BNN_E_IO, "bnn_save: %s exists and is not a regular file (%s)", path,
+                         S_ISDIR(target.st_mode)    ? "a directory"
+                         : S_ISCHR(target.st_mode)  ? "a character device"
+                         : S_ISBLK(target.st_mode)  ? "a block device"
+                         : S_ISFIFO(target.st_mode) ? "a FIFO"
+                         : S_ISSOCK(target.st_mode) ? "a socket"
+                                                    : "not a file");
     const bnn_allocator *a = &guide->model->alloc;
     size_t size = io_file_size(guide, opt);
     static const char suffix[] = ".tmpXXXXXX";
@@ -428,8 +440,8 @@ BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
                        "for %s: %s", path, strerror(errno));
         goto out;
     }
-    /* Replacing a file keeps its permission bits; new files stay
-     * owner-only as mkstemp made them. */
+    /* Replacing a file keeps its permission bits (a link's: its target's);
+     * new files stay owner-only as mkstemp made them. */
     struct stat old;
     if (stat(path, &old) == 0 && S_ISREG(old.st_mode) &&
         fchmod(fd, old.st_mode & 07777) != 0) {

@@ -667,6 +667,53 @@ START_TEST(test_file_round_trip)
 }
 END_TEST
 
+/* A symbolic link at the path is replaced by the new file, as rename(2)
+ * does; what it pointed at is left alone, even a FIFO. */
+START_TEST(test_save_replaces_symlink)
+{
+    char *dir = temp_dir();
+    char *target = join(dir, "target.bnn");
+    char *fifo = join(dir, "fifo");
+    char *link = join(dir, "link.bnn");
+    fixture f, l;
+    make_fixture(&f, 1, BNN_OPT_ADAM);
+    write_all(target, "old bytes", 9);
+    ck_assert_int_eq(chmod(target, 0640), 0);
+    ck_assert_int_eq(symlink("target.bnn", link), 0);
+    ck_assert_int_eq(bnn_save(link, f.guide, f.opt), BNN_OK);
+    struct stat sb;
+    ck_assert_int_eq(lstat(link, &sb), 0);
+    ck_assert(S_ISREG(sb.st_mode));
+    ck_assert_uint_eq(sb.st_mode & 0777, 0640); /* the target's mode */
+    size_t n;
+    unsigned char *b = read_all(target, &n);
+    ck_assert_uint_eq(n, 9);
+    ck_assert(memcmp(b, "old bytes", 9) == 0);
+    free(b);
+    ck_assert_int_eq(bnn_load(link, NULL, &l.model, &l.guide, &l.opt), BNN_OK);
+    assert_same_state(&f, &l);
+    free_fixture(&l);
+
+    ck_assert_int_eq(unlink(link), 0);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_int_eq(symlink("fifo", link), 0);
+    ck_assert_int_eq(bnn_save(link, f.guide, NULL), BNN_OK);
+    ck_assert_int_eq(lstat(link, &sb), 0);
+    ck_assert(S_ISREG(sb.st_mode));
+    ck_assert_uint_eq(sb.st_mode & 0777, 0600); /* new: owner-only */
+    ck_assert_int_eq(lstat(fifo, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(count_entries(dir), 3); /* no temporary left */
+
+    free_fixture(&f);
+    remove_tree(dir);
+    free(target);
+    free(fifo);
+    free(link);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_load_file_errors)
 {
     char *dir = temp_dir();
@@ -727,14 +774,14 @@ START_TEST(test_failed_save_keeps_old_file)
     ck_assert_int_eq(bnn_save(nodir, f.guide, NULL), BNN_E_IO);
     ck_assert_ptr_nonnull(strstr(bnn_last_error(), strerror(ENOENT)));
 
-    /* The target is a directory: written, then the rename fails; the
-     * directory and its contents stay, the temporary file goes. */
+    /* The target is a directory: refused before anything is written; the
+     * directory and its contents stay, no temporary file appears. */
     char *sub = join(dir, "sub");
     ck_assert_int_eq(mkdir(sub, 0700), 0);
     char *inside = join(sub, "keep");
     write_all(inside, "x", 1);
     ck_assert_int_eq(bnn_save(sub, f.guide, f.opt), BNN_E_IO);
-    ck_assert_ptr_nonnull(strstr(bnn_last_error(), strerror(EISDIR)));
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "not a regular file (a directory)"));
     ck_assert_int_eq(count_entries(dir), 2);
     ck_assert_int_eq(count_entries(sub), 1);
 
@@ -1175,6 +1222,7 @@ int main(void)
 
     tc = tcase_create("files");
     tcase_add_test(tc, test_file_round_trip);
+    tcase_add_test(tc, test_save_replaces_symlink);
     tcase_add_test(tc, test_load_file_errors);
     tcase_add_test(tc, test_failed_save_keeps_old_file);
     tcase_add_test(tc, test_failed_write_keeps_old_file);
