@@ -1,7 +1,11 @@
 #!/bin/bash
 # Install libbnn into a temporary prefix and build three programs the way a
 # user would, with nothing but `pkg-config bnn`: a C program against the
-# shared library, a C++17 program, and a fully static C program.
+# shared library, a C++17 program, and a fully static C program.  Then the
+# same C program against the build tree through the uninstalled .pc file,
+# against a staged install found through PKG_CONFIG_SYSROOT_DIR, and
+# against a staged install moved elsewhere and found through
+# `pkg-config --define-prefix`.
 #
 # usage: install_consumers.sh SOURCE_ROOT [MESON]
 set -euo pipefail
@@ -88,4 +92,49 @@ src=$root/tests/consumers
     fi
     "$tmp/c_static" || fail "c_static exited $?"
 }
-echo "ok: installed library usable from C, C++17 and static C"
+
+# The .pc file names its folders relative to ${prefix}.
+grep -x 'libdir=${prefix}/.*' "$pc" >/dev/null || fail "bnn.pc: libdir not relative to prefix"
+grep -x 'includedir=${prefix}/.*' "$pc" >/dev/null ||
+    fail "bnn.pc: includedir not relative to prefix"
+
+# c_program NAME: build consumer.c with the current pkg-config answer, run
+# it with LIBDIR on the loader path, check it loaded libbnn from LIBDIR.
+c_program() { # name libdir [pkg-config options...]
+    local name=$1 dir=$2
+    shift 2
+    # shellcheck disable=SC2046
+    quiet "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror \
+        "$src/consumer.c" -o "$tmp/$name" $(pkg-config "$@" --cflags --libs bnn) -lm
+    LD_LIBRARY_PATH=$dir ldd "$tmp/$name" | grep "$dir/libbnn.so.0" >/dev/null ||
+        fail "$name does not load libbnn from $dir"
+    LD_LIBRARY_PATH=$dir "$tmp/$name" || fail "$name exited $?"
+}
+
+step "C consumer against the build tree (meson-uninstalled/bnn-uninstalled.pc)"
+[ -f "$tmp/build/meson-uninstalled/bnn-uninstalled.pc" ] ||
+    fail "no meson-uninstalled/bnn-uninstalled.pc in the build folder"
+PKG_CONFIG_PATH=$tmp/build/meson-uninstalled c_program c_uninstalled "$tmp/build"
+case $(PKG_CONFIG_PATH=$tmp/build/meson-uninstalled pkg-config --cflags bnn) in
+*"-I$root/include"*) ;;
+*) fail "uninstalled cflags do not name $root/include" ;;
+esac
+
+step "C consumer against a staged install (meson install --destdir, PKG_CONFIG_SYSROOT_DIR)"
+stage=$tmp/stage
+quiet "$meson" install -C "$tmp/build" --destdir "$stage"
+PKG_CONFIG_PATH=$stage$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$stage \
+    c_program c_sysroot "$stage$libdir"
+
+step "C consumer against a staged install moved elsewhere (pkg-config --define-prefix)"
+# --define-prefix takes the prefix as two folders above the .pc file, so
+# this install uses a one-level libdir.
+quiet "$meson" configure "$tmp/build" -Dprefix=/opt/libbnn-staged -Dlibdir=lib
+quiet "$meson" install -C "$tmp/build" --destdir "$tmp/stage2"
+mv "$tmp/stage2/opt/libbnn-staged" "$tmp/moved"
+PKG_CONFIG_PATH=$tmp/moved/lib/pkgconfig c_program c_relocated "$tmp/moved/lib" --define-prefix
+[ "$(PKG_CONFIG_PATH=$tmp/moved/lib/pkgconfig pkg-config --define-prefix \
+    --variable=includedir bnn)" = "$tmp/moved/include" ] ||
+    fail "relocated includedir is not $tmp/moved/include"
+
+echo "ok: installed library usable from C, C++17 and static C; build tree, staged and relocated installs usable through pkg-config"
