@@ -606,6 +606,80 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
                                     size_t record_size, const int32_t *labels,
                                     size_t n, bnn_refusal_report *out);
 
+/** The record field that tells in-distribution inputs from
+ *  out-of-distribution (OOD) ones, and its direction. */
+typedef enum bnn_ood_score {
+    BNN_OOD_ENTROPY = 0,          /**< entropy; higher means OOD */
+    BNN_OOD_MUTUAL_INFO = 1,      /**< mutual_info; higher means OOD */
+    BNN_OOD_EXPECTED_ENTROPY = 2, /**< expected_entropy; higher means OOD */
+    /** prob; lower means OOD.  The max mean probability only in records
+     *  predicted under a rule other than MEDIAN (under MEDIAN, prob is the
+     *  mean probability of the highest-median class). */
+    BNN_OOD_MAX_PROB = 3,
+    BNN_OOD_MAX_MEDIAN = 4        /**< max_median; lower means OOD */
+} bnn_ood_score;
+
+/** How well one score separates in-distribution inputs from OOD ones.
+ *  OOD is the positive class; "accepted" means judged in-distribution.
+ *  All figures handle ties exactly: inputs with equal scores are accepted
+ *  or refused together. */
+typedef struct bnn_ood_report {
+    size_t struct_size;
+    size_t n_in, n_out;
+    /** P(OOD input scores more OOD than an in-distribution one) + half
+     *  P(equal): the Mann-Whitney U statistic / (n_in n_out), exact while
+     *  n_in n_out < 2^52. */
+    double auroc;
+    /** Average precision with OOD positive, inputs ranked most-OOD first:
+     *  sum over distinct score values v of (OOD inputs at v / n_out) x
+     *  precision of all inputs at v or beyond (scikit-learn's
+     *  average_precision_score; no interpolation). */
+    double aupr_out;
+    /** The same with in-distribution positive, ranked least-OOD first. */
+    double aupr_in;
+    /** Share of OOD inputs accepted at threshold95: the strictest threshold
+     *  accepting at least 95% of in-distribution inputs, i.e. the
+     *  ceil(0.95 n_in)-th least-OOD in-distribution score (no
+     *  interpolation; OOD inputs tied with it count as accepted). */
+    double fpr95;
+    /** Share of in-distribution inputs accepted at threshold95 (>= 0.95;
+     *  above it when ties straddle the 95% point). */
+    double tpr95;
+    /** In the score's own units: accept when score <= threshold95 for the
+     *  entropies, when score >= threshold95 for MAX_PROB and MAX_MEDIAN. */
+    float threshold95;
+} bnn_ood_report;
+
+/** Separate in-distribution records `in` (n_in) from OOD records `out`
+ *  (n_out), both with stride record_size, by one field (see
+ *  bnn_ood_score).  Scores must be in range: [0, 1] for MAX_PROB and
+ *  MAX_MEDIAN, finite and >= 0 for the entropies.  report->struct_size must
+ *  be set; only the fields it covers are written.  alloc may be NULL
+ *  (malloc/free); one block of n_in + n_out times (4 + 2 sizeof(size_t))
+ *  bytes is allocated and freed.  Reads its inputs only: safe to call
+ *  concurrently.  Errors: BNN_E_INVALID (NULL in, out or report, n_in or
+ *  n_out 0, unknown score, record_size not covering the field, an
+ *  allocator without alloc or free, struct_size too small, a score out of
+ *  range or NaN), BNN_E_SHAPE (n x record_size or n_in + n_out overflows),
+ *  BNN_E_NOMEM. */
+BNN_API bnn_status bnn_eval_ood(const bnn_prediction *in, size_t n_in,
+                                const bnn_prediction *out, size_t n_out,
+                                size_t record_size, bnn_ood_score score,
+                                const bnn_allocator *alloc,
+                                bnn_ood_report *report);
+
+/** Share of n records (stride record_size) that `rule` at `threshold`
+ *  refuses, as bnn_apply_refusal would decide (a NaN score is refused;
+ *  NONE refuses nothing), without changing the records: e.g. what a
+ *  policy calibrated on validation data does to OOD inputs.  Errors:
+ *  BNN_E_INVALID (NULL records or fraction, n = 0, unknown rule, threshold
+ *  out of range for the rule, record_size not covering the field it
+ *  reads), BNN_E_SHAPE (n x record_size overflows). */
+BNN_API bnn_status bnn_eval_refused_fraction(const bnn_prediction *records,
+                                             size_t record_size, size_t n,
+                                             bnn_refusal_rule rule,
+                                             float threshold, double *fraction);
+
 /* ------------------------------------------------------------------------ */
 /* Files                                                                    */
 /* ------------------------------------------------------------------------ */

@@ -65,7 +65,7 @@ void refusal_record_load(const unsigned char *src, size_t rs,
 }
 
 /* The record field a rule's score lives in, its end offset. */
-static size_t rule_field_end(bnn_refusal_rule rule)
+size_t refusal_rule_field_end(bnn_refusal_rule rule)
 {
     switch (rule) {
     case BNN_REFUSE_NONE: return offsetof(bnn_prediction, prob);
@@ -120,7 +120,7 @@ BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
     if ((st = refusal_check_rule(fn, rule, threshold)))
         return st;
     if (record_size < offsetof(bnn_prediction, prob) ||
-        record_size < rule_field_end(rule))
+        record_size < refusal_rule_field_end(rule))
         return error_set(BNN_E_INVALID,
                          "%s: record_size %zu does not cover the fields "
                          "this rule reads",
@@ -169,7 +169,7 @@ BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
                          fn, value);
     int median_rule = rule == BNN_REFUSE_MEDIAN;
     /* The median rule answers with label, the others with mean_label. */
-    size_t need = median_rule ? rule_field_end(rule) : sizeof(bnn_prediction);
+    size_t need = median_rule ? refusal_rule_field_end(rule) : sizeof(bnn_prediction);
     if (record_size < need)
         return error_set(BNN_E_INVALID,
                          "%s: record_size %zu does not cover the fields "

@@ -11,6 +11,10 @@
 int refusal_refuses(const bnn_prediction *rec, bnn_refusal_rule rule,
                     float t);
 
+/* The end offset of the record field `rule` reads (label and refused for
+ * NONE); SIZE_MAX for an unknown rule. */
+size_t refusal_rule_field_end(bnn_refusal_rule rule);
+
 /* BNN_OK if t is a valid threshold for rule, else BNN_E_INVALID with a
  * message naming fn. */
 bnn_status refusal_check_rule(const char *fn, bnn_refusal_rule rule, float t);

@@ -1645,6 +1645,180 @@ ROW(report_n_times_record_size_overflow)
                           sizeof(bnn_refusal_report));
 }
 
+/* ---- bnn_eval_ood, bnn_eval_refused_fraction ---------------------------- */
+
+static bnn_status ood(hctx *c, const bnn_prediction *in, size_t n_in,
+                      const bnn_prediction *out, size_t n_out, size_t rs,
+                      bnn_ood_score score, const bnn_allocator *al,
+                      size_t struct_size)
+{
+    bnn_ood_report *r = OUT(bnn_ood_report, 0);
+    r->struct_size = struct_size;
+    arm(c);
+    return bnn_eval_ood(in, n_in, out, n_out, rs, score, al, r);
+}
+
+#define OOD_OK_ARGS fx.rec, NB, fx.rec + 1, NB - 1, sizeof fx.rec[0]
+
+ROW(ood_null_in)
+{
+    return ood(c, NULL, NB, fx.rec, NB, sizeof fx.rec[0], BNN_OOD_ENTROPY,
+               NULL, sizeof(bnn_ood_report));
+}
+
+ROW(ood_null_out)
+{
+    return ood(c, fx.rec, NB, NULL, NB, sizeof fx.rec[0], BNN_OOD_ENTROPY,
+               NULL, sizeof(bnn_ood_report));
+}
+
+ROW(ood_null_report)
+{
+    arm(c);
+    return bnn_eval_ood(OOD_OK_ARGS, BNN_OOD_ENTROPY, NULL, NULL);
+}
+
+ROW(ood_n_in_zero)
+{
+    return ood(c, fx.rec, 0, fx.rec, NB, sizeof fx.rec[0], BNN_OOD_ENTROPY,
+               NULL, sizeof(bnn_ood_report));
+}
+
+ROW(ood_n_out_zero)
+{
+    return ood(c, fx.rec, NB, fx.rec, 0, sizeof fx.rec[0], BNN_OOD_ENTROPY,
+               NULL, sizeof(bnn_ood_report));
+}
+
+ROW(ood_unknown_score)
+{
+    return ood(c, OOD_OK_ARGS, (bnn_ood_score)99, NULL,
+               sizeof(bnn_ood_report));
+}
+
+ROW(ood_record_size_small)
+{
+    /* max_median is the last float but one */
+    return ood(c, fx.rec, NB, fx.rec, NB, offsetof(bnn_prediction, max_median),
+               BNN_OOD_MAX_MEDIAN, NULL, sizeof(bnn_ood_report));
+}
+
+ROW(ood_allocator_without_free)
+{
+    bnn_allocator al = {fx.al.alloc, NULL, fx.al.ctx};
+    return ood(c, OOD_OK_ARGS, BNN_OOD_ENTROPY, &al, sizeof(bnn_ood_report));
+}
+
+ROW(ood_struct_size_small)
+{
+    return ood(c, OOD_OK_ARGS, BNN_OOD_ENTROPY, NULL,
+               offsetof(bnn_ood_report, auroc));
+}
+
+ROW(ood_score_nan)
+{
+    bnn_prediction r[NB];
+    memcpy(r, fx.rec, sizeof r);
+    r[2].mutual_info = NAN;
+    return ood(c, fx.rec, NB, r, NB, sizeof r[0], BNN_OOD_MUTUAL_INFO, &fx.al,
+               sizeof(bnn_ood_report));
+}
+
+ROW(ood_prob_above_one)
+{
+    bnn_prediction r[NB];
+    memcpy(r, fx.rec, sizeof r);
+    r[1].prob = 1.5f;
+    return ood(c, r, NB, fx.rec, NB, sizeof r[0], BNN_OOD_MAX_PROB, &fx.al,
+               sizeof(bnn_ood_report));
+}
+
+ROW(ood_entropy_negative)
+{
+    bnn_prediction r[NB];
+    memcpy(r, fx.rec, sizeof r);
+    r[3].entropy = -0.25f;
+    return ood(c, r, NB, fx.rec, NB, sizeof r[0], BNN_OOD_ENTROPY, &fx.al,
+               sizeof(bnn_ood_report));
+}
+
+ROW(ood_entropy_infinite)
+{
+    bnn_prediction r[NB];
+    memcpy(r, fx.rec, sizeof r);
+    r[0].expected_entropy = INFINITY;
+    return ood(c, fx.rec, NB, r, NB, sizeof r[0], BNN_OOD_EXPECTED_ENTROPY,
+               &fx.al, sizeof(bnn_ood_report));
+}
+
+ROW(ood_n_times_record_size_overflow)
+{
+    return ood(c, fx.rec, SIZE_MAX / 8, fx.rec, NB, sizeof fx.rec[0],
+               BNN_OOD_ENTROPY, NULL, sizeof(bnn_ood_report));
+}
+
+ROW(ood_huge_n_nomem)
+{
+    /* The workspace is asked for before any record is read. */
+    return ood(c, fx.rec, (size_t)1 << 40, fx.rec, NB, sizeof fx.rec[0],
+               BNN_OOD_ENTROPY, &fx.al, sizeof(bnn_ood_report));
+}
+
+static bnn_status refused(hctx *c, const bnn_prediction *rec, size_t rs,
+                          size_t n, bnn_refusal_rule rule, float t)
+{
+    double *f = OUT(double, 0);
+    arm(c);
+    return bnn_eval_refused_fraction(rec, rs, n, rule, t, f);
+}
+
+ROW(refused_null_records)
+{
+    return refused(c, NULL, sizeof fx.rec[0], NB, BNN_REFUSE_ENTROPY, 0.5f);
+}
+
+ROW(refused_null_fraction)
+{
+    arm(c);
+    return bnn_eval_refused_fraction(fx.rec, sizeof fx.rec[0], NB,
+                                     BNN_REFUSE_ENTROPY, 0.5f, NULL);
+}
+
+ROW(refused_n_zero)
+{
+    return refused(c, fx.rec, sizeof fx.rec[0], 0, BNN_REFUSE_ENTROPY, 0.5f);
+}
+
+ROW(refused_unknown_rule)
+{
+    return refused(c, fx.rec, sizeof fx.rec[0], NB, (bnn_refusal_rule)77,
+                   0.5f);
+}
+
+ROW(refused_threshold_above_one)
+{
+    return refused(c, fx.rec, sizeof fx.rec[0], NB, BNN_REFUSE_MAX_PROB,
+                   1.5f);
+}
+
+ROW(refused_threshold_nan)
+{
+    return refused(c, fx.rec, sizeof fx.rec[0], NB, BNN_REFUSE_MUTUAL_INFO,
+                   NAN);
+}
+
+ROW(refused_record_size_small)
+{
+    return refused(c, fx.rec, offsetof(bnn_prediction, mutual_info), NB,
+                   BNN_REFUSE_MUTUAL_INFO, 0.5f);
+}
+
+ROW(refused_n_times_record_size_overflow)
+{
+    return refused(c, fx.rec, sizeof fx.rec[0], SIZE_MAX / 8,
+                   BNN_REFUSE_MEDIAN, 0.2f);
+}
+
 /* ---- files --------------------------------------------------------------- */
 
 #define MISSING_DIR "/nonexistent-libbnn-hostile-dir"
@@ -2156,6 +2330,29 @@ static const hrow rows[] = {
     R(report_struct_size_small, BNN_E_INVALID, "struct_size"),
     R(report_negative_label, BNN_E_INVALID, "labels[1] = -1"),
     R(report_n_times_record_size_overflow, BNN_E_SHAPE, "overflows"),
+    R(ood_null_in, BNN_E_INVALID, "NULL"),
+    R(ood_null_out, BNN_E_INVALID, "NULL"),
+    R(ood_null_report, BNN_E_INVALID, "NULL"),
+    R(ood_n_in_zero, BNN_E_INVALID, "n_in and n_out"),
+    R(ood_n_out_zero, BNN_E_INVALID, "n_in and n_out"),
+    R(ood_unknown_score, BNN_E_INVALID, "unknown score 99"),
+    R(ood_record_size_small, BNN_E_INVALID, "record_size 24"),
+    R(ood_allocator_without_free, BNN_E_INVALID, "allocator"),
+    R(ood_struct_size_small, BNN_E_INVALID, "struct_size"),
+    R(ood_score_nan, BNN_E_INVALID, "out-of-distribution record 2"),
+    R(ood_prob_above_one, BNN_E_INVALID, "in-distribution record 1 has score 1.5"),
+    R(ood_entropy_negative, BNN_E_INVALID, "record 3 has score -0.25"),
+    R(ood_entropy_infinite, BNN_E_INVALID, "out-of-distribution record 0 has score inf"),
+    R(ood_n_times_record_size_overflow, BNN_E_SHAPE, "overflows"),
+    R(ood_huge_n_nomem, BNN_E_NOMEM, "cannot sort"),
+    R(refused_null_records, BNN_E_INVALID, "NULL"),
+    R(refused_null_fraction, BNN_E_INVALID, "NULL"),
+    R(refused_n_zero, BNN_E_INVALID, "n is 0"),
+    R(refused_unknown_rule, BNN_E_INVALID, "unknown refusal rule 77"),
+    R(refused_threshold_above_one, BNN_E_INVALID, "threshold 1.5"),
+    R(refused_threshold_nan, BNN_E_INVALID, "threshold nan"),
+    R(refused_record_size_small, BNN_E_INVALID, "record_size 20"),
+    R(refused_n_times_record_size_overflow, BNN_E_SHAPE, "overflows"),
     /* files */
     R(save_null_path, BNN_E_INVALID, "path"),
     R(save_empty_path, BNN_E_INVALID, "path"),
@@ -2441,6 +2638,25 @@ static int always(void)
     return 1;
 }
 
+static bnn_ood_report inj_ood;
+
+static bnn_status op_eval_ood(void)
+{
+    memset(&inj_ood, PATTERN, sizeof inj_ood);
+    inj_ood.struct_size = sizeof inj_ood;
+    return bnn_eval_ood(fx.rec, NB, fx.rec + 1, NB - 1, sizeof fx.rec[0],
+                        BNN_OOD_MUTUAL_INFO, &fx.al, &inj_ood);
+}
+
+static int ood_untouched(void)
+{
+    const unsigned char *b = (const unsigned char *)&inj_ood;
+    for (size_t i = sizeof inj_ood.struct_size; i < sizeof inj_ood; i++)
+        if (b[i] != PATTERN)
+            return 0;
+    return inj_ood.struct_size == sizeof inj_ood;
+}
+
 static bnn_status op_predict(void)
 {
     memset(inj.out, PATTERN, sizeof inj.out);
@@ -2688,6 +2904,8 @@ START_TEST(test_alloc_failures_train_predict)
     ck_assert_uint_ge(drive("bnn_predict_regression", op_regression, nothing,
                             out_untouched),
                       1);
+    /* one block for the scores and the sort */
+    ck_assert_uint_eq(drive("bnn_eval_ood", op_eval_ood, nothing, ood_untouched), 1);
     fx_teardown();
 }
 END_TEST
