@@ -24,44 +24,6 @@
 #include "bnn.h"
 #include "testutil.h"
 
-/* ======================================================================== */
-/* A counting allocator that can fail on request                            */
-/* ======================================================================== */
-
-typedef struct counting_alloc {
-    size_t calls;   /* alloc calls since the last reset */
-    size_t fail_at; /* this call (1-based) returns NULL; 0: none does */
-    size_t cap;     /* larger requests return NULL; 0: no cap */
-    size_t failed;  /* NULLs returned since the last reset */
-    size_t live;    /* blocks handed out and not yet freed */
-} counting_alloc;
-
-static void *ca_alloc(void *ctx, size_t size)
-{
-    counting_alloc *c = ctx;
-    c->calls++;
-    if ((c->fail_at && c->calls == c->fail_at) || (c->cap && size > c->cap)) {
-        c->failed++;
-        return NULL;
-    }
-    void *p = malloc(size);
-    if (p)
-        c->live++;
-    else
-        c->failed++;
-    return p;
-}
-
-static void ca_free(void *ctx, void *p)
-{
-    counting_alloc *c = ctx;
-    if (!p)
-        return;
-    ck_assert_msg(c->live > 0, "free of a block this allocator never gave");
-    c->live--;
-    free(p);
-}
-
 /* Requests above this fail, so that rows asking for terabytes get
  * BNN_E_NOMEM deterministically, whatever the system's overcommit policy
  * or the sanitizer's allocator limits. */
@@ -78,7 +40,7 @@ static void ca_free(void *ctx, void *p)
 #define GOUT 2
 
 typedef struct fixture {
-    counting_alloc ca;
+    tu_alloc ca;
     bnn_allocator al;
     bnn_model *cm, *gm;
     bnn_guide *cg, *gg;
@@ -122,9 +84,7 @@ static void fx_setup_cap(size_t cap)
 {
     memset(&fx, 0, sizeof fx);
     fx.ca.cap = cap;
-    fx.al.alloc = ca_alloc;
-    fx.al.free = ca_free;
-    fx.al.ctx = &fx.ca;
+    fx.al = tu_allocator(&fx.ca);
 
     bnn_model_config mc = cat_config();
     ck_assert_int_eq(bnn_model_create(&mc, &fx.cm), BNN_OK);
@@ -466,7 +426,11 @@ MODEL_EDIT(noise_zero,
            (k->likelihood = BNN_LIK_GAUSSIAN, k->noise_sigma = 0.0f))
 MODEL_EDIT(noise_nan, (k->likelihood = BNN_LIK_GAUSSIAN, k->noise_sigma = NAN))
 
-static const bnn_allocator half_allocator = {ca_alloc, NULL, &fx.ca};
+static void *fx_alloc(void *ctx, size_t size)
+{
+    return fx.al.alloc(ctx, size);
+}
+static const bnn_allocator half_allocator = {fx_alloc, NULL, &fx.ca};
 MODEL_EDIT(allocator_without_free, k->allocator = &half_allocator)
 
 /* ---- bnn_model_get_config ------------------------------------------------ */
@@ -2816,9 +2780,7 @@ static size_t drive(const char *name, bnn_status (*run)(void),
     for (size_t k = 1;; k++) {
         ck_assert_msg(k < 100000, "%s: no end to the allocations", name);
         size_t live = fx.ca.live;
-        fx.ca.calls = 0;
-        fx.ca.failed = 0;
-        fx.ca.fail_at = k;
+        tu_alloc_arm(&fx.ca, k, 0);
         bnn_status st = run();
         size_t calls = fx.ca.calls, failed = fx.ca.failed;
         fx.ca.fail_at = 0;

@@ -70,44 +70,6 @@ static void reseal(unsigned char *p, size_t size)
     w32(p, size - 4, ref_crc32(p, size - 4));
 }
 
-/* ---- counting allocator --------------------------------------------------- */
-
-typedef struct counter {
-    long calls;   /* allocation attempts */
-    long live;    /* successful allocations not yet freed */
-    long fail_at; /* attempt number (1-based) that fails; 0 = never */
-    size_t max_request;
-} counter;
-
-static void *count_alloc(void *ctx, size_t n)
-{
-    counter *c = ctx;
-    c->calls++;
-    if (n > c->max_request)
-        c->max_request = n;
-    if (c->fail_at && c->calls == c->fail_at)
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        c->live++;
-    return p;
-}
-
-static void count_free(void *ctx, void *p)
-{
-    counter *c = ctx;
-    if (p) {
-        c->live--;
-        free(p);
-    }
-}
-
-static bnn_allocator counting(counter *c)
-{
-    bnn_allocator a = {count_alloc, count_free, c};
-    return a;
-}
-
 /* ---- fixtures ------------------------------------------------------------- */
 
 typedef struct fixture {
@@ -460,8 +422,8 @@ START_TEST(test_load_without_opt_out)
     make_fixture(&f, 1, BNN_OPT_ADAM);
     size_t size;
     unsigned char *buf = save_mem(&f, 1, &size);
-    counter c = {0};
-    bnn_allocator a = counting(&c);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
     bnn_model *m;
     bnn_guide *g;
     /* The optimizer section is checked but not built. */
@@ -641,8 +603,8 @@ START_TEST(test_file_round_trip)
     ck_assert_uint_eq(fsize, msize);
     ck_assert(memcmp(fb, mb, fsize) == 0);
 
-    counter c = {0};
-    bnn_allocator a = counting(&c);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
     ck_assert_int_eq(bnn_load(path, &a, &l.model, &l.guide, &l.opt), BNN_OK);
     assert_same_state(&f, &l);
     free_fixture(&l);
@@ -732,7 +694,8 @@ START_TEST(test_load_file_errors)
     ck_assert(m == SENTINEL_M && g == SENTINEL_G);
     ck_assert_int_eq(bnn_load(NULL, NULL, &m, &g, NULL), BNN_E_INVALID);
     ck_assert_int_eq(bnn_load(text, NULL, NULL, &g, NULL), BNN_E_INVALID);
-    bnn_allocator half = {count_alloc, NULL, NULL};
+    bnn_allocator half = tu_allocator(&(tu_alloc){0});
+    half.free = NULL;
     ck_assert_int_eq(bnn_load(text, &half, &m, &g, NULL), BNN_E_INVALID);
     ck_assert_int_eq(bnn_load_from_memory(NULL, 10, NULL, &m, &g, NULL),
                      BNN_E_INVALID);
@@ -858,8 +821,8 @@ START_TEST(test_save_allocation_failure)
     char *path = join(dir, "model.bnn");
     static const char old[] = "previous contents";
     write_all(path, old, sizeof old);
-    counter c = {0};
-    bnn_allocator a = counting(&c);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
     static const size_t sizes[] = {2, 3};
     bnn_model_config mc;
     bnn_model_config_init(&mc);
@@ -869,9 +832,9 @@ START_TEST(test_save_allocation_failure)
     fixture f = {0};
     ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
     ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
-    const long live = c.live;
+    const size_t live = c.live;
     int failures = 0;
-    for (long k = 1;; k++) {
+    for (size_t k = 1;; k++) {
         c.fail_at = c.calls + k;
         bnn_status st = bnn_save(path, f.guide, NULL);
         ck_assert_int_eq(c.live, live);
@@ -932,8 +895,8 @@ START_TEST(test_every_bit_flip)
     make_fixture(&f, 1, BNN_OPT_SGD);
     size_t size;
     unsigned char *buf = save_mem(&f, 1, &size);
-    counter c = {0};
-    bnn_allocator a = counting(&c);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
     for (size_t i = 0; i < size; i++) {
         for (int bit = 0; bit < 8; bit++) {
             buf[i] ^= (unsigned char)(1u << bit);
@@ -1036,8 +999,8 @@ START_TEST(test_forged_fields)
         {"Inf in v", v_at - opt_at + 4, 1, 4, inf_bits},
     };
     unsigned char *buf = malloc(size + 64);
-    counter c = {0};
-    bnn_allocator a = counting(&c);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const forgery *fg = &cases[k];
         memcpy(buf, orig, size);
@@ -1125,11 +1088,11 @@ START_TEST(test_every_allocation_failure)
     write_all(path, buf, size);
 
     for (int from_file = 0; from_file <= 1; from_file++) {
-        long k;
+        size_t k;
         for (k = 1;; k++) {
-            counter c = {0};
+            tu_alloc c = {0};
             c.fail_at = k;
-            bnn_allocator a = counting(&c);
+            bnn_allocator a = tu_allocator(&c);
             bnn_model *m = SENTINEL_M;
             bnn_guide *g = SENTINEL_G;
             bnn_optimizer *o = SENTINEL_O;
@@ -1146,10 +1109,10 @@ START_TEST(test_every_allocation_failure)
                 ck_assert_int_eq(c.live, 0);
                 break;
             }
-            ck_assert_msg(st == BNN_E_NOMEM, "allocation %ld: %s", k,
+            ck_assert_msg(st == BNN_E_NOMEM, "allocation %zu: %s", k,
                           bnn_status_string(st));
             ck_assert(m == SENTINEL_M && g == SENTINEL_G && o == SENTINEL_O);
-            ck_assert_msg(c.live == 0, "allocation %ld: %ld leaked", k,
+            ck_assert_msg(c.live == 0, "allocation %zu: %zu leaked", k,
                           c.live);
         }
         /* model, guide (3), optimizer (1 + 11 + 5 per layer): far more

@@ -9,26 +9,13 @@
 
 static bnn_model *make(const size_t *sizes, size_t n)
 {
-    bnn_model_config c;
-    bnn_model_config_init(&c);
-    c.n_sizes = n;
-    c.layer_sizes = sizes;
-    bnn_model *m = NULL;
-    ck_assert_int_eq(bnn_model_create(&c, &m), BNN_OK);
-    return m;
+    return tu_model(sizes, n, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 1.0f, NULL);
 }
 
 static bnn_model *make_gaussian_1x1(void)
 {
     const size_t sizes[] = {1, 1};
-    bnn_model_config c;
-    bnn_model_config_init(&c);
-    c.n_sizes = 2;
-    c.layer_sizes = sizes;
-    c.likelihood = BNN_LIK_GAUSSIAN;
-    bnn_model *m = NULL;
-    ck_assert_int_eq(bnn_model_create(&c, &m), BNN_OK);
-    return m;
+    return tu_model(sizes, 2, BNN_ACT_RELU, BNN_LIK_GAUSSIAN, 1.0f, NULL);
 }
 
 START_TEST(test_model_queries)
@@ -355,28 +342,10 @@ START_TEST(test_clip_norm)
 END_TEST
 
 /* Every allocation goes through the model's allocator, and all are freed. */
-typedef struct counting {
-    long live, total;
-} counting;
-static void *c_alloc(void *ctx, size_t n)
-{
-    counting *c = ctx;
-    c->live++;
-    c->total++;
-    return malloc(n);
-}
-static void c_free(void *ctx, void *p)
-{
-    counting *c = ctx;
-    if (p)
-        c->live--;
-    free(p);
-}
-
 START_TEST(test_user_allocator)
 {
-    counting cnt = {0, 0};
-    bnn_allocator a = {c_alloc, c_free, &cnt};
+    tu_alloc cnt = {0};
+    bnn_allocator a = tu_allocator(&cnt);
     const size_t sizes[] = {5, 4, 3};
     bnn_model_config c;
     bnn_model_config_init(&c);
@@ -389,13 +358,13 @@ START_TEST(test_user_allocator)
     ck_assert_int_eq(bnn_model_create(&c, &m), BNN_OK);
     ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
     ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o), BNN_OK);
-    long after_create = cnt.total;
+    size_t after_create = cnt.calls;
     ck_assert(after_create > 3);
     float x[10] = {0};
     int32_t y[2] = {0, 2};
     for (int i = 0; i < 5; i++)
         ck_assert_int_eq(bnn_svi_step(o, x, y, NULL, 2, NULL), BNN_OK);
-    ck_assert_int_eq(cnt.total, after_create); /* steps never allocate */
+    ck_assert_uint_eq(cnt.calls, after_create); /* steps never allocate */
     bnn_optimizer_free(o);
     bnn_guide_free(g);
     bnn_model_free(m);

@@ -45,3 +45,59 @@ int tu_close(double a, double b, double atol, double rtol)
         return 0;
     return fabs(a - b) <= atol + rtol * fabs(b);
 }
+
+static void *tu_alloc_fn(void *ctx, size_t size)
+{
+    tu_alloc *c = ctx;
+    c->calls++;
+    if (size > c->max_request)
+        c->max_request = size;
+    int fail = c->fail_at && (c->calls == c->fail_at || (c->fail_rest && c->calls > c->fail_at));
+    void *p = fail || (c->cap && size > c->cap) ? NULL : malloc(size);
+    if (p)
+        c->live++;
+    else
+        c->failed++;
+    return p;
+}
+
+static void tu_free_fn(void *ctx, void *p)
+{
+    tu_alloc *c = ctx;
+    if (!p)
+        return;
+    ck_assert_msg(c->live > 0, "free of a block this allocator never gave");
+    c->live--;
+    free(p);
+}
+
+bnn_allocator tu_allocator(tu_alloc *c)
+{
+    bnn_allocator a = {tu_alloc_fn, tu_free_fn, c};
+    return a;
+}
+
+void tu_alloc_arm(tu_alloc *c, size_t fail_at, int fail_rest)
+{
+    c->calls = 0;
+    c->failed = 0;
+    c->fail_at = fail_at;
+    c->fail_rest = fail_rest;
+}
+
+bnn_model *tu_model(const size_t *sizes, size_t n, bnn_activation act, bnn_likelihood lik,
+                    float noise_sigma, const bnn_allocator *al)
+{
+    bnn_model_config c;
+    bnn_model_config_init(&c);
+    c.n_sizes = n;
+    c.layer_sizes = sizes;
+    c.activation = act;
+    c.likelihood = lik;
+    c.noise_sigma = noise_sigma;
+    c.allocator = al;
+    bnn_model *m = NULL;
+    bnn_status st = bnn_model_create(&c, &m);
+    ck_assert_msg(st == BNN_OK, "tu_model: %s", bnn_last_error());
+    return m;
+}

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bnn.h"
+
 /* Run a suite in fork mode (a crash fails only its own test) and return the
  * process exit code. */
 int tu_run(Suite *s);
@@ -26,6 +28,29 @@ int tu_close(double a, double b, double atol, double rtol);
     ck_assert_msg(tu_close((a), (b), (atol), (rtol)),                        \
                   "%s = %.9g, expected %s = %.9g", #a, (double)(a), #b,      \
                   (double)(b))
+
+/* A counting allocator that can fail on request: pass tu_allocator(&c) as
+ * a model's allocator (or to bnn_load) and every library allocation is
+ * counted, and the chosen one fails. */
+typedef struct tu_alloc {
+    size_t calls;       /* alloc calls since the last tu_alloc_arm */
+    size_t fail_at;     /* this call (1-based) returns NULL; 0: none does */
+    int fail_rest;      /* 1: every call from fail_at on fails too */
+    size_t cap;         /* larger requests return NULL; 0: no cap */
+    size_t failed;      /* NULLs returned since the last tu_alloc_arm */
+    size_t live;        /* blocks handed out and not yet freed */
+    size_t max_request; /* largest request seen */
+} tu_alloc;
+bnn_allocator tu_allocator(tu_alloc *c);
+/* Restart the counts; call fail_at (0: none) fails, and with fail_rest
+ * every later one too. */
+void tu_alloc_arm(tu_alloc *c, size_t fail_at, int fail_rest);
+
+/* A model with these layer sizes, activation and likelihood (noise_sigma
+ * for a Gaussian one), through allocator al (NULL: the default); fails the
+ * test if it cannot be made. */
+bnn_model *tu_model(const size_t *sizes, size_t n, bnn_activation act, bnn_likelihood lik,
+                    float noise_sigma, const bnn_allocator *al);
 
 /* 1 in a ThreadSanitizer build (gcc or clang). */
 #if defined(__SANITIZE_THREAD__)
