@@ -11,7 +11,10 @@
  *   2-call  the same step as bnn_svi_grad + bnn_optimizer_step (the
  *         route of data-parallel hosts; the optimizer then makes its own
  *         pass over the gradient for the finiteness check and the norm),
- * and elementwise = step - gemm - rng - opt.  "ratio" is step / gemm.
+ * and elementwise = step - gemm - rng - opt.  "ratio" is step / gemm;
+ * "MB/st" the megabytes the per-parameter passes move per step (a count
+ * from the code: est_def.bytes_per_param).  The ivon case is followed by
+ * its step time over the Adam weight-sampling (ws) step of the same run.
  * --batch N changes the batch of the training cases: the per-parameter
  * work of a step does not grow with the batch, the products do.
  *
@@ -299,15 +302,30 @@ typedef struct est_def {
     bnn_estimator est;
     bnn_kl_mode kl;
     bnn_init init;
+    bnn_optimizer_kind opt;
+    /* Bytes per parameter that the per-parameter passes of one step move
+     * to or from memory (a count from the code, not a measurement; GEMM
+     * operands excluded, the GEMM-written raw gradient included):
+     *   ws, pyro  draw: read mu rho, write eps w gmu grho (24); backward:
+     *             read gw eps gmu grho, write gmu grho (24); Adam: read
+     *             p g m v, write p m v on 2P (56); gw (4): 108
+     *   lrt, flipout  the same with a backward that leaves gmu to the
+     *             GEMM (16): 100
+     *   ivon      draw: read mu h, write eps w (16); backward: read gw
+     *             eps, write ghat hhat (16); update: read ghat hhat g h
+     *             mu, write g h mu rho (36); gw (4): 72 */
+    double bytes_per_param;
 } est_def;
 
 /* "pyro" is the original program: one weight draw per step, Monte Carlo
- * KL, N(0,1) initialisation of mu and rho. */
+ * KL, N(0,1) initialisation of mu and rho.  "ivon" is weight sampling
+ * trained by IVON (lr 0.1) instead of Adam. */
 static const est_def ests[] = {
-    {"ws", BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT},
-    {"lrt", BNN_EST_LOCAL_REPARAM, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT},
-    {"flipout", BNN_EST_FLIPOUT, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT},
-    {"pyro", BNN_EST_WEIGHT_SAMPLING, BNN_KL_MONTE_CARLO, BNN_INIT_PYRO},
+    {"ws", BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT, BNN_OPT_ADAM, 108},
+    {"lrt", BNN_EST_LOCAL_REPARAM, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT, BNN_OPT_ADAM, 100},
+    {"flipout", BNN_EST_FLIPOUT, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT, BNN_OPT_ADAM, 100},
+    {"pyro", BNN_EST_WEIGHT_SAMPLING, BNN_KL_MONTE_CARLO, BNN_INIT_PYRO, BNN_OPT_ADAM, 108},
+    {"ivon", BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_INIT_DEFAULT, BNN_OPT_IVON, 72},
 };
 #define N_ESTS (sizeof ests / sizeof ests[0])
 
@@ -406,6 +424,9 @@ static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t
     sc.num_threads = (size_t)threads;
     bnn_optimizer_config oc;
     bnn_optimizer_config_init(&oc);
+    oc.kind = e->opt;
+    if (e->opt == BNN_OPT_IVON)
+        oc.lr = 0.1f;
     check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), "bnn_optimizer_create");
 }
 
@@ -565,10 +586,25 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
 
     char name[128];
     snprintf(name, sizeof name, "train/%s/%s", nd->name, e->name);
-    printf("%-30s %2d %8.2f %8.0f %8.2f %8.2f %7.2f %7.2f %8.2f %6.2f %6.2f %6.1f %4.0f %8.2f %6.2f%s\n",
+    double mb = e->bytes_per_param * (double)bnn_model_param_count(t.m) * 1e-6;
+    /* IVON against the Adam weight-sampling step of the same net and
+     * threads in this run (the row just before it when both are run). */
+    static char ws_key[160];
+    static double ws_step;
+    char key[160];
+    snprintf(key, sizeof key, "%s/%d/%zu", nd->name, threads, batch);
+    if (!strcmp(e->name, "ws")) {
+        snprintf(ws_key, sizeof ws_key, "%s", key);
+        ws_step = step;
+    }
+    double vs_ws = e->opt == BNN_OPT_IVON && !strcmp(key, ws_key) ? step / ws_step : 0.0;
+    printf("%-30s %2d %8.2f %8.0f %8.2f %8.2f %7.2f %7.2f %8.2f %6.2f %6.2f %6.1f %4.0f %8.2f %6.2f "
+           "%6.1f%s%s\n",
            name, threads, step * 1e3, batch / step, gemm * 1e3, gin * 1e3, rng * 1e3, opt * 1e3,
            elem * 1e3, step / gemm, step_cpu / gemm_cpu, gfl / gemm * 1e-9, allocs_per_step,
-           two * 1e3, two / gemm, allocs ? "  FAIL: the step allocates" : "");
+           two * 1e3, two / gemm, mb, allocs ? "  FAIL: the step allocates" : "", "");
+    if (vs_ws > 0.0)
+        printf("%-30s    IVON step / Adam weight-sampling step: %.2f\n", "", vs_ws);
     printf("JSON {");
     int first = 1;
     json_str("case", name, &first);
@@ -599,6 +635,11 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     json_num("allocs_per_step", allocs_per_step, &first);
     json_num("two_call_ms", two * 1e3, &first);
     json_num("ratio_two_call_gemm", two / gemm, &first);
+    json_num("bytes_per_param_model", e->bytes_per_param, &first);
+    json_num("mb_per_step_model", mb, &first);
+    if (vs_ws > 0.0)
+        json_num("ratio_step_vs_ws", vs_ws, &first);
+    json_str("optimizer", e->opt == BNN_OPT_IVON ? "ivon" : "adam", &first);
     printf("}\n");
     fflush(stdout);
 
@@ -1064,9 +1105,9 @@ int main(int argc, char **argv)
         printf("\n== threads %d ==\n", th);
         char head[64];
         snprintf(head, sizeof head, "training (batch %zu)", op.batch);
-        printf("%-30s %2s %8s %8s %8s %8s %7s %7s %8s %6s %6s %6s %4s %8s %6s\n", head, "th",
+        printf("%-30s %2s %8s %8s %8s %8s %7s %7s %8s %6s %6s %6s %4s %8s %6s %6s\n", head, "th",
                "step ms", "img/s", "gemm ms", "in-step", "rng ms", "opt ms", "elem ms", "ratio",
-               "cpu r.", "GF/s", "allc", "2-call", "ratio");
+               "cpu r.", "GF/s", "allc", "2-call", "ratio", "MB/st");
         for (size_t ni = 0; ni < sizeof nets / sizeof nets[0]; ni++)
             for (size_t e = 0; e < N_ESTS; e++) {
                 char name[128];

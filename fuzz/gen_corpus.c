@@ -34,7 +34,7 @@ typedef struct spec {
     bnn_activation act;
     bnn_likelihood lik;
     bnn_prior prior;
-    int opt; /* 0 none, 1 Adam, 2 SGD with momentum */
+    int opt; /* 0 none, 1 Adam, 2 SGD with momentum, 3 IVON (version 2 file) */
     bnn_estimator est;
 } spec;
 
@@ -61,7 +61,7 @@ static unsigned char *make(const spec *s, size_t *size)
     if (s->opt) {
         bnn_optimizer_config oc;
         bnn_optimizer_config_init(&oc);
-        oc.kind = s->opt == 1 ? BNN_OPT_ADAM : BNN_OPT_SGD;
+        oc.kind = s->opt == 1 ? BNN_OPT_ADAM : s->opt == 2 ? BNN_OPT_SGD : BNN_OPT_IVON;
         oc.momentum = 0.9f;
         bnn_svi_config sc;
         bnn_svi_config_init(&sc);
@@ -111,6 +111,8 @@ int main(int argc, char **argv)
         {"valid_deep_weight_sampling.bnn", 4, {1, 1, 1, 2}, BNN_ACT_RELU,
          BNN_LIK_CATEGORICAL, BNN_PRIOR_NORMAL, 1,
          BNN_EST_WEIGHT_SAMPLING},
+        {"valid_ivon.bnn", 3, {2, 3, 2}, BNN_ACT_RELU, BNN_LIK_CATEGORICAL,
+         BNN_PRIOR_NORMAL, 3, BNN_EST_WEIGHT_SAMPLING},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         size_t n;
@@ -135,7 +137,7 @@ int main(int argc, char **argv)
     put("corrupt_bit_flip.bnn", c, n);
 
     memcpy(c, b, n);
-    reseal_set_le(c + 8, 2, 4);
+    reseal_set_le(c + 8, 3, 4);
     put("newer_version.bnn", c, n);
 
     memcpy(c, b, n);

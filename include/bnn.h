@@ -252,7 +252,10 @@ typedef struct bnn_optimizer bnn_optimizer;
 
 typedef enum bnn_optimizer_kind {
     BNN_OPT_ADAM = 0,
-    BNN_OPT_SGD = 1 /**< with optional momentum */
+    BNN_OPT_SGD = 1, /**< with optional momentum */
+    /** IVON, natural-gradient variational learning (Shen et al. 2024): see
+     *  "IVON" below bnn_optimizer_create. */
+    BNN_OPT_IVON = 2
 } bnn_optimizer_kind;
 
 typedef enum bnn_estimator {
@@ -282,10 +285,26 @@ typedef struct bnn_optimizer_config {
     float eps;               /**< Adam, > 0; default 1e-8 */
     float momentum;          /**< SGD, [0,1); default 0 */
     float clip_norm;         /**< clip the global gradient norm; 0 = off */
+    /* IVON's settings (read for BNN_OPT_IVON only; lr and beta1 are shared). */
+    /** Decay of the Hessian estimate, [0,1); default 0.99.  The paper's
+     *  0.99999 suits runs of 10^5 steps and more: in a few thousand the
+     *  estimate hardly leaves ivon_hess_init. */
+    float ivon_beta2;
+    /** Initial Hessian estimate h0, finite and > 0; default 0.1.  Sets the
+     *  first posterior sigma = 1 / sqrt(lambda (h0 + delta)) and the step
+     *  scale: lr (h0 + delta) multiplies each update. */
+    float ivon_hess_init;
+    /** Effective sample size lambda, finite and >= 0; 0 (default) means
+     *  bnn_svi_config.dataset_size.  lambda > N tempers the posterior (a
+     *  likelihood raised to lambda / N, the prior unchanged). */
+    float ivon_ess;
+    /** Clip each coordinate of the update direction to [-r, r]; 0 (default)
+     *  is off. */
+    float ivon_clip_radius;
 } bnn_optimizer_config;
 
-/** Fill cfg with defaults (Adam, lr 1e-3) and set struct_size.  NULL is
- *  ignored. */
+/** Fill cfg with defaults (Adam, lr 1e-3; IVON's fields as documented) and
+ *  set struct_size.  NULL is ignored. */
 BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg);
 
 typedef struct bnn_svi_config {
@@ -323,13 +342,49 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
  *  ocfg or svi may be NULL for defaults, but svi->dataset_size has no
  *  useful default (1).  The guide (and its model) must outlive the
  *  optimizer.  Errors: BNN_E_INVALID (NULL, bad values, analytic KL with the
- *  scale-mixture prior, num_threads above BNN_MAX_THREADS), BNN_E_SHAPE
+ *  scale-mixture prior, num_threads above BNN_MAX_THREADS; for IVON,
+ *  kl_weight 0 or clip_norm set), BNN_E_UNSUPPORTED (IVON with another
+ *  estimator than weight sampling or another prior than Normal), BNN_E_SHAPE
  *  (max_batch so large that the workspace size overflows), BNN_E_NOMEM
  *  (also when the system refuses a thread). */
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
                                         const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi,
                                         bnn_optimizer **out);
+/* IVON (BNN_OPT_IVON).  A Gaussian posterior N(mu, sigma^2) per parameter
+ * with sigma = 1 / sqrt(lambda (h + delta)): lambda = ivon_ess (or N =
+ * dataset_size), delta = kl_weight / (prior_sigma^2 lambda), so that
+ * lambda delta is the (weighted) prior precision.  The optimizer keeps a
+ * momentum g and a Hessian estimate h per parameter; mu is the guide's.  A
+ * step draws, for each of num_particles particles, w = mu + sigma eps and
+ * takes ghat = the gradient at w of the batch's mean negative
+ * log-likelihood and hhat = ghat eps / sigma (Price's theorem), both
+ * averaged over the particles; then, with b1 = beta1, b2 = ivon_beta2:
+ *   g  = b1 g + (1 - b1) ghat
+ *   h  = b2 h + (1 - b2) hhat + (1 - b2)^2 (h - hhat)^2 / (2 (h + delta))
+ *   mu = mu - lr (h0 + delta) clip((g / (1 - b1^t) + delta mu) / (h + delta))
+ * (h + delta stays positive).  After every step the guide's rho is
+ * softplus^-1(sigma): the guide IS the posterior, so predictors, bnn_save
+ * and bnn_guide_get_layer need not know how it was trained.  The guide's
+ * rho before the first step is not used (sigma starts from h0).
+ * Useful learning rates are about 0.05 to 0.5 (the first update is lr
+ * times the gradient, as for SGD), usually decayed (bnn_lr_schedule).
+ *
+ * Requirements: BNN_EST_WEIGHT_SAMPLING and the Normal prior (else
+ * BNN_E_UNSUPPORTED: the estimator's weight draw is what Price's theorem
+ * needs, and the prior's precision is IVON's weight decay), kl_weight > 0
+ * and clip_norm = 0 (else BNN_E_INVALID).  kl_mode is not used: the prior
+ * enters exactly, through delta.
+ *
+ * The gradient buffer (bnn_guide_grads) holds [ghat | hhat] instead of
+ * [dLoss/dmu | dLoss/drho].  bnn_svi_grad_part fills each part's share
+ * (examples weighted 1 / total; all processes draw the same w from the
+ * shared seed and step), so data-parallel training sums the whole buffer
+ * across processes, as for Adam, then calls bnn_optimizer_step.
+ * bnn_svi_stats reports the usual negative ELBO (with the analytic KL of
+ * the posterior the step started from); grad_norm is the norm of the
+ * buffer.  State per parameter: g and h (Adam keeps four moments). */
+
 /** Free an optimizer and its workspace, and end its threads (waits for
  *  them); free it before its guide.  NULL is a no-op. */
 BNN_API void bnn_optimizer_free(bnn_optimizer *opt);
@@ -345,6 +400,20 @@ BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *opt,
                                              size_t num_threads);
 /** Number of optimizer steps taken so far (also the noise counter). */
 BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *opt);
+
+typedef enum bnn_lr_decay {
+    BNN_LR_CONSTANT = 0, /**< lr0 throughout */
+    BNN_LR_LINEAR = 1,   /**< lr0 + (lr_end - lr0) step / total */
+    /** lr_end + (lr0 - lr_end) (1 + cos(pi step / total)) / 2 */
+    BNN_LR_COSINE = 2
+} bnn_lr_decay;
+
+/** The learning rate of a decay schedule at `step` of `total` into *lr,
+ *  for bnn_optimizer_set_lr before each step (linear and cosine reach
+ *  lr_end at total and stay there).  A pure function; any thread.  Errors: BNN_E_INVALID (NULL lr, unknown kind, lr0 or lr_end not
+ *  finite and > 0, total 0). */
+BNN_API bnn_status bnn_lr_schedule(bnn_lr_decay kind, float lr0, float lr_end,
+                                   uint64_t step, uint64_t total, float *lr);
 
 /** Per-step figures.  loss = nll + kl_term. */
 typedef struct bnn_svi_stats {

@@ -396,3 +396,104 @@ void fused_adam(size_t n, float *p, const float *g, float *m, float *v, const fu
         pp[i] -= step * mi / (sqrtf(vi) * ibc2 + eps);
     }
 }
+
+/* ---- IVON ----------------------------------------------------------------------- */
+
+FUSED_INLINE void ivon_draw_block(const int kl, size_t len, const float *restrict mu,
+                                  const float *restrict h, float *restrict eps,
+                                  float *restrict w, float lam, float delta, float inv_p2,
+                                  float c0, float *restrict klv)
+{
+    for (size_t j = 0; j < len; j++) {
+        float prec = lam * (h[j] + delta); /* 1 / s^2 */
+        float r = sqrtf(prec), s = 1.0f / r, m = mu[j], e = eps[j];
+        w[j] = m + s * e;
+        eps[j] = e * r;
+        /* KL = log p - log s + (s^2 + m^2) / (2 p^2) - 1/2, log s = -log(prec) / 2 */
+        if (kl)
+            klv[j] = c0 + 0.5f * log_pos(prec) + 0.5f * (s * s + m * m) * inv_p2;
+    }
+}
+
+CPU_CLONES
+double fused_ivon_draw(size_t n, const float *mu, const float *h, float *eps, float *w, float lam,
+                       float delta, float kl_inv_p2, float kl_log_p)
+{
+    double lane[FUSED_LANES] = {0};
+    float klv[FUSED_BLOCK];
+    float c0 = kl_log_p - 0.5f;
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        if (kl_inv_p2 > 0.0f) {
+            ivon_draw_block(1, len, mu + i, h + i, eps + i, w + i, lam, delta, kl_inv_p2, c0,
+                            klv);
+            lanes_add(lane, klv, len);
+        } else {
+            ivon_draw_block(0, len, mu + i, h + i, eps + i, w + i, lam, delta, 0.0f, 0.0f, NULL);
+        }
+    }
+    return lanes_total(lane);
+}
+
+FUSED_INLINE void ivon_backward_block(const int acc, size_t len, const float *restrict gw,
+                                      const float *restrict f, float *restrict ghat,
+                                      float *restrict hhat)
+{
+    for (size_t j = 0; j < len; j++) {
+        float g = gw[j];
+        store_grad(acc, ghat + j, g);
+        store_grad(acc, hhat + j, f[j] * g);
+    }
+}
+
+CPU_CLONES
+void fused_ivon_backward(size_t n, const float *gw, const float *factor, float *ghat,
+                         float *hhat, int acc, double *ss)
+{
+    double lane[FUSED_LANES] = {0};
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        if (acc)
+            ivon_backward_block(1, len, gw + i, factor + i, ghat + i, hhat + i);
+        else
+            ivon_backward_block(0, len, gw + i, factor + i, ghat + i, hhat + i);
+        if (ss) {
+            lanes_add_sq(lane, ghat + i, len);
+            lanes_add_sq(lane, hhat + i, len);
+        }
+    }
+    if (ss)
+        *ss += lanes_total(lane);
+}
+
+/* softplus^-1(s) = log(e^s - 1) = s + log(1 - e^-s), with 1 - e^-s from
+ * expm1 so that small s keep full relative accuracy (it is then ~ log s). */
+FUSED_INLINE float softplus_inv(float s)
+{
+    return s + log_pos(-vmath_expm1_nonpos(-s));
+}
+
+CPU_CLONES
+void fused_ivon_update(size_t n, float *mu, float *rho, float *g, float *h, const float *ghat,
+                       const float *hhat, const fused_ivon_args *a)
+{
+    float *restrict mm = mu, *restrict rr = rho, *restrict gg = g, *restrict hh = h;
+    const float *restrict gh = ghat, *restrict hth = hhat;
+    const float b1 = a->b1, b2 = a->b2, c1 = 1.0f - b1, c2 = 1.0f - b2;
+    const float half_c2sq = 0.5f * c2 * c2, inv_bc1 = a->inv_bc1, step = a->step;
+    const float delta = a->delta, lam = a->lam, clip = a->clip;
+    for (size_t i = 0; i < n; i++) {
+        float gi = b1 * gg[i] + c1 * gh[i];
+        float hi = hh[i], d = hi - hth[i], hd = hi + delta;
+        float hn = b2 * hi + c2 * hth[i] + half_c2sq * d * d / hd;
+        float hnd = hn + delta;
+        float m = mm[i];
+        float u = (gi * inv_bc1 + delta * m) / hnd;
+        u = vmath_select(u > clip, clip, u);
+        u = vmath_select(u < -clip, -clip, u);
+        gg[i] = gi;
+        hh[i] = hn;
+        mm[i] = m - step * u;
+        rr[i] = softplus_inv(1.0f / sqrtf(lam * hnd));
+    }
+}

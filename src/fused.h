@@ -81,4 +81,36 @@ typedef struct fused_adam_args {
 void fused_adam(size_t n, float *p, const float *g, float *m, float *v,
                 const fused_adam_args *a);
 
+/* ---- IVON (bnn.h, "IVON"): h is the Hessian estimate, lam the effective
+ * sample size, delta the prior precision / lam. */
+
+/* One draw with s = 1 / sqrt(lam (h + delta)) from standard normals eps:
+ * w = m + s eps, and eps is replaced by eps / s, the factor that turns a
+ * gradient at w into Price's Hessian estimate.  If kl_inv_p2 > 0, returns
+ * the analytic KL(N(m, s^2) || N(0, p^2)) summed (kl_log_p = log p), else 0. */
+double fused_ivon_draw(size_t n, const float *mu, const float *h, float *eps,
+                       float *w, float lam, float delta, float kl_inv_p2,
+                       float kl_log_p);
+
+/* Backward of one layer's parameters for IVON: ghat (=|+=) gw and hhat
+ * (=|+=) factor * gw, written when acc == 0 (a particle's first term),
+ * added otherwise.  If ss is not NULL the squares of the results are added
+ * to *ss. */
+void fused_ivon_backward(size_t n, const float *gw, const float *factor,
+                         float *ghat, float *hhat, int acc, double *ss);
+
+typedef struct fused_ivon_args {
+    float b1, b2;   /* momentum and Hessian decays */
+    float inv_bc1;  /* 1 / (1 - b1^t) */
+    float step;     /* lr (h0 + delta) */
+    float delta, lam;
+    float clip;     /* > 0; +inf when off */
+} fused_ivon_args;
+
+/* The IVON update of bnn.h on ghat, hhat: g, h and mu in place, then
+ * rho = softplus^-1(1 / sqrt(lam (h + delta))). */
+void fused_ivon_update(size_t n, float *mu, float *rho, float *g, float *h,
+                       const float *ghat, const float *hhat,
+                       const fused_ivon_args *a);
+
 #endif

@@ -164,6 +164,9 @@ struct pool;
 struct svi_ws {
     bnn_estimator estimator;
     uint64_t seed;
+    /* Weight sampling for IVON: the backward fills [ghat | hhat] (fused.h),
+     * written by the first particle (ivon_acc == 0), added by later ones. */
+    int ivon, ivon_acc;
     /* The n_params buffers an estimator does not use are NULL. */
     float *dsig;  /* n_params: 2 sigma dsigma/drho (local reparameterization) */
     float *sig2;  /* n_params: sigma^2 (local reparameterization) */
@@ -193,10 +196,17 @@ struct bnn_optimizer {
     bnn_optimizer_config ocfg;
     bnn_svi_config svi;
     uint64_t step;
-    float *m; /* Adam first moment / SGD momentum buffer, 2 * n_params */
-    float *v; /* Adam second moment, 2 * n_params */
+    /* Adam first moment / SGD momentum buffer, 2 * n_params; IVON's
+     * [momentum g | Hessian estimate h] */
+    float *m;
+    float *v; /* Adam second moment, 2 * n_params; NULL for IVON */
+    float ivon_lam, ivon_delta; /* bnn.h "IVON": lambda and delta */
     struct svi_ws ws;
 };
+
+/* IVON's delta = kl_weight / (prior_sigma^2 lambda), computed the same way
+ * by the optimizer and by the loader's check of a saved Hessian. */
+float optim_ivon_delta(float kl_weight, float prior_sigma, float lam);
 
 /* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known
  * (finite): bnn_svi_step computes it with the gradient. */

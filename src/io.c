@@ -1,4 +1,4 @@
-/* bnn_save / bnn_load: the version 1 file format described in
+/* bnn_save / bnn_load: the version 1 and 2 file format described in
  * docs/format.md.  Every field is written byte by byte in little-endian
  * order, so files move between machines and compilers unchanged; loading
  * trusts nothing in the file until it has been checked against the bytes
@@ -23,7 +23,10 @@ _Static_assert(sizeof(float) == 4 && FLT_RADIX == 2 && FLT_MANT_DIG == 24 &&
                    FLT_MAX_EXP == 128,
                "libbnn files need IEEE-754 binary32 floats");
 
-#define IO_VERSION 1u
+#define IO_VERSION 2u
+/* Version 2 adds the IVON optimizer section; files without IVON state are
+ * written as version 1, which every reader since 0.1 loads. */
+#define IO_VERSION_IVON 2u
 #define IO_FLAG_OPTIMIZER 1u
 #define IO_KNOWN_FLAGS IO_FLAG_OPTIMIZER
 
@@ -37,6 +40,7 @@ static const unsigned char io_magic[8] = {0x89, 'B', 'N', 'N',
 #define IO_MODEL_FIXED_BYTES 36u /* n_sizes + 8 four-byte fields */
 #define IO_GUIDE_FIXED_BYTES 8u  /* parameter count */
 #define IO_OPT_FIXED_BYTES 88u   /* configs, step, state count */
+#define IO_IVON_BYTES 16u        /* IVON's four settings */
 #define IO_CRC_BYTES 4u
 #define IO_MIN_FILE_BYTES                                                    \
     (IO_HEADER_BYTES + IO_MODEL_FIXED_BYTES + 2 * 8u + IO_GUIDE_FIXED_BYTES + \
@@ -200,11 +204,16 @@ static size_t io_file_size(const bnn_guide *g, const bnn_optimizer *o)
     const bnn_model *m = g->model;
     size_t p8, total = IO_HEADER_BYTES + IO_MODEL_FIXED_BYTES +
                        8 * m->n_sizes + IO_GUIDE_FIXED_BYTES + IO_CRC_BYTES;
-    /* The guide holds 2P floats; the optimizer's m and v 2P each. */
+    /* The guide holds 2P floats; the optimizer's m and v 2P each (IVON:
+     * its settings and m = [g | h]). */
     if (mem_mul_overflow(g->n_params, 8, &p8) || p8 > SIZE_MAX - total)
         return 0;
     total += p8;
-    if (o) {
+    if (o && o->ocfg.kind == BNN_OPT_IVON) {
+        if (p8 > SIZE_MAX - total - IO_OPT_FIXED_BYTES - IO_IVON_BYTES)
+            return 0;
+        total += IO_OPT_FIXED_BYTES + IO_IVON_BYTES + p8;
+    } else if (o) {
         if (p8 > (SIZE_MAX - total - IO_OPT_FIXED_BYTES) / 2)
             return 0;
         total += IO_OPT_FIXED_BYTES + 2 * p8;
@@ -253,6 +262,14 @@ static void put_optimizer(io_sink *s, const bnn_optimizer *o, size_t n_state)
     put_u64(s, v->seed);
     put_u64(s, o->step);
     put_u64(s, (uint64_t)n_state);
+    if (c->kind == BNN_OPT_IVON) {
+        put_f32(s, c->ivon_beta2);
+        put_f32(s, c->ivon_hess_init);
+        put_f32(s, c->ivon_ess);
+        put_f32(s, c->ivon_clip_radius);
+        put_f32_array(s, o->m, n_state);
+        return;
+    }
     put_f32_array(s, o->m, n_state);
     put_f32_array(s, o->v, n_state);
 }
@@ -262,7 +279,7 @@ static void put_file(io_sink *s, const bnn_guide *g, const bnn_optimizer *o,
                      size_t file_size)
 {
     put_bytes(s, io_magic, sizeof io_magic);
-    put_u32(s, IO_VERSION);
+    put_u32(s, o && o->ocfg.kind == BNN_OPT_IVON ? IO_VERSION_IVON : 1u);
     put_u32(s, o ? IO_FLAG_OPTIMIZER : 0u);
     put_u64(s, (uint64_t)file_size);
     put_model(s, g->model);
@@ -311,7 +328,7 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
                              fn, o->svi.max_batch, g->model->max_width,
                              (unsigned long long)IO_MAX_BATCH_X_WIDTH);
         size_t n = 2 * g->n_params;
-        if (!floats_ok(o->m, n, 0) || !floats_ok(o->v, n, 1))
+        if (!floats_ok(o->m, n, 0) || (o->v && !floats_ok(o->v, n, 1)))
             return error_set(BNN_E_INVALID,
                              "%s: the optimizer state holds NaN, Inf or a "
                              "negative second moment", fn);
@@ -549,7 +566,8 @@ typedef struct io_contents {
     bnn_optimizer_config ocfg;
     bnn_svi_config svi;
     uint64_t step;
-    const unsigned char *m, *v; /* 2 * n_params LE floats each */
+    const unsigned char *m, *v; /* 2 * n_params LE floats each; v NULL for IVON */
+    uint32_t version;
 } io_contents;
 
 /* n LE floats that all pass bits_ok. */
@@ -564,7 +582,7 @@ static int check_f32_block(const unsigned char *p, size_t n, int nonneg)
 #define FORMAT_ERR(...) error_set(BNN_E_FORMAT, __VA_ARGS__)
 
 static bnn_status parse_header(const unsigned char *b, size_t size,
-                               uint32_t *flags)
+                               uint32_t *flags, uint32_t *version_out)
 {
     if (size < sizeof io_magic)
         return FORMAT_ERR("not a libbnn file: %zu bytes is too short", size);
@@ -583,6 +601,7 @@ static bnn_status parse_header(const unsigned char *b, size_t size,
     if (size < IO_MIN_FILE_BYTES)
         return FORMAT_ERR("truncated libbnn file (%zu bytes)", size);
     *flags = le_u32(b + 12);
+    *version_out = version;
     uint64_t length = le_u64(b + 16);
     if (length != (uint64_t)size)
         return FORMAT_ERR("the file should be %llu bytes long but is %zu "
@@ -682,8 +701,8 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
         !rd_u64(r, &n_state))
         return FORMAT_ERR("truncated optimizer section or non-finite "
                           "optimizer setting");
-    if (kind > BNN_OPT_SGD || est > BNN_EST_FLIPOUT ||
-        klm > BNN_KL_MONTE_CARLO)
+    uint32_t max_kind = c->version >= IO_VERSION_IVON ? BNN_OPT_IVON : BNN_OPT_SGD;
+    if (kind > max_kind || est > BNN_EST_FLIPOUT || klm > BNN_KL_MONTE_CARLO)
         return FORMAT_ERR("unknown optimizer %u, estimator %u or KL mode %u",
                           (unsigned)kind, (unsigned)est, (unsigned)klm);
     if (dataset == 0 || dataset > SIZE_MAX || particles == 0 ||
@@ -708,7 +727,11 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
                           "guide (%llu)",
                           (unsigned long long)n_state,
                           2 * (unsigned long long)c->n_params);
-    if (n_state > rd_left(r) / 8)
+    int ivon = kind == BNN_OPT_IVON;
+    if (ivon && (!rd_f32(r, &o->ivon_beta2) || !rd_f32(r, &o->ivon_hess_init) ||
+                 !rd_f32(r, &o->ivon_ess) || !rd_f32(r, &o->ivon_clip_radius)))
+        return FORMAT_ERR("truncated IVON settings or non-finite IVON setting");
+    if (n_state > rd_left(r) / (ivon ? 4 : 8))
         return FORMAT_ERR("optimizer state exceeds the data in the file");
     o->kind = (bnn_optimizer_kind)kind;
     s->estimator = (bnn_estimator)est;
@@ -717,6 +740,18 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
     s->num_particles = (size_t)particles;
     s->max_batch = (size_t)batch;
     c->m = rd_take(r, 4 * (size_t)n_state);
+    if (ivon) {
+        /* [g | h]: every h + delta > 0, as the update keeps it. */
+        if (!check_f32_block(c->m, (size_t)n_state, 0))
+            return FORMAT_ERR("the IVON state holds NaN or Inf");
+        float lam = o->ivon_ess > 0.0f ? o->ivon_ess : (float)s->dataset_size;
+        float delta = optim_ivon_delta(s->kl_weight, c->mcfg.prior_sigma, lam);
+        size_t P = c->n_params;
+        for (size_t i = 0; i < P; i++)
+            if (!(bits_to_f32(le_u32(c->m + 4 * (P + i))) + delta > 0.0f))
+                return FORMAT_ERR("IVON Hessian estimate %zu is not above -delta", i);
+        return BNN_OK;
+    }
     c->v = rd_take(r, 4 * (size_t)n_state);
     /* Adam's second moment is a running mean of squares. */
     if (!check_f32_block(c->m, (size_t)n_state, 0) ||
@@ -729,7 +764,7 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
 static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
 {
     uint32_t flags = 0;
-    bnn_status st = parse_header(b, size, &flags);
+    bnn_status st = parse_header(b, size, &flags, &c->version);
     if (st != BNN_OK)
         return st;
     io_reader r = {b, size - IO_CRC_BYTES, IO_HEADER_BYTES};
@@ -748,7 +783,7 @@ static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
  * negative prior sigma): the file is still what is wrong. */
 static bnn_status as_format_error(bnn_status st, const char *what)
 {
-    if (st != BNN_E_INVALID && st != BNN_E_SHAPE)
+    if (st != BNN_E_INVALID && st != BNN_E_SHAPE && st != BNN_E_UNSUPPORTED)
         return st;
     char msg[256];
     snprintf(msg, sizeof msg, "%s", bnn_last_error());
@@ -803,7 +838,8 @@ BNN_API bnn_status bnn_load_from_memory(const void *buf, size_t size,
         }
         o->step = c.step;
         decode_f32(c.m, 2 * c.n_params, o->m);
-        decode_f32(c.v, 2 * c.n_params, o->v);
+        if (o->v)
+            decode_f32(c.v, 2 * c.n_params, o->v);
     }
     *model_out = m;
     *guide_out = g;

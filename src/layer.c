@@ -106,7 +106,12 @@ void layer_backward(struct svi_ws *ws, bnn_guide *g, size_t l, const tensor *h, 
         float *gb = ws->gw + m->b_off[l];
         tensor_sum_rows(dA, gb, 0);
         size_t w0 = m->w_off[l];
-        pass_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, 1, grho + w0, ss);
+        if (ws->ivon) /* ghat = dW, hhat = dW eps / sigma (the factor in ws->noise) */
+            pass_ivon_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, grho + w0,
+                               ws->ivon_acc, ss);
+        else
+            pass_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, 1, grho + w0,
+                          ss);
         if (dh) {
             tensor w = wview(ws->wsamp, m, l);
             tensor_gemm(0, 0, 1.0f, dA, &w, 0.0f, dh);

@@ -1,4 +1,4 @@
-/* bnn_optimizer: Adam and SGD on the guide's flat buffers.  It owns an SVI
+/* bnn_optimizer: Adam, SGD and IVON on the guide's flat buffers.  It owns an SVI
  * workspace (svi.c) so that steady-state steps never allocate. */
 #include <math.h>
 #include <string.h>
@@ -21,6 +21,10 @@ BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg)
     cfg->eps = 1e-8f;
     cfg->momentum = 0.0f;
     cfg->clip_norm = 0.0f;
+    cfg->ivon_beta2 = 0.99f;
+    cfg->ivon_hess_init = 0.1f;
+    cfg->ivon_ess = 0.0f;
+    cfg->ivon_clip_radius = 0.0f;
 }
 
 BNN_API void bnn_svi_config_init(bnn_svi_config *cfg)
@@ -41,7 +45,7 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg)
 
 static bnn_status validate_ocfg(const bnn_optimizer_config *c)
 {
-    if (c->kind != BNN_OPT_ADAM && c->kind != BNN_OPT_SGD)
+    if (c->kind != BNN_OPT_ADAM && c->kind != BNN_OPT_SGD && c->kind != BNN_OPT_IVON)
         return error_set(BNN_E_INVALID, "unknown optimizer kind %d", (int)c->kind);
     if (!(isfinite(c->lr) && c->lr > 0.0f))
         return error_set(BNN_E_INVALID, "learning rate must be finite and > 0, got %g", (double)c->lr);
@@ -53,6 +57,42 @@ static bnn_status validate_ocfg(const bnn_optimizer_config *c)
         return error_set(BNN_E_INVALID, "momentum must be in [0,1), got %g", (double)c->momentum);
     if (!(isfinite(c->clip_norm) && c->clip_norm >= 0.0f))
         return error_set(BNN_E_INVALID, "clip_norm must be finite and >= 0");
+    if (c->kind != BNN_OPT_IVON)
+        return BNN_OK;
+    if (!(c->ivon_beta2 >= 0.0f && c->ivon_beta2 < 1.0f))
+        return error_set(BNN_E_INVALID, "ivon_beta2 must be in [0,1), got %g",
+                         (double)c->ivon_beta2);
+    if (!(isfinite(c->ivon_hess_init) && c->ivon_hess_init > 0.0f))
+        return error_set(BNN_E_INVALID, "ivon_hess_init must be finite and > 0, got %g",
+                         (double)c->ivon_hess_init);
+    if (!(isfinite(c->ivon_ess) && c->ivon_ess >= 0.0f))
+        return error_set(BNN_E_INVALID, "ivon_ess must be finite and >= 0 (0: dataset_size)");
+    if (!(isfinite(c->ivon_clip_radius) && c->ivon_clip_radius >= 0.0f))
+        return error_set(BNN_E_INVALID, "ivon_clip_radius must be finite and >= 0 (0: off)");
+    if (c->clip_norm != 0.0f)
+        return error_set(BNN_E_INVALID, "IVON does not use clip_norm (it clips each update "
+                         "with ivon_clip_radius): set clip_norm to 0");
+    return BNN_OK;
+}
+
+float optim_ivon_delta(float kl_weight, float prior_sigma, float lam)
+{
+    double p = prior_sigma;
+    return (float)((double)kl_weight / (p * p * (double)lam));
+}
+
+/* IVON's demands on the model and the SVI settings (bnn.h "IVON"). */
+static bnn_status validate_ivon(const bnn_svi_config *c, const bnn_model *m)
+{
+    if (c->estimator != BNN_EST_WEIGHT_SAMPLING)
+        return error_set(BNN_E_UNSUPPORTED, "IVON needs BNN_EST_WEIGHT_SAMPLING: its Hessian "
+                         "estimate (Price's theorem) uses the weight draw");
+    if (m->prior != BNN_PRIOR_NORMAL)
+        return error_set(BNN_E_UNSUPPORTED, "IVON needs the Normal prior (its precision is "
+                         "IVON's weight decay); the scale-mixture prior has no such form");
+    if (!(c->kl_weight > 0.0f))
+        return error_set(BNN_E_INVALID, "IVON needs kl_weight > 0 (it scales the prior "
+                         "precision, which keeps the posterior proper)");
     return BNN_OK;
 }
 
@@ -100,6 +140,9 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
         st = validate_ocfg(&oc);
     if (st == BNN_OK)
         st = validate_svi(&sc, guide->model);
+    int ivon = oc.kind == BNN_OPT_IVON;
+    if (st == BNN_OK && ivon)
+        st = validate_ivon(&sc, guide->model);
     if (st != BNN_OK)
         return st;
 
@@ -113,9 +156,19 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     o->svi = sc;
     size_t P = guide->n_params;
     o->m = mem_calloc_array(a, 2 * P, sizeof(float));
-    o->v = mem_calloc_array(a, 2 * P, sizeof(float)); /* saved with the state, even for SGD */
-    if (!o->m || !o->v)
+    /* v is saved with the state, even for SGD; IVON has none. */
+    o->v = ivon ? NULL : mem_calloc_array(a, 2 * P, sizeof(float));
+    if (!o->m || (!ivon && !o->v))
         st = error_set(BNN_E_NOMEM, "out of memory allocating the optimizer state");
+    if (st == BNN_OK && ivon) {
+        double lam = oc.ivon_ess > 0.0f ? (double)oc.ivon_ess : (double)sc.dataset_size;
+        double p = guide->model->prior_sigma;
+        o->ivon_lam = (float)lam;
+        o->ivon_delta = optim_ivon_delta(sc.kl_weight, (float)p, (float)lam);
+        for (size_t i = 0; i < P; i++)
+            o->m[P + i] = oc.ivon_hess_init;
+        o->ws.ivon = 1;
+    }
     if (st != BNN_OK || (st = svi_ws_alloc(&o->ws, guide->model, &sc)) != BNN_OK) {
         bnn_optimizer_free(o);
         return st;
@@ -204,7 +257,15 @@ static void apply(bnn_optimizer *o, double ss)
     uint64_t t = o->step + 1;
     float lr = o->ocfg.lr;
     float *m = o->m;
-    if (o->ocfg.kind == BNN_OPT_ADAM) {
+    if (o->ocfg.kind == BNN_OPT_IVON) {
+        size_t P = g->n_params;
+        float b1 = o->ocfg.beta1, r = o->ocfg.ivon_clip_radius;
+        fused_ivon_args a = {b1, o->ocfg.ivon_beta2, (float)(1.0 / (1.0 - pow(b1, (double)t))),
+                             (float)((double)lr * ((double)o->ocfg.ivon_hess_init +
+                                                   (double)o->ivon_delta)),
+                             o->ivon_delta, o->ivon_lam, r > 0.0f ? r : INFINITY};
+        pass_ivon_update(&o->ws, P, p, p + P, m, m + P, gr, gr + P, &a);
+    } else if (o->ocfg.kind == BNN_OPT_ADAM) {
         /* PyTorch's Adam (which Pyro wraps): bias-corrected step size and
          * eps added to the corrected root of v. */
         float b1 = o->ocfg.beta1, b2 = o->ocfg.beta2;
@@ -245,5 +306,25 @@ BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
     if (!isfinite(ss))
         return error_set(BNN_E_NUMERIC, "gradient holds NaN or Inf: parameters left unchanged");
     apply(o, ss);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_lr_schedule(bnn_lr_decay kind, float lr0, float lr_end, uint64_t step,
+                                   uint64_t total, float *lr)
+{
+    if (!lr)
+        return error_set(BNN_E_INVALID, "bnn_lr_schedule: lr is NULL");
+    if (kind != BNN_LR_CONSTANT && kind != BNN_LR_LINEAR && kind != BNN_LR_COSINE)
+        return error_set(BNN_E_INVALID, "unknown learning-rate decay %d", (int)kind);
+    if (!(isfinite(lr0) && lr0 > 0.0f) || !(isfinite(lr_end) && lr_end > 0.0f))
+        return error_set(BNN_E_INVALID, "lr0 and lr_end must be finite and > 0");
+    if (total == 0)
+        return error_set(BNN_E_INVALID, "bnn_lr_schedule: total must be >= 1");
+    double f = step >= total ? 1.0 : (double)step / (double)total, r = lr0;
+    if (kind == BNN_LR_LINEAR)
+        r = lr0 + ((double)lr_end - lr0) * f;
+    else if (kind == BNN_LR_COSINE)
+        r = lr_end + ((double)lr0 - lr_end) * 0.5 * (1.0 + cos(3.14159265358979323846 * f));
+    *lr = (float)r;
     return BNN_OK;
 }

@@ -5,7 +5,10 @@
 #include "pool.h"
 #include "rng.h"
 
-enum pass_kind { PASS_DRAW, PASS_LRT, PASS_BACKWARD, PASS_SUM_SQ, PASS_ADAM };
+enum pass_kind {
+    PASS_DRAW, PASS_LRT, PASS_BACKWARD, PASS_SUM_SQ, PASS_ADAM,
+    PASS_IVON_DRAW, PASS_IVON_BACKWARD, PASS_IVON_UPDATE
+};
 
 typedef struct pass_ctx {
     enum pass_kind kind;
@@ -17,6 +20,12 @@ typedef struct pass_ctx {
     const float *g;
     const fused_kl *kl;
     const fused_adam_args *adam;
+    /* IVON */
+    float *h, *rho_out;
+    const float *hhat;
+    float lam, delta, inv_p2, log_p;
+    int acc;
+    const fused_ivon_args *ivon;
     double *partial;
 } pass_ctx;
 
@@ -56,6 +65,19 @@ static void pass_task(void *vc, size_t c)
         break;
     case PASS_ADAM:
         fused_adam(len, x->p + off, x->g + off, x->m + off, x->v + off, x->adam);
+        break;
+    case PASS_IVON_DRAW:
+        rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
+        r = fused_ivon_draw(len, x->mu + off, x->h + off, x->eps + off, x->w + off, x->lam,
+                            x->delta, x->inv_p2, x->log_p);
+        break;
+    case PASS_IVON_BACKWARD:
+        fused_ivon_backward(len, x->gw + off, x->factor + off, x->gmu + off, x->grho + off,
+                            x->acc, x->partial ? &r : NULL);
+        break;
+    case PASS_IVON_UPDATE:
+        fused_ivon_update(len, x->p + off, x->rho_out + off, x->m + off, x->h + off,
+                          x->g + off, x->hhat + off, x->ivon);
         break;
     }
     if (x->partial)
@@ -114,5 +136,33 @@ void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g, float *m, 
                const fused_adam_args *a)
 {
     pass_ctx x = {.kind = PASS_ADAM, .n = n, .p = p, .g = g, .m = m, .v = v, .adam = a};
+    (void)run(ws, &x, 0);
+}
+
+double pass_ivon_draw(struct svi_ws *ws, uint64_t stream, size_t n, const float *mu,
+                      const float *h, float *eps, float *w, float lam, float delta,
+                      float kl_inv_p2, float kl_log_p)
+{
+    pass_ctx x = {.kind = PASS_IVON_DRAW, .n = n, .seed = ws->seed, .stream = stream,
+                  .mu = mu, .h = (float *)h, .eps = eps, .w = w, .lam = lam, .delta = delta,
+                  .inv_p2 = kl_inv_p2, .log_p = kl_log_p};
+    return run(ws, &x, kl_inv_p2 > 0.0f);
+}
+
+void pass_ivon_backward(struct svi_ws *ws, size_t n, const float *gw, const float *factor,
+                        float *ghat, float *hhat, int acc, double *ss)
+{
+    pass_ctx x = {.kind = PASS_IVON_BACKWARD, .n = n, .gw = gw, .factor = factor,
+                  .gmu = ghat, .grho = hhat, .acc = acc};
+    double r = run(ws, &x, ss != NULL);
+    if (ss)
+        *ss += r;
+}
+
+void pass_ivon_update(struct svi_ws *ws, size_t n, float *mu, float *rho, float *g, float *h,
+                      const float *ghat, const float *hhat, const fused_ivon_args *a)
+{
+    pass_ctx x = {.kind = PASS_IVON_UPDATE, .n = n, .p = mu, .rho_out = rho, .m = g, .h = h,
+                  .g = ghat, .hhat = hhat, .ivon = a};
     (void)run(ws, &x, 0);
 }

@@ -28,5 +28,16 @@ void pass_backward(struct svi_ws *ws, size_t n, const float *gw,
 double pass_sum_sq(struct svi_ws *ws, size_t n, const float *x);
 void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g,
                float *m, float *v, const fused_adam_args *a);
+/* IVON (fused_ivon_*); the draw fills eps with standard normals of
+ * (seed, stream) first, as pass_draw does. */
+double pass_ivon_draw(struct svi_ws *ws, uint64_t stream, size_t n,
+                      const float *mu, const float *h, float *eps, float *w,
+                      float lam, float delta, float kl_inv_p2, float kl_log_p);
+void pass_ivon_backward(struct svi_ws *ws, size_t n, const float *gw,
+                        const float *factor, float *ghat, float *hhat, int acc,
+                        double *ss);
+void pass_ivon_update(struct svi_ws *ws, size_t n, float *mu, float *rho,
+                      float *g, float *h, const float *ghat, const float *hhat,
+                      const fused_ivon_args *a);
 
 #endif

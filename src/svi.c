@@ -143,6 +143,15 @@ static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale)
     const float *mu = guide_mu(g), *rho = guide_rho(g);
     int analytic = o->svi.kl_mode == BNN_KL_ANALYTIC;
     uint64_t step = o->step;
+    if (o->ocfg.kind == BNN_OPT_IVON) {
+        /* One draw from sigma(h); the analytic KL of that posterior, once,
+         * for the statistics only (the prior acts through delta). */
+        double p = g->model->prior_sigma;
+        o->ws.ivon_acc = k > 0;
+        return pass_ivon_draw(&o->ws, rng_stream_id(step, k, 0, RNG_WEIGHTS), P, mu,
+                              o->m + P, o->ws.noise, o->ws.wsamp, o->ivon_lam, o->ivon_delta,
+                              k == 0 ? (float)(1.0 / (p * p)) : 0.0f, (float)log(p));
+    }
     fused_kl kl = kl_setup(o, analytic ? kl_scale : kl_scale / (double)K, k > 0);
     double r = 0.0;
     switch (o->svi.estimator) {
@@ -243,7 +252,9 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
             return st;
     }
     size_t K = o->svi.num_particles;
-    float inv_k = 1.0f / (float)K;
+    /* IVON takes the gradient of the batch's mean NLL (bnn.h). */
+    int ivon = o->ocfg.kind == BNN_OPT_IVON;
+    float inv_k = ivon ? (float)(1.0 / ((double)K * (double)total)) : 1.0f / (float)K;
     double kl_scale = (double)o->svi.kl_weight * (double)n / (double)o->svi.dataset_size;
 
     /* Particle 0's parameter pass writes the whole gradient buffer (its KL

@@ -680,7 +680,7 @@ static bnn_status opt_edit(hctx *c, void (*eo)(bnn_optimizer_config *),
     ROW(svi_cfg_##name) { return opt_edit(c, NULL, es_##name); }
 
 OPT_EDIT(struct_size_small, k->struct_size = offsetof(bnn_optimizer_config, lr))
-OPT_EDIT(bad_kind, k->kind = (bnn_optimizer_kind)2)
+OPT_EDIT(bad_kind, k->kind = (bnn_optimizer_kind)3)
 OPT_EDIT(lr_zero, k->lr = 0.0f)
 OPT_EDIT(lr_negative, k->lr = -1e-3f)
 OPT_EDIT(lr_nan, k->lr = NAN)
@@ -694,6 +694,96 @@ OPT_EDIT(momentum_one, (k->kind = BNN_OPT_SGD, k->momentum = 1.0f))
 OPT_EDIT(momentum_nan, (k->kind = BNN_OPT_SGD, k->momentum = NAN))
 OPT_EDIT(clip_negative, k->clip_norm = -1.0f)
 OPT_EDIT(clip_inf, k->clip_norm = INFINITY)
+
+/* IVON: its own settings, then what it needs of the SVI settings (opt_edit
+ * gives local reparameterization and the Normal prior: ivon_ws switches to
+ * weight sampling). */
+static void ivon_ws(bnn_svi_config *k)
+{
+    k->estimator = BNN_EST_WEIGHT_SAMPLING;
+}
+#define IVON_EDIT(name, stmt)                                              \
+    static void ei_##name(bnn_optimizer_config *k)                         \
+    {                                                                      \
+        k->kind = BNN_OPT_IVON;                                            \
+        stmt;                                                              \
+    }                                                                      \
+    ROW(ivon_##name) { return opt_edit(c, ei_##name, ivon_ws); }
+IVON_EDIT(beta2_one, k->ivon_beta2 = 1.0f)
+IVON_EDIT(beta2_nan, k->ivon_beta2 = NAN)
+IVON_EDIT(hess_init_zero, k->ivon_hess_init = 0.0f)
+IVON_EDIT(hess_init_inf, k->ivon_hess_init = INFINITY)
+IVON_EDIT(ess_negative, k->ivon_ess = -1.0f)
+IVON_EDIT(ess_nan, k->ivon_ess = NAN)
+IVON_EDIT(clip_radius_negative, k->ivon_clip_radius = -0.5f)
+IVON_EDIT(clip_norm_set, k->clip_norm = 1.0f)
+IVON_EDIT(beta1_one, k->beta1 = 1.0f)
+
+static void ei_plain(bnn_optimizer_config *k)
+{
+    k->kind = BNN_OPT_IVON;
+}
+static void es_ivon_kl0(bnn_svi_config *k)
+{
+    k->estimator = BNN_EST_WEIGHT_SAMPLING;
+    k->kl_weight = 0.0f;
+}
+ROW(ivon_lrt)
+{
+    return opt_edit(c, ei_plain, NULL);
+}
+ROW(ivon_kl_weight_zero)
+{
+    return opt_edit(c, ei_plain, es_ivon_kl0);
+}
+ROW(ivon_mixture_prior)
+{
+    bnn_model_config k = cat_config();
+    k.prior = BNN_PRIOR_SCALE_MIXTURE;
+    bnn_model *m;
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_model_create(&k, &m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = BNN_OPT_IVON;
+    bnn_svi_config sc = small_svi();
+    sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+    sc.kl_mode = BNN_KL_MONTE_CARLO;
+    bnn_status st = opt_with(c, g, &oc, &sc);
+    own_free(m, g, NULL);
+    return st;
+}
+
+/* ---- bnn_lr_schedule ----------------------------------------------------- */
+
+static bnn_status lr_sched(hctx *c, bnn_lr_decay kind, float lr0, float lr_end,
+                           uint64_t total, int null_out)
+{
+    float *lr = OUT(float, 0);
+    arm(c);
+    return bnn_lr_schedule(kind, lr0, lr_end, 3, total, null_out ? NULL : lr);
+}
+ROW(lr_sched_null)
+{
+    return lr_sched(c, BNN_LR_COSINE, 0.1f, 0.01f, 10, 1);
+}
+ROW(lr_sched_bad_kind)
+{
+    return lr_sched(c, (bnn_lr_decay)3, 0.1f, 0.01f, 10, 0);
+}
+ROW(lr_sched_lr0_nan)
+{
+    return lr_sched(c, BNN_LR_LINEAR, NAN, 0.01f, 10, 0);
+}
+ROW(lr_sched_end_zero)
+{
+    return lr_sched(c, BNN_LR_COSINE, 0.1f, 0.0f, 10, 0);
+}
+ROW(lr_sched_total_zero)
+{
+    return lr_sched(c, BNN_LR_LINEAR, 0.1f, 0.01f, 0, 0);
+}
 
 SVI_EDIT(struct_size_small, k->struct_size = offsetof(bnn_svi_config, kl_weight))
 SVI_EDIT(dataset_zero, k->dataset_size = 0)
@@ -1948,8 +2038,8 @@ ROW(load_memory_bit_flip)
 
 ROW(load_memory_newer_version)
 {
-    const unsigned char v2[4] = {2, 0, 0, 0};
-    unsigned char *b = patched_file(8, v2, 4, 1);
+    const unsigned char v3[4] = {3, 0, 0, 0};
+    unsigned char *b = patched_file(8, v3, 4, 1);
     bnn_status st = load_mem(c, b, fx.file_size, &fx.al);
     free(b);
     return st;
@@ -2140,7 +2230,7 @@ static const hrow rows[] = {
     R(opt_null_guide, BNN_E_INVALID, "must not be NULL"),
     R(opt_null_out, BNN_E_INVALID, "must not be NULL"),
     R(opt_struct_size_small, BNN_E_INVALID, "bnn_optimizer_config.struct_size"),
-    R(opt_bad_kind, BNN_E_INVALID, "optimizer kind 2"),
+    R(opt_bad_kind, BNN_E_INVALID, "optimizer kind 3"),
     R(opt_lr_zero, BNN_E_INVALID, "learning rate"),
     R(opt_lr_negative, BNN_E_INVALID, "learning rate"),
     R(opt_lr_nan, BNN_E_INVALID, "learning rate"),
@@ -2168,6 +2258,23 @@ static const hrow rows[] = {
     R(svi_cfg_max_batch_overflow, BNN_E_SHAPE, "max_batch"),
     R(svi_cfg_max_batch_huge_nomem, BNN_E_NOMEM, "training workspace"),
     R(opt_analytic_kl_mixture, BNN_E_INVALID, "BNN_KL_MONTE_CARLO"),
+    R(ivon_beta2_one, BNN_E_INVALID, "ivon_beta2"),
+    R(ivon_beta2_nan, BNN_E_INVALID, "ivon_beta2"),
+    R(ivon_hess_init_zero, BNN_E_INVALID, "ivon_hess_init"),
+    R(ivon_hess_init_inf, BNN_E_INVALID, "ivon_hess_init"),
+    R(ivon_ess_negative, BNN_E_INVALID, "ivon_ess"),
+    R(ivon_ess_nan, BNN_E_INVALID, "ivon_ess"),
+    R(ivon_clip_radius_negative, BNN_E_INVALID, "ivon_clip_radius"),
+    R(ivon_clip_norm_set, BNN_E_INVALID, "clip_norm"),
+    R(ivon_beta1_one, BNN_E_INVALID, "betas"),
+    R(ivon_lrt, BNN_E_UNSUPPORTED, "BNN_EST_WEIGHT_SAMPLING"),
+    R(ivon_kl_weight_zero, BNN_E_INVALID, "kl_weight > 0"),
+    R(ivon_mixture_prior, BNN_E_UNSUPPORTED, "Normal prior"),
+    R(lr_sched_null, BNN_E_INVALID, "NULL"),
+    R(lr_sched_bad_kind, BNN_E_INVALID, "decay 3"),
+    R(lr_sched_lr0_nan, BNN_E_INVALID, "lr0"),
+    R(lr_sched_end_zero, BNN_E_INVALID, "lr_end"),
+    R(lr_sched_total_zero, BNN_E_INVALID, "total"),
     R(set_lr_null, BNN_E_INVALID, "NULL"),
     R(set_lr_zero, BNN_E_INVALID, "learning rate"),
     R(set_lr_nan, BNN_E_INVALID, "learning rate"),
@@ -2340,7 +2447,7 @@ static const hrow rows[] = {
     R(load_memory_size_zero, BNN_E_FORMAT, "too short"),
     R(load_memory_truncated, BNN_E_FORMAT, "truncated"),
     R(load_memory_bit_flip, BNN_E_FORMAT, "CRC"),
-    R(load_memory_newer_version, BNN_E_VERSION, "version 2"),
+    R(load_memory_newer_version, BNN_E_VERSION, "version 3"),
     R(load_memory_sizes_do_not_chain, BNN_E_FORMAT, "does not match"),
     R(load_null_path, BNN_E_INVALID, "NULL"),
     R(load_missing_file, BNN_E_IO, MISSING_DIR),
@@ -2588,6 +2695,13 @@ static bnn_status op_svi_step_cat(void)
     return bnn_svi_step(fx.co, fx.x, fx.y, NULL, NB, NULL);
 }
 
+static bnn_optimizer *ivon_opt;
+
+static bnn_status op_svi_step_ivon(void)
+{
+    return bnn_svi_step(ivon_opt, fx.x, fx.y, NULL, NB, NULL);
+}
+
 static bnn_status op_svi_step_gauss(void)
 {
     return bnn_svi_step(fx.go, fx.xg, NULL, fx.tg, NB, NULL);
@@ -2822,7 +2936,8 @@ START_TEST(test_alloc_failures_create)
     } v[] = {{BNN_EST_LOCAL_REPARAM, BNN_KL_ANALYTIC, BNN_OPT_ADAM, 1},
              {BNN_EST_LOCAL_REPARAM, BNN_KL_MONTE_CARLO, BNN_OPT_SGD, 1},
              {BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_OPT_ADAM, 3},
-             {BNN_EST_FLIPOUT, BNN_KL_MONTE_CARLO, BNN_OPT_SGD, 1}};
+             {BNN_EST_FLIPOUT, BNN_KL_MONTE_CARLO, BNN_OPT_SGD, 1},
+             {BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, BNN_OPT_IVON, 2}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         bnn_optimizer_config_init(&inj.ocfg);
         inj.ocfg.kind = v[i].kind;
@@ -2855,6 +2970,15 @@ START_TEST(test_alloc_failures_train_predict)
     ck_assert_uint_eq(drive("bnn_svi_step Gaussian", op_svi_step_gauss,
                             nothing, always),
                       0);
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = BNN_OPT_IVON;
+    bnn_svi_config sc = small_svi();
+    sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+    sc.num_threads = 2;
+    ck_assert_int_eq(bnn_optimizer_create(fx.cg, &oc, &sc, &ivon_opt), BNN_OK);
+    ck_assert_uint_eq(drive("bnn_svi_step IVON", op_svi_step_ivon, nothing, always), 0);
+    bnn_optimizer_free(ivon_opt);
     ck_assert_uint_ge(drive("bnn_predict", op_predict, nothing, out_untouched),
                       1);
     ck_assert_uint_ge(drive("bnn_predict_with_uncertainty", op_uncertainty,

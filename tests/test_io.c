@@ -40,6 +40,11 @@ static size_t w32(unsigned char *p, size_t at, uint32_t v)
     return at + 4;
 }
 
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static size_t w64(unsigned char *p, size_t at, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
@@ -91,7 +96,8 @@ static void make_fixture(fixture *f, int with_opt, bnn_optimizer_kind kind)
     mc.activation = BNN_ACT_TANH;
     mc.likelihood = BNN_LIK_GAUSSIAN;
     mc.noise_sigma = 0.25f;
-    mc.prior = BNN_PRIOR_SCALE_MIXTURE;
+    /* IVON needs the Normal prior */
+    mc.prior = kind == BNN_OPT_IVON ? BNN_PRIOR_NORMAL : BNN_PRIOR_SCALE_MIXTURE;
     mc.prior_sigma = 2.5f;
     mc.prior_pi = 0.3f;
     mc.prior_sigma1 = 1.5f;
@@ -129,6 +135,14 @@ static void make_fixture(fixture *f, int with_opt, bnn_optimizer_kind kind)
     sc.num_particles = 3;
     sc.max_batch = 16;
     sc.seed = 0x123456789abcdefull;
+    if (kind == BNN_OPT_IVON) {
+        oc.clip_norm = 0.0f;
+        oc.ivon_beta2 = 0.75f;
+        oc.ivon_hess_init = 0.375f;
+        oc.ivon_ess = 3000.0f;
+        oc.ivon_clip_radius = 0.625f;
+        sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+    }
     ck_assert_int_eq(bnn_optimizer_create(f->guide, &oc, &sc, &f->opt),
                      BNN_OK);
     float *g = bnn_guide_grads(f->guide, &n);
@@ -222,6 +236,8 @@ static void assert_same_state(const fixture *a, const fixture *b)
     ck_assert(oa.lr == ob.lr && oa.beta1 == ob.beta1 && oa.beta2 == ob.beta2);
     ck_assert(oa.eps == ob.eps && oa.momentum == ob.momentum);
     ck_assert(oa.clip_norm == ob.clip_norm);
+    ck_assert(oa.ivon_beta2 == ob.ivon_beta2 && oa.ivon_hess_init == ob.ivon_hess_init);
+    ck_assert(oa.ivon_ess == ob.ivon_ess && oa.ivon_clip_radius == ob.ivon_clip_radius);
     ck_assert_uint_eq(sa.dataset_size, sb.dataset_size);
     ck_assert(sa.kl_weight == sb.kl_weight);
     ck_assert_int_eq(sa.estimator, sb.estimator);
@@ -232,7 +248,8 @@ static void assert_same_state(const fixture *a, const fixture *b)
     ck_assert(bnn_optimizer_step_count(a->opt) ==
               bnn_optimizer_step_count(b->opt));
     ck_assert(memcmp(a->opt->m, b->opt->m, na * sizeof(float)) == 0);
-    ck_assert(memcmp(a->opt->v, b->opt->v, na * sizeof(float)) == 0);
+    ck_assert((a->opt->v == NULL) == (b->opt->v == NULL));
+    ck_assert(!a->opt->v || memcmp(a->opt->v, b->opt->v, na * sizeof(float)) == 0);
 }
 
 /* ---- format ------------------------------------------------------------- */
@@ -413,6 +430,47 @@ END_TEST
 START_TEST(test_round_trip_sgd)
 {
     round_trip_memory(1, BNN_OPT_SGD);
+}
+END_TEST
+
+/* Version 2: IVON's settings and [g | h]; every other file stays version 1. */
+START_TEST(test_round_trip_ivon)
+{
+    round_trip_memory(1, BNN_OPT_IVON);
+    fixture f;
+    make_fixture(&f, 1, BNN_OPT_IVON);
+    size_t size, P = f.guide->n_params;
+    unsigned char *buf = save_mem(&f, 1, &size);
+    ck_assert_uint_eq(le32(buf + 8), 2);
+    size_t opt_at = 24 + 36 + 8 * 3 + 8 + 8 * P;
+    ck_assert_uint_eq(size, opt_at + 88 + 16 + 8 * P + 4);
+    ck_assert_uint_eq(le32(buf + opt_at), BNN_OPT_IVON);
+    ck_assert_uint_eq(le32(buf + opt_at + 88), 0x3f400000u); /* ivon_beta2 0.75 */
+    /* The same bytes marked version 1 are refused: kind 2 is unknown there. */
+    w32(buf, 8, 1);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "unknown optimizer 2"));
+    /* A Hessian estimate at or below -delta cannot come from the update. */
+    w32(buf, 8, 2);
+    w32(buf, opt_at + 104 + 4 * (P + 3), 0xbf800000u); /* h[3] = -1 */
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "Hessian"));
+    /* An IVON section whose settings IVON refuses (local reparameterization). */
+    w32(buf, opt_at + 104 + 4 * (P + 3), 0x3f800000u);
+    w32(buf, opt_at + 40, BNN_EST_LOCAL_REPARAM);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    free(buf);
+    /* Adam files keep version 1. */
+    fixture a;
+    make_fixture(&a, 1, BNN_OPT_ADAM);
+    buf = save_mem(&a, 1, &size);
+    ck_assert_uint_eq(le32(buf + 8), 1);
+    free(buf);
+    free_fixture(&a);
+    free_fixture(&f);
 }
 END_TEST
 
@@ -1062,7 +1120,7 @@ START_TEST(test_versions)
     make_fixture(&f, 0, BNN_OPT_ADAM);
     size_t size;
     unsigned char *buf = save_mem(&f, 0, &size);
-    w32(buf, OFF_VERSION, 2);
+    w32(buf, OFF_VERSION, 3);
     ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_VERSION);
     /* A newer version is recognised from its header alone, whatever
      * follows (its layout is unknown). */
@@ -1178,6 +1236,7 @@ int main(void)
     tcase_add_test(tc, test_round_trip_guide);
     tcase_add_test(tc, test_round_trip_adam);
     tcase_add_test(tc, test_round_trip_sgd);
+    tcase_add_test(tc, test_round_trip_ivon);
     tcase_add_test(tc, test_load_without_opt_out);
     tcase_add_test(tc, test_unused_nan_fields);
     tcase_add_test(tc, test_loaded_guide_predicts_identically);
