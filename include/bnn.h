@@ -341,10 +341,13 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
  *  calls; their stacks are the system's, not the model's allocator's).
  *  ocfg or svi may be NULL for defaults, but svi->dataset_size has no
  *  useful default (1).  The guide (and its model) must outlive the
- *  optimizer.  Errors: BNN_E_INVALID (NULL, bad values, analytic KL with the
- *  scale-mixture prior, num_threads above BNN_MAX_THREADS; for IVON,
- *  kl_weight 0 or clip_norm set), BNN_E_UNSUPPORTED (IVON with another
- *  estimator than weight sampling or another prior than Normal), BNN_E_SHAPE
+ *  optimizer.  A guide has at most one optimizer at a time (it owns the
+ *  guide's gradient buffer); free it before creating another.  Errors:
+ *  BNN_E_STATE (the guide already has an optimizer), BNN_E_INVALID (NULL,
+ *  bad values, analytic KL with the scale-mixture prior, num_threads above
+ *  BNN_MAX_THREADS; for IVON, kl_weight 0 or clip_norm set),
+ *  BNN_E_UNSUPPORTED (IVON with another estimator than weight sampling or
+ *  another prior than Normal), BNN_E_SHAPE
  *  (max_batch so large that the workspace size overflows), BNN_E_NOMEM
  *  (also when the system refuses a thread). */
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,

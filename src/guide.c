@@ -84,6 +84,7 @@ BNN_API bnn_status bnn_guide_create(const bnn_model *m, const bnn_guide_config *
     if (!g)
         return error_set(BNN_E_NOMEM, "out of memory allocating the guide");
     g->model = m;
+    g->optimizer = NULL;
     g->n_params = m->n_params;
     g->params = mem_alloc_array(a, 2 * m->n_params, sizeof(float));
     g->grads = mem_calloc_array(a, 2 * m->n_params, sizeof(float));

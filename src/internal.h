@@ -104,6 +104,9 @@ struct bnn_guide {
     size_t n_params; /* == model->n_params; the buffers hold 2 * n_params */
     float *params;   /* [mu | rho] */
     float *grads;    /* same layout */
+    /* The one optimizer that writes grads and steps params, if any: a
+     * second would share the gradient buffer with it. */
+    const struct bnn_optimizer *optimizer;
 };
 
 static inline const float *guide_mu(const struct bnn_guide *g)

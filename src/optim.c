@@ -126,6 +126,9 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
 {
     if (!guide || !out)
         return error_set(BNN_E_INVALID, "bnn_optimizer_create: guide and out must not be NULL");
+    if (guide->optimizer)
+        return error_set(BNN_E_STATE, "bnn_optimizer_create: the guide already has an optimizer "
+                         "(they would share its gradient buffer); free that one first");
     bnn_optimizer_config oc;
     bnn_svi_config sc;
     bnn_optimizer_config_init(&oc);
@@ -173,6 +176,7 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
         bnn_optimizer_free(o);
         return st;
     }
+    guide->optimizer = o;
     *out = o;
     return BNN_OK;
 }
@@ -181,6 +185,8 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *o)
 {
     if (!o)
         return;
+    if (o->guide->optimizer == o)
+        o->guide->optimizer = NULL;
     const bnn_allocator *a = &o->guide->model->alloc;
     svi_ws_free(&o->ws, a);
     mem_free(a, o->m);

@@ -44,6 +44,7 @@ typedef struct fixture {
     bnn_allocator al;
     bnn_model *cm, *gm;
     bnn_guide *cg, *gg;
+    bnn_guide *fg; /* categorical, no optimizer: for creating one */
     bnn_optimizer *co, *go;
     float x[NB * CIN];
     int32_t y[NB];
@@ -97,6 +98,7 @@ static void fx_setup_cap(size_t cap)
     gc.init_sigma = 0.1f;
     ck_assert_int_eq(bnn_guide_create(fx.cm, &gc, &fx.cg), BNN_OK);
     ck_assert_int_eq(bnn_guide_create(fx.gm, &gc, &fx.gg), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(fx.cm, &gc, &fx.fg), BNN_OK);
     bnn_svi_config s = small_svi();
     ck_assert_int_eq(bnn_optimizer_create(fx.cg, NULL, &s, &fx.co), BNN_OK);
     ck_assert_int_eq(bnn_optimizer_create(fx.gg, NULL, &s, &fx.go), BNN_OK);
@@ -140,6 +142,7 @@ static void fx_teardown(void)
     bnn_optimizer_free(fx.go);
     bnn_guide_free(fx.cg);
     bnn_guide_free(fx.gg);
+    bnn_guide_free(fx.fg);
     bnn_model_free(fx.cm);
     bnn_model_free(fx.gm);
     free(fx.file);
@@ -656,7 +659,14 @@ ROW(opt_null_guide)
 ROW(opt_null_out)
 {
     arm(c);
-    return bnn_optimizer_create(fx.cg, NULL, NULL, NULL);
+    return bnn_optimizer_create(fx.fg, NULL, NULL, NULL);
+}
+
+/* fx.cg has fx.co: a second optimizer would share its gradient buffer. */
+ROW(opt_second_on_guide)
+{
+    bnn_svi_config sc = small_svi();
+    return opt_with(c, fx.cg, NULL, &sc);
 }
 
 static bnn_status opt_edit(hctx *c, void (*eo)(bnn_optimizer_config *),
@@ -669,7 +679,7 @@ static bnn_status opt_edit(hctx *c, void (*eo)(bnn_optimizer_config *),
         eo(&oc);
     if (es)
         es(&sc);
-    return opt_with(c, fx.cg, &oc, &sc);
+    return opt_with(c, fx.fg, &oc, &sc);
 }
 
 #define OPT_EDIT(name, stmt)                                               \
@@ -2229,6 +2239,7 @@ static const hrow rows[] = {
     /* optimizer */
     R(opt_null_guide, BNN_E_INVALID, "must not be NULL"),
     R(opt_null_out, BNN_E_INVALID, "must not be NULL"),
+    R(opt_second_on_guide, BNN_E_STATE, "already has an optimizer"),
     R(opt_struct_size_small, BNN_E_INVALID, "bnn_optimizer_config.struct_size"),
     R(opt_bad_kind, BNN_E_INVALID, "optimizer kind 3"),
     R(opt_lr_zero, BNN_E_INVALID, "learning rate"),
@@ -2664,7 +2675,7 @@ static void undo_guide(void)
 static bnn_status op_opt_create(void)
 {
     reset_handles();
-    return bnn_optimizer_create(fx.cg, &inj.ocfg, &inj.svi, &inj.o);
+    return bnn_optimizer_create(fx.fg, &inj.ocfg, &inj.svi, &inj.o);
 }
 
 static void undo_opt(void)

@@ -342,6 +342,26 @@ START_TEST(test_clip_norm)
 END_TEST
 
 /* Every allocation goes through the model's allocator, and all are freed. */
+/* One optimizer per guide: a second is refused until the first is freed. */
+START_TEST(test_one_optimizer_per_guide)
+{
+    const size_t sizes[] = {3, 4, 2};
+    bnn_model *m = make(sizes, 3);
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    bnn_optimizer *o1, *o2 = (bnn_optimizer *)&o1;
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o1), BNN_OK);
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o2), BNN_E_STATE);
+    ck_assert_ptr_eq(o2, (bnn_optimizer *)&o1);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "already has an optimizer"));
+    bnn_optimizer_free(o1);
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o2), BNN_OK);
+    bnn_optimizer_free(o2);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+}
+END_TEST
+
 START_TEST(test_user_allocator)
 {
     tu_alloc cnt = {0};
@@ -385,6 +405,7 @@ int main(void)
     tcase_add_test(tc, test_optimizer_validation);
     tcase_add_test(tc, test_optimizer_rules);
     tcase_add_test(tc, test_clip_norm);
+    tcase_add_test(tc, test_one_optimizer_per_guide);
     tcase_add_test(tc, test_user_allocator);
     suite_add_tcase(s, tc);
     return tu_run(s);
