@@ -2987,7 +2987,7 @@ START_TEST(test_alloc_failures_train_predict)
     bnn_svi_config sc = small_svi();
     sc.estimator = BNN_EST_WEIGHT_SAMPLING;
     sc.num_threads = 2;
-    ck_assert_int_eq(bnn_optimizer_create(fx.cg, &oc, &sc, &ivon_opt), BNN_OK);
+    ck_assert_int_eq(bnn_optimizer_create(fx.fg, &oc, &sc, &ivon_opt), BNN_OK);
     ck_assert_uint_eq(drive("bnn_svi_step IVON", op_svi_step_ivon, nothing, always), 0);
     bnn_optimizer_free(ivon_opt);
     ck_assert_uint_ge(drive("bnn_predict", op_predict, nothing, out_untouched),
