@@ -309,8 +309,9 @@ BNN_API void bnn_optimizer_config_init(bnn_optimizer_config *cfg);
 
 typedef struct bnn_svi_config {
     size_t struct_size;
-    /** N, the number of examples in the data set (>= 1).  Each minibatch of
-     *  size B adds kl_weight * KL * B / N, so a full pass sums to one ELBO. */
+    /** N, the number of examples in the data set (>= 1; no default: 0 from
+     *  bnn_svi_config_init is refused).  Each minibatch of size B adds
+     *  kl_weight * KL * B / N, so a full pass sums to one ELBO. */
     size_t dataset_size;
     float kl_weight;         /**< >= 0; default 1 */
     bnn_estimator estimator; /**< default local reparameterization */
@@ -331,20 +332,21 @@ typedef struct bnn_svi_config {
     size_t num_threads;
 } bnn_svi_config;
 
-/** Fill cfg with defaults and set struct_size; the caller should then set
- *  dataset_size.  NULL is ignored. */
+/** Fill cfg with defaults and set struct_size; the caller must then set
+ *  dataset_size (left 0, which bnn_optimizer_create refuses: a default of
+ *  1 would apply the whole KL on every batch).  NULL is ignored. */
 BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
 
 /** Create an optimizer bound to `guide`, with its training workspace sized
  *  for svi->max_batch (allocated once: steady-state steps do not allocate)
  *  and svi->num_threads - 1 worker threads (started here, idle between
  *  calls; their stacks are the system's, not the model's allocator's).
- *  ocfg or svi may be NULL for defaults, but svi->dataset_size has no
- *  useful default (1).  The guide (and its model) must outlive the
+ *  ocfg may be NULL for defaults; svi may not, and svi->dataset_size must
+ *  be set (it has no default).  The guide (and its model) must outlive the
  *  optimizer.  A guide has at most one optimizer at a time (it owns the
  *  guide's gradient buffer); free it before creating another.  Errors:
- *  BNN_E_STATE (the guide already has an optimizer), BNN_E_INVALID (NULL,
- *  bad values, analytic KL with the scale-mixture prior, num_threads above
+ *  BNN_E_STATE (the guide already has an optimizer), BNN_E_INVALID (NULL
+ *  guide, svi or out, dataset_size 0, bad values, analytic KL with the scale-mixture prior, num_threads above
  *  BNN_MAX_THREADS; for IVON, kl_weight 0 or clip_norm set),
  *  BNN_E_UNSUPPORTED (IVON with another estimator than weight sampling or
  *  another prior than Normal), BNN_E_SHAPE

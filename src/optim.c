@@ -33,7 +33,7 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg)
         return;
     memset(cfg, 0, sizeof *cfg);
     cfg->struct_size = sizeof *cfg;
-    cfg->dataset_size = 1;
+    cfg->dataset_size = 0; /* no default can be right: the caller must say */
     cfg->kl_weight = 1.0f;
     cfg->estimator = BNN_EST_LOCAL_REPARAM;
     cfg->kl_mode = BNN_KL_ANALYTIC;
@@ -99,7 +99,8 @@ static bnn_status validate_ivon(const bnn_svi_config *c, const bnn_model *m)
 static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
 {
     if (c->dataset_size == 0)
-        return error_set(BNN_E_INVALID, "dataset_size must be >= 1");
+        return error_set(BNN_E_INVALID, "bnn_svi_config.dataset_size is 0: set it to the number "
+                         "of training examples (each batch adds KL * batch / dataset_size)");
     if (!(isfinite(c->kl_weight) && c->kl_weight >= 0.0f))
         return error_set(BNN_E_INVALID, "kl_weight must be finite and >= 0");
     if (c->estimator != BNN_EST_LOCAL_REPARAM && c->estimator != BNN_EST_WEIGHT_SAMPLING &&
@@ -126,6 +127,9 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
 {
     if (!guide || !out)
         return error_set(BNN_E_INVALID, "bnn_optimizer_create: guide and out must not be NULL");
+    if (!svi)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_create: svi must not be NULL (its "
+                         "dataset_size, the number of training examples, has no default)");
     if (guide->optimizer)
         return error_set(BNN_E_STATE, "bnn_optimizer_create: the guide already has an optimizer "
                          "(they would share its gradient buffer); free that one first");

@@ -662,6 +662,20 @@ ROW(opt_null_out)
     return bnn_optimizer_create(fx.fg, NULL, NULL, NULL);
 }
 
+/* No svi: its dataset_size has no default. */
+ROW(opt_null_svi)
+{
+    return opt_with(c, fx.fg, NULL, NULL);
+}
+
+/* bnn_svi_config_init's dataset_size, never set. */
+ROW(opt_dataset_size_unset)
+{
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    return opt_with(c, fx.fg, NULL, &sc);
+}
+
 /* fx.cg has fx.co: a second optimizer would share its gradient buffer. */
 ROW(opt_second_on_guide)
 {
@@ -2240,6 +2254,8 @@ static const hrow rows[] = {
     R(opt_null_guide, BNN_E_INVALID, "must not be NULL"),
     R(opt_null_out, BNN_E_INVALID, "must not be NULL"),
     R(opt_second_on_guide, BNN_E_STATE, "already has an optimizer"),
+    R(opt_null_svi, BNN_E_INVALID, "svi must not be NULL"),
+    R(opt_dataset_size_unset, BNN_E_INVALID, "dataset_size is 0"),
     R(opt_struct_size_small, BNN_E_INVALID, "bnn_optimizer_config.struct_size"),
     R(opt_bad_kind, BNN_E_INVALID, "optimizer kind 3"),
     R(opt_lr_zero, BNN_E_INVALID, "learning rate"),

@@ -1197,8 +1197,7 @@ START_TEST(test_max_batch_limit)
     fixture f = {0};
     ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
     ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
-    bnn_svi_config sc;
-    bnn_svi_config_init(&sc);
+    bnn_svi_config sc = tu_svi(100);
     sc.max_batch = 1;
     ck_assert_int_eq(bnn_optimizer_create(f.guide, NULL, &sc, &f.opt),
                      BNN_OK);

@@ -280,7 +280,8 @@ START_TEST(test_optimizer_rules)
         oc.lr = 0.1f;
         oc.momentum = kind == 2 ? 0.5f : 0.0f;
         bnn_optimizer *o;
-        ck_assert_int_eq(bnn_optimizer_create(g, &oc, NULL, &o), BNN_OK);
+        bnn_svi_config sc = tu_svi(100);
+        ck_assert_int_eq(bnn_optimizer_create(g, &oc, &sc, &o), BNN_OK);
         size_t n;
         float *p = bnn_guide_params(g, &n), *gr = bnn_guide_grads(g, NULL);
         ck_assert_uint_eq(n, 4);
@@ -326,7 +327,8 @@ START_TEST(test_clip_norm)
     oc.lr = 1.0f;
     oc.clip_norm = 1.0f;
     bnn_optimizer *o;
-    ck_assert_int_eq(bnn_optimizer_create(g, &oc, NULL, &o), BNN_OK);
+    bnn_svi_config sc = tu_svi(100);
+    ck_assert_int_eq(bnn_optimizer_create(g, &oc, &sc, &o), BNN_OK);
     float *p = bnn_guide_params(g, NULL), *gr = bnn_guide_grads(g, NULL);
     float before[4];
     memcpy(before, p, sizeof before);
@@ -350,12 +352,13 @@ START_TEST(test_one_optimizer_per_guide)
     bnn_guide *g;
     ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
     bnn_optimizer *o1, *o2 = (bnn_optimizer *)&o1;
-    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o1), BNN_OK);
-    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o2), BNN_E_STATE);
+    bnn_svi_config sc = tu_svi(100);
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o1), BNN_OK);
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o2), BNN_E_STATE);
     ck_assert_ptr_eq(o2, (bnn_optimizer *)&o1);
     ck_assert_ptr_nonnull(strstr(bnn_last_error(), "already has an optimizer"));
     bnn_optimizer_free(o1);
-    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o2), BNN_OK);
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o2), BNN_OK);
     bnn_optimizer_free(o2);
     bnn_guide_free(g);
     bnn_model_free(m);
@@ -377,7 +380,8 @@ START_TEST(test_user_allocator)
     bnn_optimizer *o;
     ck_assert_int_eq(bnn_model_create(&c, &m), BNN_OK);
     ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
-    ck_assert_int_eq(bnn_optimizer_create(g, NULL, NULL, &o), BNN_OK);
+    bnn_svi_config sc = tu_svi(100);
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o), BNN_OK);
     size_t after_create = cnt.calls;
     ck_assert(after_create > 3);
     float x[10] = {0};

@@ -101,3 +101,11 @@ bnn_model *tu_model(const size_t *sizes, size_t n, bnn_activation act, bnn_likel
     ck_assert_msg(st == BNN_OK, "tu_model: %s", bnn_last_error());
     return m;
 }
+
+bnn_svi_config tu_svi(size_t dataset_size)
+{
+    bnn_svi_config c;
+    bnn_svi_config_init(&c);
+    c.dataset_size = dataset_size;
+    return c;
+}

@@ -52,6 +52,9 @@ void tu_alloc_arm(tu_alloc *c, size_t fail_at, int fail_rest);
 bnn_model *tu_model(const size_t *sizes, size_t n, bnn_activation act, bnn_likelihood lik,
                     float noise_sigma, const bnn_allocator *al);
 
+/* bnn_svi_config defaults with dataset_size (which has none) set. */
+bnn_svi_config tu_svi(size_t dataset_size);
+
 /* 1 in a ThreadSanitizer build (gcc or clang). */
 #if defined(__SANITIZE_THREAD__)
 #define TU_UNDER_TSAN 1
