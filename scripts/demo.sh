@@ -2,7 +2,9 @@
 # The MNIST demo from start to finish: install what is missing, fetch and
 # convert the data, build a release build, train a Bayesian network with the
 # default configuration, evaluate it (accuracy, calibration, refusal) and
-# draw the figures.
+# draw the figures.  Both data sets are fetched: the other one serves as
+# out-of-distribution images (Fashion-MNIST for the digits and the digits for
+# Fashion-MNIST), beside rotated test images and noise.
 #
 # usage: bash scripts/demo.sh [mnist10k|fashion] [bnn_mnist train options...]
 #   e.g. bash scripts/demo.sh
@@ -22,7 +24,7 @@ cd "$root"
 set_name=mnist10k
 case ${1:-} in
     mnist10k|fashion) set_name=$1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 say() { printf '\n== %s\n' "$*"; }
@@ -51,8 +53,8 @@ if [ "${BNN_DEMO_SKIP_APT:-0}" != 1 ]; then
     fi
 fi
 
-say "data: $set_name"
-bash "$here/get-data.sh" "$set_name"
+say "data: $set_name (and the other set, as out-of-distribution images)"
+bash "$here/get-data.sh" all
 
 build=build-demo-release
 say "build: $build"

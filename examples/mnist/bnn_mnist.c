@@ -171,6 +171,7 @@ int main(int argc, char **argv)
     printf("libbnn %s\n", bnn_version_string());
     blas_print(&bi);
 
+    ood_check(&o);
     dataset d;
     load_data(&o, &d);
     printf("Data %s: %zu training, %zu validation, %zu test images\n", o.data, d.train.n,
@@ -248,15 +249,19 @@ int main(int argc, char **argv)
     slice_pred tp;
     evaluate(&o, guide, &d, &r, &tp);
     print_report(&o, &r);
+    ood_report ood;
+    ood_evaluate(&o, guide, &d, &r, &tp, &ood);
+    print_ood(&o, &ood);
     if (o.report) {
-        write_report(&o, o.report, &bi, model, o.train ? &ts : NULL, opt, &r);
+        write_report(&o, o.report, &bi, model, o.train ? &ts : NULL, opt, &r, &ood);
         printf("Report written to %s\n", o.report);
     }
     if (o.plots) {
-        make_plots(&o, guide, &d, &r, &tp);
+        make_plots(&o, guide, &d, &r, &tp, &ood);
         plot_cleanup();
     }
 
+    ood_free(&ood);
     slice_pred_free(&tp);
     bnn_optimizer_free(opt);
     bnn_guide_free(guide);

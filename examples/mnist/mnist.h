@@ -1,7 +1,7 @@
 /* The MNIST demo's pieces: options.c (command line), bnn_mnist.c (main:
  * BLAS, data, model), train.c (training and the prediction helpers),
- * evaluate.c (accuracy, calibration, refusal policy), report.c (console and
- * JSON), figures.c (PNG figures).  Every failure ends the program through
+ * evaluate.c (accuracy, calibration, refusal policy), ood.c (out-of-distribution
+ * and shifted inputs), report.c (console and JSON), figures.c (PNG figures).  Every failure ends the program through
  * die(): this is a program, not a library. */
 #ifndef BNN_EXAMPLE_MNIST_H
 #define BNN_EXAMPLE_MNIST_H
@@ -48,6 +48,8 @@ typedef struct options {
     uint64_t predict_seed;
     double target_accuracy;
     int quiet;
+    const char *ood;           /* --ood: NULL for the default, "none" */
+    size_t ood_limit;          /* images per OOD set, 0: all */
 } options;
 
 /* options.c: fills o from the command line, or exits (usage, bad value). */
@@ -151,19 +153,67 @@ bnn_prediction *records_for(const slice_pred *sp, bnn_refusal_rule rule);
 void evaluate(const options *o, const bnn_guide *g, const dataset *d, eval_report *r,
               slice_pred *test_pred);
 
+/* ---- out-of-distribution and shifted inputs (ood.c) ----------------------- */
+
+#define N_OOD_SCORES 4
+typedef struct ood_score_name {
+    bnn_ood_score score;
+    const char *name; /* console */
+    const char *key;  /* JSON and file names */
+} ood_score_name;
+extern const ood_score_name OOD_SCORES[N_OOD_SCORES];
+
+typedef struct ood_set {
+    char name[64];         /* "rotated-30", "noise", a folder's name */
+    char source[512];      /* the folder, or what the images were made from */
+    int labelled;          /* shifted test images keep their labels */
+    slice s;
+    slice_pred pred;
+    double accuracy;       /* mean prediction; labelled sets only */
+    double mean_entropy, mean_mi;
+    double refused;        /* share the chosen refusal policy refuses */
+    bnn_ood_report score[N_OOD_SCORES];
+} ood_set;
+
+typedef struct ood_report {
+    size_t n;              /* 0: no out-of-distribution section */
+    ood_set *set;
+    bnn_refusal_rule rule; /* the chosen policy */
+    float threshold;
+    const char *rule_name;
+    size_t test_n;
+    double test_refused, test_mean_entropy, test_mean_mi;
+    double seconds;
+} ood_report;
+
+/* Dies unless every --ood folder has test images: checked before training. */
+void ood_check(const options *o);
+
+/* Builds the sets (--ood, --ood-limit) and scores each against the test
+ * set's records tp under the policy chosen in r. */
+void ood_evaluate(const options *o, const bnn_guide *g, const dataset *d, const eval_report *r,
+                  const slice_pred *tp, ood_report *out);
+void ood_free(ood_report *rep);
+
+/* The score of a record as an uncertainty (higher: more likely OOD), and
+ * the records a score reads: the mean-probability ones for MAX_PROB. */
+double ood_uncertainty(const bnn_prediction *rec, bnn_ood_score s);
+const bnn_prediction *ood_records(const slice_pred *sp, bnn_ood_score s);
+
 /* ---- report (report.c) and figures (figures.c) ---------------------------- */
 
 const char *estimator_name(bnn_estimator e);
 void blas_print(const blas_info *info);
 void print_config(const options *o, size_t n_train);
 void print_report(const options *o, const eval_report *r);
+void print_ood(const options *o, const ood_report *ood);
 
 /* ts and opt are NULL when the model was loaded rather than trained. */
 void write_report(const options *o, const char *path, const blas_info *bi,
                   const bnn_model *model, const train_stats *ts, const bnn_optimizer *opt,
-                  const eval_report *r);
+                  const eval_report *r, const ood_report *ood);
 
 void make_plots(const options *o, const bnn_guide *g, const dataset *d, const eval_report *r,
-                const slice_pred *tp);
+                const slice_pred *tp, const ood_report *ood);
 
 #endif

@@ -51,6 +51,31 @@ int plot_risk_coverage(const char *path, const double *risk,
     return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
 }
 
+int plot_score_histograms(const char *path, const float *const *values, const size_t *counts,
+                          const char *const *names, size_t n_series, size_t bins,
+                          const char *xlabel, const char *title, char *err, size_t errlen)
+{
+    (void)values, (void)counts, (void)names, (void)n_series, (void)bins, (void)xlabel;
+    (void)title;
+    return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
+}
+
+int plot_roc(const char *path, const double *const *fpr, const double *const *tpr,
+             const size_t *npts, const char *const *labels, size_t n_series,
+             const char *title, char *err, size_t errlen)
+{
+    (void)fpr, (void)tpr, (void)npts, (void)labels, (void)n_series, (void)title;
+    return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
+}
+
+int plot_answer_grid(const char *path, const float *images, const int32_t *answer,
+                     const int32_t *refused, const int32_t *truth, size_t n, size_t cols,
+                     const char *title, char *err, size_t errlen)
+{
+    (void)images, (void)answer, (void)refused, (void)truth, (void)n, (void)cols, (void)title;
+    return fail(err, errlen, "%s: plots are unavailable (built without cairo)", path);
+}
+
 #else
 
 #include <cairo.h>
@@ -416,6 +441,193 @@ int plot_risk_coverage(const char *path, const double *risk,
     snprintf(buf, sizeof buf, "AURC %.4f", aurc);
     text(cr, f.x + 12, f.y + 22, 0, buf);
 
+    return finish(cr, surf, path, err, errlen);
+}
+
+/* Series colours, in order (the first is the in-distribution set). */
+static const unsigned PALETTE[] = {0x1f77b4, 0xd62728, 0xff7f0e, 0x2ca02c, 0x9467bd,
+                                   0x8c564b, 0xe377c2, 0x7f7f7f};
+#define N_PALETTE (sizeof PALETTE / sizeof PALETTE[0])
+
+static void legend(cairo_t *cr, double x, double y, const char *const *names, size_t n)
+{
+    font(cr, 12, 0);
+    for (size_t k = 0; k < n; k++) {
+        rgb(cr, PALETTE[k % N_PALETTE]);
+        cairo_rectangle(cr, x, y + 18.0 * (double)k - 9, 18, 4);
+        cairo_fill(cr);
+        rgb(cr, 0x222222);
+        text(cr, x + 24, y + 18.0 * (double)k - 4, 0, names[k]);
+    }
+}
+
+int plot_score_histograms(const char *path, const float *const *values, const size_t *counts,
+                          const char *const *names, size_t n_series, size_t bins,
+                          const char *xlabel, const char *title, char *err, size_t errlen)
+{
+    if (n_series == 0 || bins == 0 || bins > 1000)
+        return fail(err, errlen, "%s: nothing to plot", path);
+    /* The axis ends at the 99.5th percentile of all values, so that a few
+     * outliers do not squeeze the rest into the first bins; values beyond
+     * it count in the last bin. */
+    size_t total = 0;
+    for (size_t k = 0; k < n_series; k++)
+        total += counts[k];
+    float *all = malloc((total ? total : 1) * sizeof *all);
+    if (!all)
+        return fail(err, errlen, "%s: out of memory", path);
+    for (size_t k = 0, m = 0; k < n_series; k++)
+        for (size_t i = 0; i < counts[k]; i++)
+            all[m++] = values[k][i];
+    qsort(all, total, sizeof *all, cmp_float);
+    double top = total ? all[(size_t)(0.995 * (double)(total - 1))] : 1;
+    free(all);
+    if (!(top > 0))
+        top = 1;
+    double *frac = calloc(n_series * bins, sizeof *frac);
+    if (!frac)
+        return fail(err, errlen, "%s: out of memory", path);
+    double ymax = 0;
+    for (size_t k = 0; k < n_series; k++) {
+        for (size_t i = 0; i < counts[k]; i++) {
+            size_t b = (size_t)((double)values[k][i] / top * (double)bins);
+            frac[k * bins + (b >= bins ? bins - 1 : b)] += 1.0 / (double)counts[k];
+        }
+        for (size_t b = 0; b < bins; b++)
+            ymax = frac[k * bins + b] > ymax ? frac[k * bins + b] : ymax;
+    }
+    double step = ymax <= 0.1 ? 0.02 : ymax <= 0.25 ? 0.05 : ymax <= 0.5 ? 0.1 : 0.2;
+    ymax = ceil(ymax * 1.05 / step) * step;
+    double xstep = pow(10, floor(log10(top)));
+    if (top / xstep < 2.5)
+        xstep /= 5;
+    else if (top / xstep < 5)
+        xstep /= 2;
+
+    cairo_surface_t *surf;
+    cairo_t *cr = begin(&surf, 760, 500);
+    frame f = {80, 60, 640, 360, 0, top, 0, ymax};
+    rgb(cr, 0x111111);
+    font(cr, 16, 1);
+    text(cr, f.x + f.w / 2, 30, 0.5, title ? title : "Histogram");
+    int xdec = (int)ceil(-log10(xstep) - 1e-9);
+    axes(cr, &f, xstep, step, xdec > 0 ? xdec : 0, 2, 12);
+    cairo_set_line_width(cr, 2);
+    for (size_t k = 0; k < n_series; k++) {
+        rgb(cr, PALETTE[k % N_PALETTE]);
+        cairo_move_to(cr, fx(&f, 0), fy(&f, 0));
+        for (size_t b = 0; b < bins; b++) {
+            double y = fy(&f, frac[k * bins + b]);
+            cairo_line_to(cr, fx(&f, top * (double)b / (double)bins), y);
+            cairo_line_to(cr, fx(&f, top * (double)(b + 1) / (double)bins), y);
+        }
+        cairo_line_to(cr, fx(&f, top), fy(&f, 0));
+        cairo_stroke(cr);
+    }
+    legend(cr, f.x + f.w - 170, f.y + 24, names, n_series);
+    rgb(cr, 0x111111);
+    font(cr, 13, 0);
+    text(cr, f.x + f.w / 2, f.y + f.h + 42, 0.5, xlabel);
+    text_vertical(cr, 22, f.y + f.h / 2, "fraction of the set");
+    free(frac);
+    return finish(cr, surf, path, err, errlen);
+}
+
+int plot_roc(const char *path, const double *const *fpr, const double *const *tpr,
+             const size_t *npts, const char *const *labels, size_t n_series,
+             const char *title, char *err, size_t errlen)
+{
+    if (n_series == 0)
+        return fail(err, errlen, "%s: nothing to plot", path);
+    cairo_surface_t *surf;
+    cairo_t *cr = begin(&surf, 640, 640);
+    frame f = {80, 60, 500, 500, 0, 1, 0, 1};
+    rgb(cr, 0x111111);
+    font(cr, 16, 1);
+    text(cr, f.x + f.w / 2, 30, 0.5, title ? title : "ROC");
+    axes(cr, &f, 0.2, 0.2, 1, 1, 12);
+    rgb(cr, 0x999999);
+    cairo_set_line_width(cr, 1);
+    double dash[] = {6, 4};
+    cairo_set_dash(cr, dash, 2, 0);
+    cairo_move_to(cr, fx(&f, 0), fy(&f, 0));
+    cairo_line_to(cr, fx(&f, 1), fy(&f, 1));
+    cairo_stroke(cr);
+    cairo_set_dash(cr, NULL, 0, 0);
+    cairo_set_line_width(cr, 2);
+    for (size_t k = 0; k < n_series; k++) {
+        if (npts[k] == 0)
+            continue;
+        rgb(cr, PALETTE[(k + 1) % N_PALETTE]);
+        cairo_move_to(cr, fx(&f, fpr[k][0]), fy(&f, tpr[k][0]));
+        for (size_t i = 1; i < npts[k]; i++)
+            cairo_line_to(cr, fx(&f, fpr[k][i]), fy(&f, tpr[k][i]));
+        cairo_stroke(cr);
+        rgb(cr, PALETTE[(k + 1) % N_PALETTE]);
+        cairo_rectangle(cr, f.x + f.w - 230, f.y + f.h - 20 - 18.0 * (double)(n_series - k) - 4,
+                        18, 4);
+        cairo_fill(cr);
+        rgb(cr, 0x222222);
+        font(cr, 12, 0);
+        text(cr, f.x + f.w - 206, f.y + f.h - 20 - 18.0 * (double)(n_series - k), 0, labels[k]);
+    }
+    rgb(cr, 0x111111);
+    font(cr, 13, 0);
+    text(cr, f.x + f.w / 2, f.y + f.h + 42, 0.5,
+         "false positive rate (test images judged out-of-distribution)");
+    text_vertical(cr, 22, f.y + f.h / 2, "true positive rate (other images judged so)");
+    return finish(cr, surf, path, err, errlen);
+}
+
+int plot_answer_grid(const char *path, const float *images, const int32_t *answer,
+                     const int32_t *refused, const int32_t *truth, size_t n, size_t cols,
+                     const char *title, char *err, size_t errlen)
+{
+    if (n == 0 || cols == 0)
+        return fail(err, errlen, "%s: nothing to plot", path);
+    const int cell = 84, scale = 2, pad = 10, top = 56;
+    size_t rows = (n + cols - 1) / cols;
+    int w = (int)cols * cell + 2 * pad, h = top + (int)rows * cell + pad + 24;
+    cairo_surface_t *surf;
+    cairo_t *cr = begin(&surf, w, h);
+    rgb(cr, 0x111111);
+    font(cr, 15, 1);
+    text(cr, w / 2.0, 24, 0.5, title ? title : "Answers");
+    font(cr, 11, 0);
+    rgb(cr, 0x2ca02c);
+    text(cr, w / 2.0 - 8, 44, 1, "green: answered (big: answer, small: truth)");
+    rgb(cr, 0xd62728);
+    text(cr, w / 2.0 + 8, 44, 0, "red: refused");
+    char buf[16];
+    for (size_t i = 0; i < n; i++) {
+        double x0 = pad + (double)(i % cols) * cell, y0 = top + (double)(i / cols) * cell;
+        double ix = x0 + 6, iy = y0 + 6;
+        const float *img = images + i * 784;
+        for (int r = 0; r < 28; r++)
+            for (int c = 0; c < 28; c++) {
+                double v = img[r * 28 + c];
+                v = v < 0 ? 0 : v > 1 ? 1 : v;
+                cairo_set_source_rgb(cr, 1 - v, 1 - v, 1 - v);
+                cairo_rectangle(cr, ix + c * scale, iy + r * scale, scale, scale);
+                cairo_fill(cr);
+            }
+        rgb(cr, refused[i] ? 0xd62728 : 0x2ca02c);
+        cairo_set_line_width(cr, 3);
+        cairo_rectangle(cr, ix - 2, iy - 2, 28 * scale + 4, 28 * scale + 4);
+        cairo_stroke(cr);
+        if (!refused[i]) {
+            font(cr, 14, 1);
+            snprintf(buf, sizeof buf, "%d", (int)answer[i]);
+            text(cr, ix + 28 * scale + 4, iy + 16, 0, buf);
+        } else {
+            font(cr, 14, 1);
+            text(cr, ix + 28 * scale + 4, iy + 16, 0, "?");
+        }
+        rgb(cr, 0x666666);
+        font(cr, 9, 0);
+        snprintf(buf, sizeof buf, "%d", (int)truth[i]);
+        text(cr, ix + 28 * scale + 4, iy + 30, 0, buf);
+    }
     return finish(cr, surf, path, err, errlen);
 }
 

@@ -37,4 +37,25 @@ int plot_risk_coverage(const char *path, const double *risk,
                        const char *point_label, const char *title, char *err,
                        size_t errlen);
 
+/* Overlaid histograms of one score, one outline per series (values[k]:
+ * counts[k] values named names[k]), each normalised to fractions of its
+ * series, over `bins` equal bins of [0, the 99.5th percentile of all the
+ * values] (larger values count in the last bin). */
+int plot_score_histograms(const char *path, const float *const *values, const size_t *counts,
+                          const char *const *names, size_t n_series, size_t bins,
+                          const char *xlabel, const char *title, char *err, size_t errlen);
+
+/* ROC curves: series k has npts[k] points (fpr[k][i], tpr[k][i]) from
+ * (0, 0) to (1, 1), labelled labels[k]. */
+int plot_roc(const char *path, const double *const *fpr, const double *const *tpr,
+             const size_t *npts, const char *const *labels, size_t n_series,
+             const char *title, char *err, size_t errlen);
+
+/* n images (pixels in [0,1]) in a grid of `cols` columns, each framed green
+ * with its answer when answered, red when refused; truth[i] is printed
+ * small beside the answer. */
+int plot_answer_grid(const char *path, const float *images, const int32_t *answer,
+                     const int32_t *refused, const int32_t *truth, size_t n, size_t cols,
+                     const char *title, char *err, size_t errlen);
+
 #endif

@@ -5,6 +5,7 @@
 #include "mnist.h"
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 
@@ -94,6 +95,39 @@ void print_report(const options *o, const eval_report *r)
     printf("Evaluation took %.1f s\n", r->seconds);
 }
 
+void print_ood(const options *o, const ood_report *ood)
+{
+    if (!ood->n)
+        return;
+    printf("Out-of-distribution and shifted inputs (%s; in-distribution: the %zu test images):\n",
+           o->ood_limit ? "at most --ood-limit images per set" : "every image", ood->test_n);
+    printf("  %-14s %7s %9s %9s %9s   refused by the %s policy (t=%.4g)\n", "set", "images",
+           "accuracy", "entropy", "mut.info", ood->rule_name, (double)ood->threshold);
+    printf("  %-14s %7zu %9s %9.4f %9.3g   %6.2f%%\n", "test", ood->test_n, "",
+           ood->test_mean_entropy, ood->test_mean_mi, 100 * ood->test_refused);
+    for (size_t k = 0; k < ood->n; k++) {
+        const ood_set *s = &ood->set[k];
+        char acc[16] = "-";
+        if (s->labelled)
+            snprintf(acc, sizeof acc, "%.2f%%", 100 * s->accuracy);
+        printf("  %-14s %7zu %9s %9.4f %9.3g   %6.2f%%\n", s->name, s->s.n, acc, s->mean_entropy,
+               s->mean_mi, 100 * s->refused);
+    }
+    printf("  AUROC / FPR95 against the test images, by score:\n");
+    printf("  %-14s", "set");
+    for (size_t j = 0; j < N_OOD_SCORES; j++)
+        printf(" %17s", OOD_SCORES[j].name);
+    printf("\n");
+    for (size_t k = 0; k < ood->n; k++) {
+        const ood_set *s = &ood->set[k];
+        printf("  %-14s", s->name);
+        for (size_t j = 0; j < N_OOD_SCORES; j++)
+            printf("   %.4f / %5.1f%%", s->score[j].auroc, 100 * s->score[j].fpr95);
+        printf("\n");
+    }
+    printf("Out-of-distribution evaluation took %.1f s\n", ood->seconds);
+}
+
 static void json_string(FILE *f, const char *s)
 {
     fputc('"', f);
@@ -114,12 +148,52 @@ const char *estimator_name(bnn_estimator e)
     return e == BNN_EST_LOCAL_REPARAM ? "lrt" : e == BNN_EST_WEIGHT_SAMPLING ? "weight" : "flipout";
 }
 
+/* A number, or null for NaN (JSON has no NaN). */
+static void json_number(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.9g", v);
+    else
+        fputs("null", f);
+}
+
+static void write_ood(FILE *f, const options *o, const ood_report *ood)
+{
+    fprintf(f, "    \"ood\": {\"limit\": %zu, \"policy\": {\"rule\": \"%s\", \"threshold\": %.9g},\n",
+            o->ood_limit, ood->rule_name, (double)ood->threshold);
+    fprintf(f, "      \"test\": {\"images\": %zu, \"mean_entropy\": %.9g, "
+               "\"mean_mutual_info\": %.9g, \"refused_fraction\": %.9g},\n",
+            ood->test_n, ood->test_mean_entropy, ood->test_mean_mi, ood->test_refused);
+    fprintf(f, "      \"sets\": [\n");
+    for (size_t k = 0; k < ood->n; k++) {
+        const ood_set *s = &ood->set[k];
+        fprintf(f, "        {\"name\": ");
+        json_string(f, s->name);
+        fprintf(f, ", \"source\": ");
+        json_string(f, s->source);
+        fprintf(f, ", \"images\": %zu, \"accuracy\": ", s->s.n);
+        json_number(f, s->accuracy);
+        fprintf(f, ", \"mean_entropy\": %.9g, \"mean_mutual_info\": %.9g, "
+                   "\"refused_fraction\": %.9g,\n         \"scores\": {",
+                s->mean_entropy, s->mean_mi, s->refused);
+        for (size_t j = 0; j < N_OOD_SCORES; j++) {
+            const bnn_ood_report *q = &s->score[j];
+            fprintf(f, "%s\"%s\": {\"auroc\": %.9g, \"aupr_out\": %.9g, \"aupr_in\": %.9g, "
+                       "\"fpr95\": %.9g, \"tpr95\": %.9g, \"threshold95\": %.9g}",
+                    j ? ",\n                    " : "", OOD_SCORES[j].key, q->auroc, q->aupr_out,
+                    q->aupr_in, q->fpr95, q->tpr95, (double)q->threshold95);
+        }
+        fprintf(f, "}}%s\n", k + 1 < ood->n ? "," : "");
+    }
+    fprintf(f, "      ]}\n");
+}
+
 /* The "evaluation" object depends only on the saved parameters and the
  * evaluation options, so training and a later evaluate --load of the same
  * file write it identically. */
 void write_report(const options *o, const char *path, const blas_info *bi,
                   const bnn_model *model, const train_stats *ts,
-                  const bnn_optimizer *opt, const eval_report *r)
+                  const bnn_optimizer *opt, const eval_report *r, const ood_report *ood)
 {
     FILE *f = fopen(path, "w");
     if (!f)
@@ -191,9 +265,11 @@ void write_report(const options *o, const char *path, const blas_info *bi,
     const rule_result *c = &r->rules[r->chosen];
     fprintf(f,
             "    ], \"chosen\": \"%s\", \"reached_target\": %s, \"threshold\": %.9g, "
-            "\"test_coverage\": %.9g, \"test_accuracy\": %.9g}\n",
+            "\"test_coverage\": %.9g, \"test_accuracy\": %.9g}%s\n",
             RULES[r->chosen].name, r->reached ? "true" : "false", (double)c->threshold,
-            c->test_coverage, c->test_accuracy);
+            c->test_coverage, c->test_accuracy, ood && ood->n ? "," : "");
+    if (ood && ood->n)
+        write_ood(f, o, ood);
     fprintf(f, "  },\n  \"evaluation_seconds\": %.3f\n}\n", r->seconds);
     if (fclose(f) != 0)
         die("%s: write failed", path);

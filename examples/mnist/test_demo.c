@@ -47,8 +47,8 @@ static void write_file(const char *path, const unsigned char *buf, size_t len, i
 
 /* Class c is a bright 6x6 square at its own place on a noisy background:
  * easy enough that one epoch of a small network learns it. */
-static void write_split(const char *dir, const char *prefix, size_t n, uint64_t seed,
-                        int gz)
+static void write_split_as(const char *dir, const char *prefix, size_t n, uint64_t seed,
+                           int gz, int inverted)
 {
     uint64_t r = seed;
     unsigned char *img = calloc(16 + n * IDX_PIXELS, 1);
@@ -70,6 +70,9 @@ static void write_split(const char *dir, const char *prefix, size_t n, uint64_t 
         for (size_t y = r0; y < r0 + 6; y++)
             for (size_t x = c0; x < c0 + 6; x++)
                 p[y * 28 + x] = (unsigned char)(200 + ex_next(&r) % 56);
+        if (inverted) /* another data set: dark squares on a bright ground */
+            for (size_t q = 0; q < IDX_PIXELS; q++)
+                p[q] = (unsigned char)(255 - p[q]);
         lab[8 + i] = (unsigned char)c;
     }
     char path[512];
@@ -79,6 +82,12 @@ static void write_split(const char *dir, const char *prefix, size_t n, uint64_t 
     write_file(path, lab, 8 + n, gz);
     free(img);
     free(lab);
+}
+
+static void write_split(const char *dir, const char *prefix, size_t n, uint64_t seed,
+                        int gz)
+{
+    write_split_as(dir, prefix, n, seed, gz, 0);
 }
 
 /* Run the program with args (NULL-terminated after argv[0]), output into
@@ -142,6 +151,51 @@ static double json_number_after(const char *text, const char *key1, const char *
     return strtod(p + strlen(key2), NULL);
 }
 
+/* The out-of-distribution rows of an evaluation section: the two
+ * rotations (with an accuracy), the noise and the --ood folder (without),
+ * each of --ood-limit images and every figure a share. */
+static void check_ood_section(const char *e)
+{
+    const char *ood = strstr(e, "\"ood\": {\"limit\": 30");
+    ck_assert_msg(ood != NULL, "no ood section in\n%s", e);
+    static const char *const sets[] = {"rotated-30", "rotated-60", "noise", "inverted"};
+    static const char *const scores[] = {"entropy", "mutual_info", "max_prob", "max_median"};
+    for (size_t k = 0; k < 4; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "{\"name\": \"%s\"", sets[k]);
+        const char *row = strstr(ood, key);
+        ck_assert_msg(row != NULL, "no %s row", sets[k]);
+        const char *end = strstr(row + 1, "{\"name\"");
+        size_t len = end ? (size_t)(end - row) : strlen(row);
+        char *r = strndup(row, len);
+        ck_assert_ptr_nonnull(r);
+        ck_assert_double_eq(json_number_after(r, "\"images\"", ": "), 30);
+        const char *acc = strstr(r, "\"accuracy\": ");
+        ck_assert_ptr_nonnull(acc);
+        if (k < 2) {
+            double a = strtod(acc + 12, NULL);
+            ck_assert_msg(a >= 0 && a <= 1, "%s accuracy %g", sets[k], a);
+        } else {
+            ck_assert_msg(!strncmp(acc + 12, "null", 4), "%s has an accuracy", sets[k]);
+        }
+        double ref = json_number_after(r, "\"refused_fraction\"", ": ");
+        ck_assert_msg(ref >= 0 && ref <= 1, "%s refused %g", sets[k], ref);
+        for (size_t j = 0; j < 4; j++) {
+            char sk[32];
+            snprintf(sk, sizeof sk, "\"%s\": {", scores[j]);
+            double auroc = json_number_after(r, sk, "\"auroc\": ");
+            double fpr = json_number_after(r, sk, "\"fpr95\": ");
+            double tpr = json_number_after(r, sk, "\"tpr95\": ");
+            ck_assert_msg(auroc >= 0 && auroc <= 1, "%s %s AUROC %g", sets[k], scores[j], auroc);
+            ck_assert_msg(fpr >= 0 && fpr <= 1, "%s %s FPR95 %g", sets[k], scores[j], fpr);
+            ck_assert_msg(tpr >= 0.95 && tpr <= 1, "%s %s TPR95 %g", sets[k], scores[j], tpr);
+        }
+        fprintf(stderr, "test_demo: %s AUROC by mutual information %.3f\n", sets[k],
+                json_number_after(r, "\"mutual_info\": {", "\"auroc\": "));
+        free(r);
+    }
+}
+
 static void show_log(const char *log)
 {
     char *t = slurp(log);
@@ -203,7 +257,12 @@ static void make_tmp(char *dir, size_t len)
 START_TEST(train_then_evaluate)
 {
     char dir[256], model[320], rep1[320], rep2[320], log1[320], log2[320], plots[320];
+    char other[320];
     make_tmp(dir, sizeof dir);
+    /* An out-of-distribution folder: its t10k images only are read. */
+    snprintf(other, sizeof other, "%s/inverted", dir);
+    ck_assert_int_eq(mkdir(other, 0755), 0);
+    write_split_as(other, "t10k", 40, 33, 0, 1);
     /* Compressed training files and plain test files: both paths of the
      * reader. */
     write_split(dir, "train", N_TRAIN, 11, 1);
@@ -218,7 +277,8 @@ START_TEST(train_then_evaluate)
     const char *train_args[] = {"train", "--data", dir, "--hidden", "32", "--epochs", "1",
                                 "--batch", "32", "--lr", "0.01", "--seed", "3",
                                 "--out", model, "--report", rep1, "--refuse-samples", "30",
-                                "--forced-samples", "5", "--target-accuracy", "0.95", NULL};
+                                "--forced-samples", "5", "--target-accuracy", "0.95",
+                                "--ood", other, "--ood-limit", "30", NULL};
     int rc = run(log1, train_args);
     if (rc != 0)
         show_log(log1);
@@ -230,7 +290,8 @@ START_TEST(train_then_evaluate)
     const char *eval_args[] = {"evaluate", "--data", dir, "--load", model, "--report", rep2,
                                "--refuse-samples", "30", "--forced-samples", "5",
                                "--target-accuracy", "0.95", "--plots", plots,
-                               "--plot-count", "2", NULL};
+                               "--plot-count", "2", "--ood", other, "--ood-limit", "30",
+                               NULL};
     rc = run(log2, eval_args);
     if (rc != 0)
         show_log(log2);
@@ -247,8 +308,21 @@ START_TEST(train_then_evaluate)
             acc, refused);
     ck_assert_msg(forced > 0.6 && acc > 0.6, "forced accuracy %g, accuracy %g", forced, acc);
     ck_assert(refused >= 0 && refused <= 1);
+    check_ood_section(e1);
     free(e1);
     free(e2);
+
+    /* --ood none: no section at all. */
+    const char *none_args[] = {"evaluate", "--data", dir, "--load", model, "--report", rep2,
+                               "--refuse-samples", "5", "--forced-samples", "2",
+                               "--ood", "none", NULL};
+    rc = run(log1, none_args);
+    if (rc != 0)
+        show_log(log1);
+    ck_assert_int_eq(rc, 0);
+    char *e3 = evaluation_section(rep2);
+    ck_assert_msg(strstr(e3, "\"ood\"") == NULL, "%s", e3);
+    free(e3);
 
     char *log = slurp(log2);
     if (strstr(log, "plots are unavailable")) {
@@ -257,6 +331,11 @@ START_TEST(train_then_evaluate)
         ck_assert(has_png(plots, "reliability.png"));
         ck_assert(has_png(plots, "risk-coverage.png"));
         ck_assert(has_png(plots, "confident-01-"));
+        ck_assert(has_png(plots, "answers.png"));
+        ck_assert(has_png(plots, "ood-hist-entropy.png"));
+        ck_assert(has_png(plots, "ood-hist-mutual-info.png"));
+        ck_assert(has_png(plots, "ood-roc-mutual_info.png"));
+        ck_assert(has_png(plots, "ood-roc-max_prob.png"));
     }
     free(log);
     remove_tree(dir);
@@ -283,6 +362,13 @@ START_TEST(bad_inputs_fail_cleanly)
     ck_assert_int_eq(run(log, train_args), 1);
     char *t = slurp(log);
     ck_assert_msg(strstr(t, "truncated") != NULL, "%s", t);
+    free(t);
+
+    /* An --ood folder without test images fails before any training. */
+    const char *bad_ood[] = {"train", "--data", dir, "--ood", model, NULL};
+    ck_assert_int_eq(run(log, bad_ood), 1);
+    t = slurp(log);
+    ck_assert_msg(strstr(t, "--ood:") != NULL && strstr(t, "Training") == NULL, "%s", t);
     free(t);
 
     const char *bad_opt[] = {"train", "--estimator", "bogus", NULL};
