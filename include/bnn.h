@@ -15,6 +15,13 @@
  *   matching *_init() function and then change fields; the library reads only
  *   the fields covered by struct_size, so new fields can be appended in later
  *   versions without breaking existing binaries.
+ * - Output structs the library fills (bnn_svi_stats, bnn_metrics,
+ *   bnn_refusal_report, bnn_ood_report, and configs passed to a
+ *   *_get_config call) start with `size_t struct_size` too: prepare them
+ *   with their *_init() function (bnn_metrics_init(&m), ...; configs with
+ *   their config's *_init).
+ *   The library writes only the fields struct_size covers; each struct's
+ *   documentation gives the smallest size accepted (BNN_E_INVALID below it).
  * - Output records written into caller arrays take an explicit record size
  *   (which is also the stride); the library writes only the fields that fit.
  * - Nothing in the library prints, aborts or exits.
@@ -179,6 +186,8 @@ BNN_API size_t bnn_model_param_count(const bnn_model *model);
 /** Copy the model's configuration into *cfg (fields covered by
  *  cfg->struct_size, which the caller sets).  layer_sizes points into the
  *  model and stays valid while it lives.  allocator is set to NULL.
+ *  struct_size (bnn_model_config_init sets it) must cover at
+ *  least n_sizes and layer_sizes.
  *  Errors: BNN_E_INVALID (NULL, struct_size not covering layer_sizes). */
 BNN_API bnn_status bnn_model_get_config(const bnn_model *model,
                                         bnn_model_config *cfg);
@@ -420,7 +429,9 @@ typedef enum bnn_lr_decay {
 BNN_API bnn_status bnn_lr_schedule(bnn_lr_decay kind, float lr0, float lr_end,
                                    uint64_t step, uint64_t total, float *lr);
 
-/** Per-step figures.  loss = nll + kl_term. */
+/** Per-step figures.  loss = nll + kl_term.  Prepare with
+ *  bnn_svi_stats_init; struct_size must cover at least loss and nll
+ *  (offsetof(bnn_svi_stats, kl)). */
 typedef struct bnn_svi_stats {
     size_t struct_size;
     double loss;      /**< negative ELBO of the batch (averaged particles) */
@@ -429,6 +440,9 @@ typedef struct bnn_svi_stats {
     double kl_term;   /**< kl_weight * kl * batch / N, the part in loss */
     double grad_norm; /**< L2 norm of the gradient before clipping */
 } bnn_svi_stats;
+
+/** Zero *stats and set its struct_size.  NULL is ignored. */
+BNN_API void bnn_svi_stats_init(bnn_svi_stats *stats);
 
 /** Compute the negative ELBO of one minibatch and its gradient into the
  *  guide's gradient buffer (overwritten).  x is n x inputs row-major; for a
@@ -470,8 +484,12 @@ BNN_API bnn_status bnn_svi_step(bnn_optimizer *opt, const float *x,
                                 size_t n, bnn_svi_stats *stats);
 
 /** Current configuration of an optimizer.  Either pointer may be NULL;
- *  each struct's struct_size must be set by the caller, and only the fields
- *  it covers are written.  Errors: BNN_E_INVALID (NULL optimizer). */
+ *  each struct's struct_size must be set by the caller (its *_init),
+ *  and only the fields it covers are written: at least kind and lr for
+ *  ocfg (offsetof(bnn_optimizer_config, beta1)), dataset_size to max_batch
+ *  for svi (offsetof(bnn_svi_config, seed)), as bnn_optimizer_create
+ *  reads.  Errors: BNN_E_INVALID (NULL optimizer, a struct_size below
+ *  those); nothing is written then. */
 BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
                                             bnn_optimizer_config *ocfg,
                                             bnn_svi_config *svi);
@@ -630,6 +648,8 @@ BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
 /* Evaluation helpers                                                       */
 /* ------------------------------------------------------------------------ */
 
+/** Prepare with bnn_metrics_init; struct_size must cover at least
+ *  accuracy. */
 typedef struct bnn_metrics {
     size_t struct_size;
     double accuracy; /**< fraction with argmax prob == label */
@@ -638,6 +658,9 @@ typedef struct bnn_metrics {
     double ece;      /**< expected calibration error over equal-width bins
                           of max probability */
 } bnn_metrics;
+
+/** Zero *m and set its struct_size.  NULL is ignored. */
+BNN_API void bnn_metrics_init(bnn_metrics *m);
 
 /** Metrics of predictive probabilities (n x classes) against labels.
  *  ECE uses ece_bins (1 to 2^24) equal-width bins of the max probability,
@@ -663,6 +686,8 @@ BNN_API bnn_status bnn_eval_risk_coverage(const float *confidence,
                                           double *risk, double *coverage,
                                           double *aurc);
 
+/** Prepare with bnn_refusal_report_init; struct_size must cover at least
+ *  n. */
 typedef struct bnn_refusal_report {
     size_t struct_size;
     size_t n;                  /**< inputs */
@@ -671,6 +696,9 @@ typedef struct bnn_refusal_report {
     double refused_fraction;   /**< refused / n */
     double accepted_accuracy;  /**< accuracy on accepted (0 if none) */
 } bnn_refusal_report;
+
+/** Zero *r and set its struct_size.  NULL is ignored. */
+BNN_API void bnn_refusal_report_init(bnn_refusal_report *r);
 
 /** The original program's three figures from prediction records (label
  *  and refused of each).  out->struct_size must be set.  Errors:
@@ -696,7 +724,8 @@ typedef enum bnn_ood_score {
 /** How well one score separates in-distribution inputs from OOD ones.
  *  OOD is the positive class; "accepted" means judged in-distribution.
  *  All figures handle ties exactly: inputs with equal scores are accepted
- *  or refused together. */
+ *  or refused together.  Prepare with bnn_ood_report_init; struct_size
+ *  must cover at least auroc. */
 typedef struct bnn_ood_report {
     size_t struct_size;
     size_t n_in, n_out;
@@ -723,6 +752,9 @@ typedef struct bnn_ood_report {
      *  entropies, when score >= threshold95 for MAX_PROB and MAX_MEDIAN. */
     float threshold95;
 } bnn_ood_report;
+
+/** Zero *r and set its struct_size.  NULL is ignored. */
+BNN_API void bnn_ood_report_init(bnn_ood_report *r);
 
 /** Separate in-distribution records `in` (n_in) from OOD records `out`
  *  (n_out), both with stride record_size, by one field (see

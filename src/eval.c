@@ -11,6 +11,18 @@
  * gives a large but finite NLL. */
 #define NLL_FLOOR 1e-12
 
+BNN_API void bnn_metrics_init(bnn_metrics *m)
+{
+    if (m)
+        *m = (bnn_metrics){.struct_size = sizeof *m};
+}
+
+BNN_API void bnn_refusal_report_init(bnn_refusal_report *r)
+{
+    if (r)
+        *r = (bnn_refusal_report){.struct_size = sizeof *r};
+}
+
 BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
                                     size_t n, size_t classes, size_t ece_bins,
                                     bnn_metrics *out)

@@ -54,6 +54,12 @@ static bnn_status load_scores(const char *fn, const char *which, const bnn_predi
     return BNN_OK;
 }
 
+BNN_API void bnn_ood_report_init(bnn_ood_report *r)
+{
+    if (r)
+        *r = (bnn_ood_report){.struct_size = sizeof *r};
+}
+
 BNN_API bnn_status bnn_eval_ood(const bnn_prediction *in, size_t n_in,
                                 const bnn_prediction *out, size_t n_out,
                                 size_t record_size, bnn_ood_score score,

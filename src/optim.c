@@ -242,6 +242,13 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimize
 {
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_get_config: optimizer is NULL");
+    bnn_status st = BNN_OK;
+    if (ocfg)
+        st = sized_check(ocfg, offsetof(bnn_optimizer_config, beta1), "bnn_optimizer_config");
+    if (st == BNN_OK && svi)
+        st = sized_check(svi, offsetof(bnn_svi_config, seed), "bnn_svi_config");
+    if (st != BNN_OK)
+        return st;
     if (ocfg)
         sized_write(ocfg, &o->ocfg, sizeof o->ocfg);
     if (svi)

@@ -281,6 +281,12 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
     return BNN_OK;
 }
 
+BNN_API void bnn_svi_stats_init(bnn_svi_stats *stats)
+{
+    if (stats)
+        *stats = (bnn_svi_stats){.struct_size = sizeof *stats};
+}
+
 BNN_API bnn_status bnn_svi_grad(bnn_optimizer *o, const float *x, const int32_t *labels,
                                 const float *targets, size_t n, bnn_svi_stats *stats)
 {

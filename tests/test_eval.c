@@ -30,7 +30,7 @@ static const int32_t ex_labels[4] = {0, 0, 2, 1};
 START_TEST(test_metrics_hand_example)
 {
     bnn_metrics m;
-    m.struct_size = sizeof m;
+    bnn_metrics_init(&m);
     ck_assert_int_eq(bnn_eval_metrics(ex_probs, ex_labels, 4, 3, 2, &m),
                      BNN_OK);
     tu_assert_close(m.accuracy, 0.5, 0, 0);
@@ -56,7 +56,7 @@ START_TEST(test_metrics_bin_edges)
     const float p[4] = {0.5f, 0.5f, 0.75f, 0.25f};
     const int32_t y[2] = {0, 1};
     bnn_metrics m;
-    m.struct_size = sizeof m;
+    bnn_metrics_init(&m);
     ck_assert_int_eq(bnn_eval_metrics(p, y, 2, 2, 2, &m), BNN_OK);
     tu_assert_close(m.ece, 0.625, 1e-12, 0);
     tu_assert_close(m.accuracy, 0.5, 0, 0);
@@ -120,7 +120,7 @@ START_TEST(test_metrics_random_reference)
         if (cnt[b] > 0)
             ece += cnt[b] / N * fabs(acc[b] / cnt[b] - conf[b] / cnt[b]);
     bnn_metrics m;
-    m.struct_size = sizeof m;
+    bnn_metrics_init(&m);
     ck_assert_int_eq(bnn_eval_metrics(p, y, N, C, B, &m), BNN_OK);
     tu_assert_close(m.accuracy, correct / N, 1e-15, 0);
     tu_assert_close(m.nll, nll / N, 1e-12, 1e-12);
@@ -292,7 +292,7 @@ START_TEST(test_refusal_report)
         for (size_t i = 0; i < 6; i++)
             set_rec(buf, rs, i, ans[i], ref[i]);
         bnn_refusal_report rep;
-        rep.struct_size = sizeof rep;
+        bnn_refusal_report_init(&rep);
         ck_assert_int_eq(bnn_eval_refusal((const bnn_prediction *)buf, rs, y,
                                           6, &rep),
                          BNN_OK);
@@ -323,7 +323,7 @@ START_TEST(test_refusal_report_invalid)
     const int32_t yneg[2] = {0, -1};
     bnn_refusal_report rep, before;
     memset(&rep, 0x44, sizeof rep);
-    rep.struct_size = sizeof rep;
+    bnn_refusal_report_init(&rep);
     before = rep;
     const size_t rs = sizeof(bnn_prediction);
     ck_assert_int_eq(bnn_eval_refusal(NULL, rs, y, 2, &rep), BNN_E_INVALID);
@@ -339,10 +339,40 @@ START_TEST(test_refusal_report_invalid)
 }
 END_TEST
 
+/* The output structs' init functions: every field zero, struct_size set;
+ * NULL ignored. */
+START_TEST(test_output_struct_init)
+{
+    bnn_metrics m;
+    bnn_refusal_report r;
+    bnn_ood_report o;
+    bnn_svi_stats st;
+    memset(&m, 0xff, sizeof m);
+    memset(&r, 0xff, sizeof r);
+    memset(&o, 0xff, sizeof o);
+    memset(&st, 0xff, sizeof st);
+    bnn_metrics_init(&m);
+    bnn_refusal_report_init(&r);
+    bnn_ood_report_init(&o);
+    bnn_svi_stats_init(&st);
+    ck_assert_uint_eq(m.struct_size, sizeof m);
+    ck_assert_uint_eq(r.struct_size, sizeof r);
+    ck_assert_uint_eq(o.struct_size, sizeof o);
+    ck_assert_uint_eq(st.struct_size, sizeof st);
+    ck_assert(m.accuracy == 0 && m.ece == 0 && r.n == 0 && r.accepted_accuracy == 0);
+    ck_assert(o.auroc == 0 && o.threshold95 == 0 && st.loss == 0 && st.grad_norm == 0);
+    bnn_metrics_init(NULL);
+    bnn_refusal_report_init(NULL);
+    bnn_ood_report_init(NULL);
+    bnn_svi_stats_init(NULL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("eval");
     TCase *tc = tcase_create("metrics");
+    tcase_add_test(tc, test_output_struct_init);
     tcase_add_test(tc, test_metrics_hand_example);
     tcase_add_test(tc, test_metrics_bin_edges);
     tcase_add_test(tc, test_metrics_random_reference);

@@ -884,6 +884,18 @@ ROW(opt_get_config_null)
     return bnn_optimizer_get_config(NULL, oc, sc);
 }
 
+/* An svi struct too small to hold what create reads: nothing written,
+ * not even the ocfg that was fine. */
+ROW(opt_get_config_svi_small)
+{
+    bnn_optimizer_config *oc = OUT(bnn_optimizer_config, 0);
+    bnn_svi_config *sc = OUT(bnn_svi_config, 256);
+    oc->struct_size = sizeof *oc;
+    sc->struct_size = offsetof(bnn_svi_config, max_batch);
+    arm(c);
+    return bnn_optimizer_get_config(fx.co, oc, sc);
+}
+
 ROW(opt_step_null)
 {
     arm(c);
@@ -2309,6 +2321,7 @@ static const hrow rows[] = {
     R(set_threads_null, BNN_E_INVALID, "NULL"),
     R(set_threads_257, BNN_E_INVALID, "num_threads"),
     R(opt_get_config_null, BNN_E_INVALID, "NULL"),
+    R(opt_get_config_svi_small, BNN_E_INVALID, "bnn_svi_config.struct_size"),
     R(opt_step_null, BNN_E_INVALID, "NULL"),
     R(opt_step_inf_grad, BNN_E_NUMERIC, "NaN or Inf"),
     /* SVI */
