@@ -31,8 +31,10 @@
  *   time, and no prediction may run on that guide meanwhile.  The library
  *   starts threads only when asked: for an optimizer configured with
  *   num_threads > 1 (used inside that optimizer's calls, ended by
- *   bnn_optimizer_free), and for one bnn_predict_with_uncertainty call
- *   whose config has num_threads > 1 (ended before it returns).
+ *   bnn_optimizer_free), for one bnn_predict_with_uncertainty call
+ *   whose config has num_threads > 1 (ended before it returns), and for a
+ *   predictor handle created with num_threads > 1 (ended by
+ *   bnn_predictor_free).
  * - Determinism: the same seed and inputs give bit-identical results for the
  *   same BLAS implementation and BLAS thread count (OpenBLAS rounds its
  *   products differently for different thread counts), whatever the
@@ -498,17 +500,44 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
 /* Prediction                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* Every sample is a whole network drawn from the guide, used for all inputs
- * of the call (the original program's semantics).  Sample s is a pure
- * function of (seed, s), so results do not depend on n or on batching.
- * Workspace is allocated per call with the model's allocator; its size is
- * bounded independently of n: one sampled network (4 bytes per parameter)
- * plus at most 16 MiB of per-input buffers, or 16 inputs' worth if that is
- * larger (bnn_predict_with_uncertainty keeps num_samples x classes floats
- * per input for its exact medians).  Inputs are processed in chunks that
- * fit, and each chunk draws the networks again. */
+/* Sampling (bnn_sampling, set in bnn_predict_config): every predictor
+ * draws num_samples predictive samples per input.
+ * - BNN_SAMPLING_MARGINAL (default): exact per-input samples at the cost of
+ *   about one forward pass.  For a dense layer with input h, a mean-field
+ *   Gaussian posterior makes the pre-activations exactly
+ *   N(h.mu + b_mu, h^2.sigma^2 + b_sigma^2), independent across units
+ *   (local reparameterization); they are drawn layer by layer: the first
+ *   layer takes two products per input for all samples, later layers take
+ *   the S sampled activations as rows.  The noise of sample s, layer l,
+ *   unit j is a pure function of (seed, s, l, j), the same for every input.
+ *   Every per-input figure (mean probabilities, entropies, mutual
+ *   information, medians, quantiles, refusals) has exactly the
+ *   distribution it has with whole networks; only the joint law of
+ *   different inputs differs (two inputs' samples are not computed by one
+ *   network).  Every layer is sampled this way (drawing a later layer's
+ *   weights instead would pay only for large blocks of inputs, and the
+ *   choice may not depend on the batch).
+ * - BNN_SAMPLING_NETWORKS: sample s is one whole network drawn on the
+ *   stream (seed, s) and shared by all inputs (the original program's
+ *   semantics); it costs one network draw (a normal per weight) and one
+ *   forward pass per sample, so S times the marginal mode's work or more.
+ * - BNN_SAMPLING_MEAN: the network of posterior means, once: the fastest
+ *   answer, but it has no epistemic part (mutual information 0, every
+ *   sample equal, medians equal to the mean), so refusal rules see only
+ *   the aleatoric uncertainty.
+ * In every mode an input's results are a pure function of (seed, the
+ * input, the sample index): they do not depend on n, batching, chunking,
+ * threads, or on whether a predictor handle or a one-shot call ran them.
+ * The one-shot functions below use the defaults of bnn_predict_config_init
+ * with their num_samples and seed (so MARGINAL, one thread); a predictor
+ * handle takes any configuration.  Workspace: one-shot calls make a
+ * predictor for the call; its size is bounded independently of n (per
+ * input num_samples x classes floats of samples, plus at most 16 MiB of
+ * per-row buffers per thread, or one panel of 16 rows if that is larger;
+ * MARGINAL adds 4 bytes per parameter for sigma^2, NETWORKS one sampled
+ * network per thread).  Inputs are processed in chunks that fit. */
 
-/** Mean predictive class probabilities over num_samples networks: probs is
+/** Mean predictive class probabilities over num_samples samples: probs is
  *  n x classes, written only on success.  Thread-safe on a shared guide.
  *  Errors: BNN_E_INVALID (NULL, n 0, num_samples 0 or above 2^40, NaN/Inf
  *  in x), BNN_E_NUMERIC (the guide's parameters hold NaN or Inf, e.g. after a
@@ -545,6 +574,13 @@ typedef enum bnn_refusal_rule {
     BNN_REFUSE_MUTUAL_INFO = 4 /**< refuse when mutual information > t */
 } bnn_refusal_rule;
 
+/** How predictive samples are drawn; see "Sampling" above. */
+typedef enum bnn_sampling {
+    BNN_SAMPLING_MARGINAL = 0, /**< per-input pre-activation sampling */
+    BNN_SAMPLING_NETWORKS = 1, /**< whole networks shared by all inputs */
+    BNN_SAMPLING_MEAN = 2      /**< posterior means only, no sampling */
+} bnn_sampling;
+
 typedef struct bnn_predict_config {
     size_t struct_size;
     size_t num_samples;    /**< 1 to 2^40; default 100 */
@@ -556,17 +592,23 @@ typedef struct bnn_predict_config {
     size_t n_quantiles;      /**< extra quantiles per class; default 0 */
     const float *quantiles;  /**< n_quantiles values in [0,1] */
     /** Optional output, not a setting: when not NULL, receives n x classes
-     *  mean predictive probabilities over the same networks, bit-identical
-     *  to bnn_predict with this seed and num_samples (one pass instead of
+     *  mean predictive probabilities over the same samples, bit-identical
+     *  to bnn_predict (or bnn_predictor_probs) with this configuration (one pass instead of
      *  two).  Default NULL. */
     float *mean_probs;
-    /** Threads for this call, counting the calling one (0 or 1: none
-     *  started; at most BNN_MAX_THREADS): the sampled networks of each
-     *  chunk of inputs are shared out among them, then the inputs' records.
-     *  Started and ended by the call; each holds its own sampled network
-     *  and forward buffers, so the workspace grows by that much per
-     *  thread.  Results are the same bits for any value.  Default 1. */
+    /** Threads, counting the calling one (0 or 1: none started; at most
+     *  BNN_MAX_THREADS): each chunk of inputs is shared out among them (by
+     *  sample for NETWORKS, else by input, or by sample when a chunk has
+     *  fewer inputs than threads), then the inputs' results.  Started and
+     *  ended by the call (bnn_predict_with_uncertainty) or owned by a
+     *  predictor handle; each holds its own buffers, so the workspace grows
+     *  by that much per thread.  Results are the same bits for any value.
+     *  Default 1. */
     size_t num_threads;
+    /** How samples are drawn (see "Sampling" above).  Default
+     *  BNN_SAMPLING_MARGINAL; callers whose struct_size ends before this
+     *  field get that default too. */
+    bnn_sampling sampling;
 } bnn_predict_config;
 
 /** Fill cfg with defaults (100 samples, median rule, t = 0.2) and set
@@ -602,6 +644,73 @@ BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                                                 size_t record_size,
                                                 float *medians,
                                                 float *quantiles);
+
+/** A reusable predictor, in the style of a compression context: it owns
+ *  its workspace and threads, made once by bnn_predictor_create, so a run
+ *  allocates nothing.  Its results are bit-identical to the one-shot
+ *  functions' with the same configuration.  A predictor belongs to one
+ *  thread at a time; several predictors may share a guide.  It reads the
+ *  guide's parameters at creation and at bnn_predictor_refresh (their
+ *  finiteness, and sigma^2 for MARGINAL); whole networks and means are read
+ *  at each run.  The guide and model must outlive it, and after the
+ *  guide changes (training, bnn_guide_set_layer, writes through
+ *  bnn_guide_params) call bnn_predictor_refresh before the next run. */
+typedef struct bnn_predictor bnn_predictor;
+
+/** Create a predictor for guide with cfg (NULL: the defaults; the
+ *  quantile levels are copied, cfg->mean_probs is ignored: runs take it as
+ *  an argument).  max_batch (>= 1) is the largest n a run is expected to
+ *  get: buffers are sized for min(max_batch, what fits in the workspace
+ *  budget) inputs per chunk; larger n still works, in more chunks.
+ *  Errors: BNN_E_INVALID (NULL guide or out, max_batch 0, any invalid cfg
+ *  field as bnn_predict_with_uncertainty reports it, unknown sampling
+ *  mode), BNN_E_NUMERIC (the guide's parameters hold NaN or Inf),
+ *  BNN_E_SHAPE (num_samples x classes overflows), BNN_E_NOMEM (also when
+ *  the system refuses a thread). */
+BNN_API bnn_status bnn_predictor_create(const bnn_guide *guide,
+                                        const bnn_predict_config *cfg,
+                                        size_t max_batch,
+                                        bnn_predictor **out);
+
+/** Re-read the guide's parameters after they changed.  Errors:
+ *  BNN_E_INVALID (NULL), BNN_E_NUMERIC (non-finite parameters: runs then
+ *  give unspecified numbers until a successful refresh). */
+BNN_API bnn_status bnn_predictor_refresh(bnn_predictor *p);
+
+/** Ends the predictor's threads and frees it.  NULL is a no-op. */
+BNN_API void bnn_predictor_free(bnn_predictor *p);
+
+/** bnn_predict_with_uncertainty with the predictor's configuration:
+ *  records, and optionally medians, quantiles (n x classes x n_quantiles)
+ *  and mean_probs (n x classes), each may be NULL.  Errors: BNN_E_INVALID
+ *  (NULL p, x or out, n 0, record_size below offsetof(bnn_prediction,
+ *  prob), NaN/Inf in x), BNN_E_SHAPE (n x width, n x record_size or
+ *  n x classes x n_quantiles overflows), BNN_E_UNSUPPORTED (Gaussian
+ *  model).  Outputs untouched on error. */
+BNN_API bnn_status bnn_predictor_run(bnn_predictor *p, const float *x,
+                                     size_t n, bnn_prediction *out,
+                                     size_t record_size, float *medians,
+                                     float *quantiles, float *mean_probs);
+
+/** bnn_predict with the predictor's configuration (probs: n x classes).
+ *  Errors: BNN_E_INVALID (NULL, n 0, NaN/Inf in x), BNN_E_SHAPE,
+ *  BNN_E_UNSUPPORTED (Gaussian model). */
+BNN_API bnn_status bnn_predictor_probs(bnn_predictor *p, const float *x,
+                                       size_t n, float *probs);
+
+/** bnn_predict_samples with the predictor's configuration (logp:
+ *  num_samples x n x classes; MEAN repeats its one sample).  Errors as
+ *  bnn_predictor_probs; BNN_E_SHAPE also when num_samples x n x classes
+ *  overflows. */
+BNN_API bnn_status bnn_predictor_samples(bnn_predictor *p, const float *x,
+                                         size_t n, float *logp);
+
+/** bnn_predict_regression with the predictor's configuration (var may be
+ *  NULL).  Errors as bnn_predictor_probs; BNN_E_UNSUPPORTED for a
+ *  categorical model. */
+BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
+                                            size_t n, float *mean,
+                                            float *var);
 
 /** Re-apply a rule and threshold to existing records (sets refused and, for
  *  the median rule, nothing else: label is set at prediction time).  The

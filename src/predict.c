@@ -1,15 +1,34 @@
-/* Monte Carlo predictive distribution: the sampled forward passes and the
- * predictors built on them.  The statistics of one input's samples are in
- * uncertainty.c, the refusal rules and calibration in refusal.c.
+/* Monte Carlo predictive distribution: the predictor handle, its sampled
+ * forward passes and the one-shot predictors built on it.  The statistics
+ * of one input's samples are in uncertainty.c, the refusal rules and
+ * calibration in refusal.c.
  *
- * Sample s is one whole network drawn from the guide on the RNG stream
- * (seed, s), shared by every input of a call.  Inputs are processed in
- * chunks of rows; each chunk redraws the networks it needs, which costs
- * some RNG work but keeps memory independent of n, and since a draw is a
- * pure function of (seed, s) the results do not depend on the chunking.
- * The layers run through dense.c rather than BLAS, whose results for one
- * row change with the other rows of the product: that is what makes an
- * input's prediction independent of the batch it came in. */
+ * Three ways to get sample s of input x (bnn_sampling):
+ * - NETWORKS: one whole network W_s = mu + sigma * eps drawn on the RNG
+ *   stream (seed, s) and shared by every input (the original program).
+ * - MARGINAL: for a dense layer with input h the pre-activation is exactly
+ *   N(h.mu + b_mu, h^2.sigma^2 + b_sigma^2), independent across units
+ *   (local reparameterization), so it is drawn directly: a_j = m_j +
+ *   sqrt(v_j) eps[s, l, j].  Layer 0 costs two products per input for all
+ *   samples together; later layers take the S sampled activations of each
+ *   input as rows.  eps[s, l, .] comes from the stream (seed, s, layer l)
+ *   and is the same for every input, so an input's samples depend on
+ *   (seed, x, s) only, as whole networks do.  Every per-input statistic has
+ *   the distribution it has under NETWORKS; only the joint law of two
+ *   inputs differs.  Every layer is marginal: sampling a later layer's
+ *   weights instead costs one normal per weight and sample, which only
+ *   pays for itself once a block holds more inputs than one normal costs
+ *   multiply-adds (tens), and then saves at most half of that layer's
+ *   products; the choice could not depend on the batch without making the
+ *   results depend on it, and small batches are what this mode is for.
+ * - MEAN: the network of posterior means, once (no epistemic part).
+ *
+ * Every product runs through dense.c rather than BLAS, whose results for
+ * one row change with the other rows of the product: with it an input's
+ * samples are the same bits whatever batch, chunk or thread they come
+ * from.  A predictor owns all its buffers and threads, so a run allocates
+ * nothing; inputs go through it in chunks whose per-sample outputs are kept
+ * in one buffer (chunk x S x classes) and reduced in sample order. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -19,12 +38,17 @@
 #include "pool.h"
 #include "predict.h"
 #include "refusal.h"
+#include "rng.h"
 #include "tensor.h"
 #include "uncertainty.h"
 #include "vmath.h"
 
 /* Stream steps are 40 bits wide (rng_stream_id). */
 #define MAX_SAMPLES ((size_t)1 << 40)
+
+/* The `particle` field of the RNG stream of marginal pre-activation noise
+ * (whole networks use 0). */
+#define MARGINAL_STREAM 1u
 
 BNN_API void bnn_predict_config_init(bnn_predict_config *cfg)
 {
@@ -40,79 +64,68 @@ BNN_API void bnn_predict_config_init(bnn_predict_config *cfg)
     cfg->quantiles = NULL;
     cfg->mean_probs = NULL;
     cfg->num_threads = 1;
+    cfg->sampling = BNN_SAMPLING_MARGINAL;
 }
 
-/* ---- validation shared by the predictors --------------------------------- */
-
-/* Checks common to every predictor but the finiteness of x (check_input);
- * `classes` receives the output width.  Everything is validated before any
- * output is written. */
-static bnn_status check_call(const char *fn, const bnn_guide *g,
-                             const float *x, size_t n, size_t num_samples,
-                             int want_categorical, size_t *classes)
+/* The caller's config over the defaults: only fields its struct_size
+ * covers are read; every setting is validated. */
+static bnn_status read_config(const bnn_predict_config *cfg,
+                              bnn_predict_config *c, const char *fn)
 {
-    size_t total;
-    if (!g || !x)
-        return error_set(BNN_E_INVALID, "%s: NULL guide or x", fn);
-    if (!g->model)
-        return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
-    if (n == 0)
-        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
-    if (num_samples == 0)
+    bnn_predict_config_init(c);
+    if (!cfg)
+        return BNN_OK;
+    bnn_status st = sized_read(c, sizeof *c, cfg,
+                               SIZED_END(bnn_predict_config, num_samples),
+                               "bnn_predict_config");
+    if (st != BNN_OK)
+        return st;
+    if (c->num_samples == 0)
         return error_set(BNN_E_INVALID, "%s: num_samples is 0", fn);
-    if (num_samples > MAX_SAMPLES)
+    if (c->num_samples > MAX_SAMPLES)
         return error_set(BNN_E_INVALID, "%s: num_samples %zu exceeds 2^40",
-                         fn, num_samples);
-    const bnn_model *m = g->model;
-    if (want_categorical && m->likelihood != BNN_LIK_CATEGORICAL)
-        return error_set(BNN_E_UNSUPPORTED,
-                         "%s: needs a categorical model", fn);
-    if (!want_categorical && m->likelihood != BNN_LIK_GAUSSIAN)
-        return error_set(BNN_E_UNSUPPORTED, "%s: needs a Gaussian model",
-                         fn);
-    size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
-    if (mem_mul_overflow(n, in, &total))
-        return error_set(BNN_E_SHAPE, "%s: n * inputs overflows", fn);
-    size_t tmp;
-    if (mem_mul_overflow(n, out, &tmp) ||
-        mem_mul_overflow(tmp, sizeof(float), &tmp))
-        return error_set(BNN_E_SHAPE, "%s: n * outputs overflows", fn);
-    *classes = out;
+                         fn, c->num_samples);
+    if (c->num_threads > BNN_MAX_THREADS)
+        return error_set(BNN_E_INVALID,
+                         "%s: num_threads must be in [0, %d], got %zu", fn,
+                         BNN_MAX_THREADS, c->num_threads);
+    if (c->num_threads == 0)
+        c->num_threads = 1;
+    if (c->sampling != BNN_SAMPLING_MARGINAL &&
+        c->sampling != BNN_SAMPLING_NETWORKS &&
+        c->sampling != BNN_SAMPLING_MEAN)
+        return error_set(BNN_E_INVALID, "%s: unknown sampling mode %d", fn,
+                         (int)c->sampling);
+    if ((st = refusal_check_rule(fn, c->rule, c->threshold)))
+        return st;
+    if (c->n_quantiles && !c->quantiles)
+        return error_set(BNN_E_INVALID,
+                         "%s: n_quantiles %zu but NULL quantile levels", fn,
+                         c->n_quantiles);
+    for (size_t j = 0; j < c->n_quantiles; j++)
+        if (!(c->quantiles[j] >= 0.0f && c->quantiles[j] <= 1.0f))
+            return error_set(BNN_E_INVALID,
+                             "%s: quantile level %zu = %g not in [0, 1]", fn,
+                             j, (double)c->quantiles[j]);
     return BNN_OK;
 }
 
-/* Last of the checks: it reads all of x, which is only safe once every
- * size has been validated. */
-static bnn_status check_input(const char *fn, const bnn_guide *g,
-                              const float *x, size_t n)
-{
-    if (!tensor_all_finite(x, n * g->model->sizes[0]))
-        return error_set(BNN_E_INVALID, "%s: x holds NaN or Inf", fn);
-    /* Reading the parameters once costs less than drawing one network, and
-     * it turns a diverged guide (or a bad write through bnn_guide_params)
-     * into an error instead of NaN probabilities that look like answers. */
-    if (!tensor_all_finite(g->params, 2 * g->n_params))
-        return error_set(BNN_E_NUMERIC,
-                         "%s: the guide's parameters hold NaN or Inf", fn);
-    return BNN_OK;
-}
-
-/* ---- workspace and forward pass ------------------------------------------ */
-
-typedef struct pred_ws {
-    const bnn_model *m;
-    float *net;      /* one sampled network, n_params */
-    float *xp;       /* the chunk's inputs, packed in panels */
-    float *act;      /* two panel buffers for the hidden layers */
-    float *yp;       /* the last layer's outputs, packed */
-    size_t act_half; /* floats in one hidden buffer */
-    size_t chunk;    /* rows per chunk */
-} pred_ws;
+/* ---- sizes ---------------------------------------------------------------- */
 
 static size_t hidden_width(const bnn_model *m)
 {
     size_t w = 0;
     for (size_t l = 1; l + 1 < m->n_sizes; l++)
+        if (m->sizes[l] > w)
+            w = m->sizes[l];
+    return w;
+}
+
+/* Widest layer output (hidden layers and the output layer). */
+static size_t out_width(const bnn_model *m)
+{
+    size_t w = 0;
+    for (size_t l = 1; l < m->n_sizes; l++)
         if (m->sizes[l] > w)
             w = m->sizes[l];
     return w;
@@ -143,9 +156,7 @@ static size_t choose_chunk(const bnn_model *m, size_t n, size_t extra,
     row += extra;
     if (forced)
         return forced < n ? forced : n;
-    /* Whole panels: a partial one is computed in full anyway.  Each chunk
-     * draws the networks again, so fewer, larger chunks also save RNG
-     * work. */
+    /* Whole panels: a partial one is computed in full anyway. */
     size_t c = PREDICT_WORKSPACE_BYTES / row / DENSE_PANEL * DENSE_PANEL;
     if (c < DENSE_PANEL)
         c = DENSE_PANEL;
@@ -157,157 +168,788 @@ size_t predict_auto_chunk(const bnn_model *m, size_t n, size_t extra)
     return choose_chunk(m, n, extra, 0);
 }
 
-static bnn_status ws_init(pred_ws *w, const bnn_model *m, size_t chunk,
-                          const char *fn)
+static size_t pad_panel(size_t rows)
 {
-    /* Rows are padded to whole panels.  Layer widths times 8 bytes cannot
-     * overflow (the guide holds 8 bytes per parameter); rows times them is
-     * checked by mem_alloc_array. */
-    size_t rows = chunk / DENSE_PANEL * DENSE_PANEL;
-    if (rows < chunk)
-        rows += DENSE_PANEL;
-    size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
-    size_t hw = hidden_width(m);
+    return (rows + DENSE_PANEL - 1) / DENSE_PANEL * DENSE_PANEL;
+}
+
+/* Element j of row q in a panel-packed buffer of `width` columns. */
+static size_t pk(size_t q, size_t j, size_t width)
+{
+    return ((q / DENSE_PANEL) * width + j) * DENSE_PANEL + q % DENSE_PANEL;
+}
+
+/* ---- per-thread workspace -------------------------------------------------- */
+
+typedef struct pred_ws {
+    float *net;     /* NETWORKS: one sampled network, n_params */
+    float *xp, *xq; /* packed inputs (MARGINAL: and their squares) */
+    float *m0, *v0; /* MARGINAL: layer 0's mean and variance per input */
+    float *a, *b, *c, *d; /* packed activations (see the forward passes) */
+    float *eps;     /* MARGINAL: noise of one block's samples, one layer */
+    float *yp;      /* NETWORKS, MEAN: the last layer's outputs, packed */
+} pred_ws;
+
+#define WS_BUFS(w) {&(w)->net, &(w)->xp, &(w)->xq, &(w)->m0, &(w)->v0,    \
+                    &(w)->a, &(w)->b, &(w)->c, &(w)->d, &(w)->eps, &(w)->yp}
+
+struct bnn_predictor {
+    const bnn_guide *g;
+    const bnn_model *m;
+    bnn_predict_config cfg; /* quantiles point at `levels`; no mean_probs */
+    float *levels;
+    size_t S;      /* samples kept per input: 1 for MEAN */
+    size_t C, in;
+    size_t chunk;  /* inputs per chunk */
+    size_t rows;   /* MARGINAL: (input, sample) rows per block, padded */
+    size_t T;
+    pool *workers;
+    float *s2;     /* MARGINAL: sigma^2 of every parameter */
+    float *buf;    /* chunk x S x C: each input's per-sample outputs */
+    float **scratch; /* T x S floats for the order statistics */
+    pred_ws *ws;   /* T */
+};
+
+static void ws_free(const bnn_model *m, pred_ws *w)
+{
+    float **bufs[] = WS_BUFS(w);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        mem_free(&m->alloc, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+/* Buffers for `chunk` inputs (NETWORKS, MEAN) or for blocks of `rows`
+ * (input, sample) rows over up to `chunk` inputs (MARGINAL).  Sizes were
+ * checked against overflow by the caller's choice of chunk and rows. */
+static int ws_init(pred_ws *w, const bnn_predictor *p)
+{
+    const bnn_model *m = p->m;
+    const bnn_allocator *al = &m->alloc;
+    size_t ci = pad_panel(p->chunk), in = p->in, C = p->C;
     memset(w, 0, sizeof *w);
-    w->m = m;
-    w->chunk = chunk;
-    w->net = mem_alloc_array(&m->alloc, m->n_params, sizeof(float));
-    w->xp = mem_alloc_array(&m->alloc, rows, in * sizeof(float));
-    w->yp = mem_alloc_array(&m->alloc, rows, out * sizeof(float));
-    if (hw && !mem_mul_overflow(rows, hw, &w->act_half))
-        w->act = mem_alloc_array(&m->alloc, w->act_half, 2 * sizeof(float));
-    if (!w->net || !w->xp || !w->yp || (hw && !w->act)) {
-        mem_free(&m->alloc, w->net);
-        mem_free(&m->alloc, w->xp);
-        mem_free(&m->alloc, w->yp);
-        mem_free(&m->alloc, w->act);
-        return error_set(BNN_E_NOMEM, "%s: cannot allocate the forward "
-                         "workspace", fn);
+    int ok = 1;
+#define GET(ptr, n, k)                                                     \
+    do {                                                                   \
+        if (ok && !((ptr) = mem_alloc_array(al, (n), (k) * sizeof(float)))) \
+            ok = 0;                                                        \
+    } while (0)
+    if (p->cfg.sampling == BNN_SAMPLING_MARGINAL) {
+        size_t ow = out_width(m), o0 = m->sizes[1], R = p->rows;
+        GET(w->xp, ci, in);
+        GET(w->xq, ci, in);
+        GET(w->m0, ci, o0);
+        GET(w->v0, ci, o0);
+        GET(w->a, R, ow);
+        GET(w->b, R, ow);
+        GET(w->c, R, ow);
+        GET(w->d, R, ow);
+        GET(w->eps, R, ow);
+    } else {
+        size_t hw = hidden_width(m);
+        if (p->cfg.sampling == BNN_SAMPLING_NETWORKS)
+            GET(w->net, m->n_params, 1);
+        GET(w->xp, ci, in);
+        GET(w->yp, ci, C);
+        if (hw)
+            GET(w->a, ci, 2 * hw);
     }
-    return BNN_OK;
+#undef GET
+    if (!ok)
+        ws_free(m, w);
+    return ok;
 }
 
-static void ws_free(pred_ws *w)
-{
-    mem_free(&w->m->alloc, w->net);
-    mem_free(&w->m->alloc, w->xp);
-    mem_free(&w->m->alloc, w->yp);
-    mem_free(&w->m->alloc, w->act);
-}
+/* ---- packing ------------------------------------------------------------- */
 
-static void draw_network(const bnn_guide *g, uint64_t seed, size_t s,
-                         float *net)
+/* rows x in of x into panels, the last one padded with zero inputs (they
+ * are computed and dropped); squares into xq when it is not NULL. */
+static void pack_inputs(const float *x, size_t rows, size_t in, float *xp,
+                        float *xq)
 {
-    guide_sample_network(g, seed,
-                         rng_stream_id((uint64_t)s, 0, 0, RNG_PREDICT), net);
-}
-
-/* Pack rows x inputs of x into panels, padding the last panel with zero
- * inputs (they are computed and dropped). */
-static void pack_inputs(pred_ws *w, const float *x, size_t rows)
-{
-    size_t in = w->m->sizes[0];
-    size_t padded = (rows + DENSE_PANEL - 1) / DENSE_PANEL * DENSE_PANEL;
+    size_t padded = pad_panel(rows);
     for (size_t i = 0; i < padded; i++) {
-        float *dst = w->xp + (i / DENSE_PANEL) * in * DENSE_PANEL +
-                     i % DENSE_PANEL;
-        if (i < rows)
-            for (size_t k = 0; k < in; k++)
-                dst[k * DENSE_PANEL] = x[i * in + k];
-        else
-            for (size_t k = 0; k < in; k++)
-                dst[k * DENSE_PANEL] = 0.0f;
+        size_t o = (i / DENSE_PANEL) * in * DENSE_PANEL + i % DENSE_PANEL;
+        for (size_t k = 0; k < in; k++) {
+            float v = i < rows ? x[i * in + k] : 0.0f;
+            xp[o + k * DENSE_PANEL] = v;
+            if (xq) {
+                float sq = v * v;
+                xq[o + k * DENSE_PANEL] = sq;
+            }
+        }
     }
 }
 
-/* The sampled network in w->net on the packed inputs (rows of them); the
- * last layer goes to y (rows x outputs, contiguous): log-softmax for a
- * categorical model, the raw outputs for a Gaussian one. */
-static void forward(pred_ws *w, size_t rows, float *y)
+static void activate(const bnn_model *m, float *h, size_t n)
 {
-    const bnn_model *m = w->m;
-    size_t L = model_n_layers(m);
-    size_t npan = (rows + DENSE_PANEL - 1) / DENSE_PANEL;
-    const float *src = w->xp;
-    for (size_t l = 0; l < L; l++) {
-        size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
-        float *dst = l + 1 == L ? w->yp : w->act + (l % 2) * w->act_half;
-        dense_panels(w->net + m->w_off[l], w->net + m->b_off[l], out, in,
-                     src, dst, npan, DENSE_PATH_AUTO);
-        if (l + 1 < L) {
-            tensor a = tensor_mat(dst, 1, npan * out * DENSE_PANEL);
-            if (m->activation == BNN_ACT_TANH)
-                tensor_tanh(&a, &a);
-            else
-                tensor_relu(&a, &a);
-        }
-        src = dst;
-    }
-    size_t C = m->sizes[m->n_sizes - 1];
-    for (size_t i = 0; i < rows; i++) {
-        const float *col = w->yp + (i / DENSE_PANEL) * C * DENSE_PANEL +
-                           i % DENSE_PANEL;
-        for (size_t c = 0; c < C; c++)
-            y[i * C + c] = col[c * DENSE_PANEL];
-    }
+    tensor a = tensor_mat(h, 1, n);
+    if (m->activation == BNN_ACT_TANH)
+        tensor_tanh(&a, &a);
+    else
+        tensor_relu(&a, &a);
+}
+
+/* Row q of a packed last layer into y (C floats), log-softmax for a
+ * categorical model. */
+static void unpack_row(const bnn_model *m, const float *z, size_t q,
+                       size_t C, float *y)
+{
+    for (size_t c = 0; c < C; c++)
+        y[c] = z[pk(q, c, C)];
     if (m->likelihood == BNN_LIK_CATEGORICAL) {
-        tensor t = tensor_mat(y, rows, C);
+        tensor t = tensor_mat(y, 1, C);
         tensor_log_softmax_rows(&t, &t);
     }
 }
 
-/* ---- bnn_predict --------------------------------------------------------- */
+/* ---- NETWORKS and MEAN: one network on packed inputs ----------------------- */
+
+/* The network `net` (the guide's layout) on `rows` packed inputs in w->xp;
+ * row i of the last layer goes to y + i * ystride. */
+static void forward_net(const bnn_predictor *p, pred_ws *w, const float *net,
+                        size_t rows, float *y, size_t ystride)
+{
+    const bnn_model *m = p->m;
+    size_t L = model_n_layers(m), hw = hidden_width(m);
+    size_t npan = pad_panel(rows) / DENSE_PANEL, half = npan * DENSE_PANEL * hw;
+    const float *src = w->xp;
+    for (size_t l = 0; l < L; l++) {
+        size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
+        float *dst = l + 1 == L ? w->yp : w->a + (l % 2) * half;
+        dense_panels(net + m->w_off[l], net + m->b_off[l], out, in, src, dst,
+                     npan, DENSE_PATH_AUTO);
+        if (l + 1 < L)
+            activate(m, dst, npan * out * DENSE_PANEL);
+        src = dst;
+    }
+    for (size_t i = 0; i < rows; i++)
+        unpack_row(m, w->yp, i, p->C, y + i * ystride);
+}
+
+/* ---- MARGINAL ----------------------------------------------------------------- */
+
+/* Standard normals of layer l for samples [s0, s0 + ns): eps[s * out + j]. */
+static void layer_noise(uint64_t seed, size_t l, size_t s0, size_t ns,
+                        size_t out, float *eps)
+{
+    for (size_t s = 0; s < ns; s++)
+        rng_normal_fill(seed,
+                        rng_stream_id((uint64_t)(s0 + s), MARGINAL_STREAM,
+                                      (unsigned)l, RNG_PREDICT),
+                        0, out, eps + s * out);
+}
+
+/* z = m + sqrt(v) eps for rows q < rows of a packed block (row q is sample
+ * q % ns), in place in m. */
+static void add_noise(float *mz, const float *v, const float *eps, size_t rows,
+                      size_t ns, size_t out)
+{
+    for (size_t q = 0; q < rows; q++) {
+        const float *e = eps + (q % ns) * out;
+        for (size_t j = 0; j < out; j++) {
+            size_t k = pk(q, j, out);
+            float sd = sqrtf(v[k]);
+            float t = sd * e[j];
+            mz[k] += t;
+        }
+    }
+}
+
+/* Samples [s_lo, s_hi) of inputs x[0..ni): the last layer of (input i,
+ * sample s) goes to y + (i * S + s) * C. */
+static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
+                         size_t ni, size_t s_lo, size_t s_hi, float *y)
+{
+    const bnn_model *m = p->m;
+    const float *mu = guide_mu(p->g);
+    size_t L = model_n_layers(m), in = p->in, o0 = m->sizes[1], C = p->C;
+    size_t R = p->rows, S = p->S;
+    size_t NS = s_hi - s_lo < R ? s_hi - s_lo : R;
+    size_t NI = R / NS;
+    if (NI > p->chunk)
+        NI = p->chunk;
+    for (size_t i0 = 0; i0 < ni; i0 += NI) {
+        size_t gi = ni - i0 < NI ? ni - i0 : NI;
+        size_t ipan = pad_panel(gi) / DENSE_PANEL;
+        pack_inputs(x + i0 * in, gi, in, w->xp, w->xq);
+        /* m = x.mu + b_mu, v = x^2.sigma^2 + b_sigma^2, for all samples */
+        dense_panels(mu + m->w_off[0], mu + m->b_off[0], o0, in, w->xp, w->m0,
+                     ipan, DENSE_PATH_AUTO);
+        dense_panels(p->s2 + m->w_off[0], p->s2 + m->b_off[0], o0, in, w->xq,
+                     w->v0, ipan, DENSE_PATH_AUTO);
+        for (size_t s0 = s_lo; s0 < s_hi; s0 += NS) {
+            size_t ns = s_hi - s0 < NS ? s_hi - s0 : NS;
+            size_t rows = gi * ns, rp = pad_panel(rows);
+            size_t rpan = rp / DENSE_PANEL;
+            float *z = w->a, *h2 = w->b, *mm = w->c, *vv = w->d;
+            layer_noise(p->cfg.seed, 0, s0, ns, o0, w->eps);
+            for (size_t q = 0; q < rp; q++) {
+                size_t i = q / ns;
+                const float *e = w->eps + (q % ns) * o0;
+                for (size_t j = 0; j < o0; j++) {
+                    float v = 0.0f;
+                    if (q < rows) {
+                        size_t k = pk(i, j, o0);
+                        float sd = sqrtf(w->v0[k]);
+                        float t = sd * e[j];
+                        v = w->m0[k] + t;
+                    }
+                    z[pk(q, j, o0)] = v;
+                }
+            }
+            for (size_t l = 1; l < L; l++) {
+                size_t lin = model_layer_in(m, l), out = model_layer_out(m, l);
+                size_t n_el = rp * lin;
+                activate(m, z, n_el);
+                for (size_t e = 0; e < n_el; e++) {
+                    float t = z[e] * z[e];
+                    h2[e] = t;
+                }
+                dense_panels(mu + m->w_off[l], mu + m->b_off[l], out, lin, z,
+                             mm, rpan, DENSE_PATH_AUTO);
+                dense_panels(p->s2 + m->w_off[l], p->s2 + m->b_off[l], out,
+                             lin, h2, vv, rpan, DENSE_PATH_AUTO);
+                layer_noise(p->cfg.seed, l, s0, ns, out, w->eps);
+                add_noise(mm, vv, w->eps, rows, ns, out);
+                float *t = z;
+                z = mm;
+                mm = t;
+            }
+            for (size_t q = 0; q < rows; q++)
+                unpack_row(m, z, q, C,
+                           y + ((i0 + q / ns) * S + s0 + q % ns) * C);
+        }
+    }
+}
+
+/* ---- one chunk, shared among threads --------------------------------------- */
+
+typedef struct fill_job {
+    const bnn_predictor *p;
+    const float *x; /* the chunk's first input */
+    size_t ni;
+} fill_job;
+
+/* Thread t's share of a chunk: whole networks by sample (each thread
+ * draws its own), the other modes by input when there are enough, else
+ * by sample.  Which thread does what changes no value. */
+static void fill_task(void *vj, size_t t)
+{
+    const fill_job *j = vj;
+    const bnn_predictor *p = j->p;
+    pred_ws *w = &p->ws[t];
+    size_t T = p->T, S = p->S, C = p->C, in = p->in, ni = j->ni;
+    switch (p->cfg.sampling) {
+    case BNN_SAMPLING_NETWORKS:
+        pack_inputs(j->x, ni, in, w->xp, NULL);
+        for (size_t s = t; s < S; s += T) {
+            guide_sample_network(p->g, p->cfg.seed,
+                                 rng_stream_id((uint64_t)s, 0, 0, RNG_PREDICT),
+                                 w->net);
+            forward_net(p, w, w->net, ni, p->buf + s * C, S * C);
+        }
+        break;
+    case BNN_SAMPLING_MEAN: {
+        size_t lo = ni * t / T, hi = ni * (t + 1) / T;
+        if (lo == hi)
+            break;
+        pack_inputs(j->x + lo * in, hi - lo, in, w->xp, NULL);
+        forward_net(p, w, guide_mu(p->g), hi - lo, p->buf + lo * C, C);
+        break;
+    }
+    default:
+        if (ni >= T) {
+            size_t lo = ni * t / T, hi = ni * (t + 1) / T;
+            if (lo < hi)
+                marginal_run(p, w, j->x + lo * in, hi - lo, 0, S,
+                             p->buf + lo * S * C);
+        } else {
+            size_t lo = S * t / T, hi = S * (t + 1) / T;
+            if (lo < hi)
+                marginal_run(p, w, j->x, ni, lo, hi, p->buf);
+        }
+    }
+}
+
+static void fill_chunk(const bnn_predictor *p, const float *x, size_t ni)
+{
+    fill_job j = {p, x, ni};
+    pool_run(p->workers, fill_task, &j, p->T);
+}
+
+/* ---- the handle ----------------------------------------------------------------- */
+
+/* What a run checks before it reads x: handle, pointers, n, likelihood,
+ * sizes, then (last, since it reads all of x) finiteness. */
+static bnn_status check_run(const char *fn, const bnn_predictor *p,
+                            const float *x, size_t n, int want_categorical)
+{
+    size_t tmp;
+    if (!p || !x)
+        return error_set(BNN_E_INVALID, "%s: NULL predictor or x", fn);
+    if (n == 0)
+        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
+    const bnn_model *m = p->m;
+    if (want_categorical && m->likelihood != BNN_LIK_CATEGORICAL)
+        return error_set(BNN_E_UNSUPPORTED,
+                         "%s: needs a categorical model", fn);
+    if (!want_categorical && m->likelihood != BNN_LIK_GAUSSIAN)
+        return error_set(BNN_E_UNSUPPORTED, "%s: needs a Gaussian model",
+                         fn);
+    if (mem_mul_overflow(n, p->in, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * inputs overflows", fn);
+    if (mem_mul_overflow(n, p->C, &tmp) ||
+        mem_mul_overflow(tmp, sizeof(float), &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * outputs overflows", fn);
+    return BNN_OK;
+}
+
+static bnn_status check_x(const char *fn, const bnn_predictor *p,
+                          const float *x, size_t n)
+{
+    if (!tensor_all_finite(x, n * p->in))
+        return error_set(BNN_E_INVALID, "%s: x holds NaN or Inf", fn);
+    return BNN_OK;
+}
+
+/* Reads the guide: finiteness, and sigma^2 for MARGINAL. */
+static bnn_status load_guide(bnn_predictor *p, const char *fn)
+{
+    const bnn_guide *g = p->g;
+    /* Reading the parameters once costs less than drawing one network, and
+     * it turns a diverged guide (or a bad write through bnn_guide_params)
+     * into an error instead of NaN probabilities that look like answers. */
+    if (!tensor_all_finite(g->params, 2 * g->n_params))
+        return error_set(BNN_E_NUMERIC,
+                         "%s: the guide's parameters hold NaN or Inf", fn);
+    if (p->s2) {
+        tensor r = tensor_mat((float *)guide_rho(g), 1, g->n_params);
+        tensor s = tensor_mat(p->s2, 1, g->n_params);
+        tensor_softplus(&r, &s);
+        tensor_square(&s, &s);
+    }
+    return BNN_OK;
+}
+
+BNN_API void bnn_predictor_free(bnn_predictor *p)
+{
+    if (!p)
+        return;
+    const bnn_allocator *al = &p->m->alloc;
+    pool_free(p->workers);
+    if (p->ws)
+        for (size_t t = 0; t < p->T; t++)
+            ws_free(p->m, &p->ws[t]);
+    if (p->scratch)
+        for (size_t t = 0; t < p->T; t++)
+            mem_free(al, p->scratch[t]);
+    mem_free(al, p->ws);
+    mem_free(al, p->scratch);
+    mem_free(al, p->buf);
+    mem_free(al, p->s2);
+    mem_free(al, p->levels);
+    mem_free(al, p);
+}
+
+bnn_status predictor_create_chunked(const bnn_guide *g,
+                                    const bnn_predict_config *cfg_in,
+                                    size_t max_batch, size_t chunk,
+                                    size_t rows, const char *fn,
+                                    bnn_predictor **out)
+{
+    bnn_predict_config cfg;
+    bnn_status st;
+    if (!g || !out)
+        return error_set(BNN_E_INVALID, "%s: NULL guide or out", fn);
+    if (!g->model)
+        return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
+    if (max_batch == 0)
+        return error_set(BNN_E_INVALID, "%s: max_batch is 0", fn);
+    if ((st = read_config(cfg_in, &cfg, fn)))
+        return st;
+    const bnn_model *m = g->model;
+    const bnn_allocator *al = &m->alloc;
+    size_t S = cfg.sampling == BNN_SAMPLING_MEAN ? 1 : cfg.num_samples;
+    size_t C = m->sizes[m->n_sizes - 1], in = m->sizes[0], per_row, tmp;
+    /* per input: every sample's outputs, which medians need at once */
+    if (mem_mul_overflow(S, C, &per_row) ||
+        mem_mul_overflow(per_row, sizeof(float), &per_row) ||
+        !(chunk = choose_chunk(m, max_batch, per_row, chunk)) ||
+        mem_mul_overflow(chunk, per_row, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: num_samples * classes overflows",
+                         fn);
+    size_t T = cfg.num_threads;
+    if (cfg.sampling == BNN_SAMPLING_NETWORKS && T > S)
+        T = S; /* threads share the networks out */
+    if (cfg.sampling != BNN_SAMPLING_NETWORKS && T > chunk * S)
+        T = chunk * S;
+    if (cfg.sampling == BNN_SAMPLING_MEAN && T > chunk)
+        T = chunk;
+    if (cfg.sampling == BNN_SAMPLING_MARGINAL) {
+        /* Rows of one block: the 5 buffers of out_width floats per row
+         * within the budget, at most what the chunk needs, whole panels. */
+        size_t need, row_bytes;
+        if (mem_mul_overflow(out_width(m), 5 * sizeof(float), &row_bytes))
+            return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
+        if (!rows) {
+            rows = PREDICT_WORKSPACE_BYTES / row_bytes;
+            if (rows < DENSE_PANEL)
+                rows = DENSE_PANEL;
+        }
+        /* a thread's share of a chunk: its inputs, or its samples */
+        if (mem_mul_overflow(chunk, (S + T - 1) / T, &need))
+            need = SIZE_MAX;
+        if (rows > need)
+            rows = need;
+        rows = pad_panel(rows);
+    }
+
+    bnn_predictor *p = mem_alloc(al, sizeof *p);
+    if (!p)
+        return error_set(BNN_E_NOMEM, "%s: cannot allocate the predictor",
+                         fn);
+    memset(p, 0, sizeof *p);
+    p->g = g;
+    p->m = m;
+    p->cfg = cfg;
+    p->cfg.mean_probs = NULL;
+    p->S = S;
+    p->C = C;
+    p->in = in;
+    p->chunk = chunk;
+    p->rows = rows;
+    p->T = T;
+    int ok = 1;
+    if (cfg.n_quantiles) {
+        p->levels = mem_alloc_array(al, cfg.n_quantiles, sizeof(float));
+        if (p->levels)
+            memcpy(p->levels, cfg.quantiles,
+                   cfg.n_quantiles * sizeof(float));
+        ok = p->levels != NULL;
+    }
+    p->cfg.quantiles = p->levels;
+    if (ok && cfg.sampling == BNN_SAMPLING_MARGINAL)
+        ok = (p->s2 = mem_alloc_array(al, g->n_params, sizeof(float))) != NULL;
+    if (ok)
+        ok = (p->buf = mem_alloc_array(al, chunk, per_row)) != NULL;
+    if (ok)
+        ok = (p->ws = mem_calloc_array(al, T, sizeof *p->ws)) != NULL &&
+             (p->scratch = mem_calloc_array(al, T, sizeof *p->scratch)) !=
+                 NULL;
+    for (size_t t = 0; ok && t < T; t++)
+        ok = (p->scratch[t] = mem_alloc_array(al, S, sizeof(float))) != NULL &&
+             ws_init(&p->ws[t], p);
+    if (!ok) {
+        bnn_predictor_free(p);
+        return error_set(BNN_E_NOMEM, "%s: cannot allocate the workspace",
+                         fn);
+    }
+    if ((st = pool_create(al, T, &p->workers)) ||
+        (st = load_guide(p, fn))) {
+        bnn_predictor_free(p);
+        return st;
+    }
+    *out = p;
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predictor_create(const bnn_guide *guide,
+                                        const bnn_predict_config *cfg,
+                                        size_t max_batch,
+                                        bnn_predictor **out)
+{
+    return predictor_create_chunked(guide, cfg, max_batch, 0, 0,
+                                    "bnn_predictor_create", out);
+}
+
+BNN_API bnn_status bnn_predictor_refresh(bnn_predictor *p)
+{
+    if (!p)
+        return error_set(BNN_E_INVALID, "bnn_predictor_refresh: NULL");
+    return load_guide(p, "bnn_predictor_refresh");
+}
+
+/* ---- runs ------------------------------------------------------------------------ */
+
+typedef struct reduce_job {
+    const bnn_predictor *p;
+    size_t i0, ni, n; /* the chunk's first input, its inputs, all inputs */
+    float *o1, *o2;   /* outputs (kind-specific) */
+    unsigned char *rec;
+    size_t rs;
+    float *medians, *quantiles;
+} reduce_job;
+
+/* Mean probabilities: the same sum in the same order as the records'
+ * means (uncertainty_stats), so the two agree bit for bit. */
+static void probs_task(void *vj, size_t t)
+{
+    const reduce_job *j = vj;
+    const bnn_predictor *p = j->p;
+    size_t S = p->S, C = p->C;
+    size_t lo = j->ni * t / p->T, hi = j->ni * (t + 1) / p->T;
+    for (size_t i = lo; i < hi; i++)
+        for (size_t c = 0; c < C; c++) {
+            double sum = 0.0;
+            for (size_t s = 0; s < S; s++)
+                sum += (double)vmath_exp_nonpos(p->buf[(i * S + s) * C + c]);
+            j->o1[(j->i0 + i) * C + c] = (float)(sum / (double)S);
+        }
+}
+
+/* Welford over the samples in order: no cancellation when the spread is
+ * small next to the mean. */
+static void regression_task(void *vj, size_t t)
+{
+    const reduce_job *j = vj;
+    const bnn_predictor *p = j->p;
+    size_t S = p->S, C = p->C;
+    size_t lo = j->ni * t / p->T, hi = j->ni * (t + 1) / p->T;
+    double noise2 = (double)p->m->noise_sigma * (double)p->m->noise_sigma;
+    for (size_t i = lo; i < hi; i++)
+        for (size_t c = 0; c < C; c++) {
+            double mu = 0.0, m2 = 0.0;
+            for (size_t s = 0; s < S; s++) {
+                double v = (double)p->buf[(i * S + s) * C + c], d = v - mu;
+                mu += d / (double)(s + 1);
+                m2 += d * (v - mu);
+            }
+            j->o1[(j->i0 + i) * C + c] = (float)mu;
+            if (j->o2)
+                j->o2[(j->i0 + i) * C + c] = (float)(m2 / (double)S + noise2);
+        }
+}
+
+static void records_task(void *vj, size_t t)
+{
+    const reduce_job *j = vj;
+    const bnn_predictor *p = j->p;
+    const bnn_predict_config *cfg = &p->cfg;
+    size_t S = p->S, C = p->C, nq = cfg->n_quantiles;
+    size_t lo = j->ni * t / p->T, hi = j->ni * (t + 1) / p->T;
+    for (size_t i = lo; i < hi; i++) {
+        size_t r = j->i0 + i;
+        float *ps = p->buf + i * S * C;
+        for (size_t e = 0; e < S * C; e++)
+            ps[e] = vmath_exp_nonpos(ps[e]);
+        bnn_prediction rec;
+        uncertainty_stats(ps, S, C, C, cfg->rule, cfg->threshold,
+                          cfg->quantiles, nq, &rec,
+                          j->medians ? j->medians + r * C : NULL,
+                          j->quantiles ? j->quantiles + r * C * nq : NULL,
+                          j->o1 ? j->o1 + r * C : NULL, p->scratch[t]);
+        refusal_record_store(j->rec + r * j->rs, j->rs, &rec);
+    }
+}
+
+/* The samples of the chunk, sample-major over all n inputs. */
+static void samples_task(void *vj, size_t t)
+{
+    const reduce_job *j = vj;
+    const bnn_predictor *p = j->p;
+    size_t S = p->S, C = p->C, Sout = p->cfg.num_samples;
+    size_t lo = j->ni * t / p->T, hi = j->ni * (t + 1) / p->T;
+    for (size_t i = lo; i < hi; i++)
+        for (size_t s = 0; s < Sout; s++)
+            memcpy(j->o1 + (s * j->n + j->i0 + i) * C,
+                   p->buf + (i * S + (S == 1 ? 0 : s)) * C,
+                   C * sizeof(float));
+}
+
+static void run_chunks(const bnn_predictor *p, const float *x, size_t n,
+                       pool_task reduce, reduce_job *j)
+{
+    j->p = p;
+    j->n = n;
+    for (size_t i0 = 0; i0 < n; i0 += p->chunk) {
+        size_t ni = n - i0 < p->chunk ? n - i0 : p->chunk;
+        fill_chunk(p, x + i0 * p->in, ni);
+        j->i0 = i0;
+        j->ni = ni;
+        pool_run(p->workers, reduce, j, p->T);
+    }
+}
+
+static bnn_status predictor_run_fn(bnn_predictor *p, const float *x, size_t n,
+                            bnn_prediction *out, size_t rs, float *medians,
+                            float *quantiles, float *mean_probs,
+                            const char *fn)
+{
+    size_t tmp;
+    bnn_status st = check_run(fn, p, x, n, 1);
+    if (st)
+        return st;
+    if (!out)
+        return error_set(BNN_E_INVALID, "%s: NULL out", fn);
+    if (rs < offsetof(bnn_prediction, prob))
+        return error_set(BNN_E_INVALID,
+                         "%s: record_size %zu does not cover label and "
+                         "refused",
+                         fn, rs);
+    if (mem_mul_overflow(n, rs, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
+    size_t nq = p->cfg.n_quantiles;
+    if (quantiles && nq &&
+        (mem_mul_overflow(n * p->C, nq, &tmp) ||
+         mem_mul_overflow(tmp, sizeof(float), &tmp)))
+        return error_set(BNN_E_SHAPE,
+                         "%s: n * classes * n_quantiles overflows", fn);
+    if ((st = check_x(fn, p, x, n)))
+        return st;
+    reduce_job j;
+    memset(&j, 0, sizeof j);
+    j.rec = (unsigned char *)out;
+    j.rs = rs;
+    j.medians = medians;
+    j.quantiles = nq ? quantiles : NULL;
+    j.o1 = mean_probs;
+    run_chunks(p, x, n, records_task, &j);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predictor_run(bnn_predictor *p, const float *x,
+                                     size_t n, bnn_prediction *out,
+                                     size_t record_size, float *medians,
+                                     float *quantiles, float *mean_probs)
+{
+    return predictor_run_fn(p, x, n, out, record_size, medians, quantiles,
+                            mean_probs, "bnn_predictor_run");
+}
+
+static bnn_status probs_fn(bnn_predictor *p, const float *x, size_t n,
+                           float *probs, const char *fn)
+{
+    bnn_status st = check_run(fn, p, x, n, 1);
+    if (st)
+        return st;
+    if (!probs)
+        return error_set(BNN_E_INVALID, "%s: NULL probs", fn);
+    if ((st = check_x(fn, p, x, n)))
+        return st;
+    reduce_job j;
+    memset(&j, 0, sizeof j);
+    j.o1 = probs;
+    run_chunks(p, x, n, probs_task, &j);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predictor_probs(bnn_predictor *p, const float *x,
+                                       size_t n, float *probs)
+{
+    return probs_fn(p, x, n, probs, "bnn_predictor_probs");
+}
+
+static bnn_status samples_fn(bnn_predictor *p, const float *x, size_t n,
+                             float *logp, const char *fn)
+{
+    size_t tmp;
+    bnn_status st = check_run(fn, p, x, n, 1);
+    if (st)
+        return st;
+    if (!logp)
+        return error_set(BNN_E_INVALID, "%s: NULL logp", fn);
+    if (mem_mul_overflow(p->cfg.num_samples, n * p->C, &tmp) ||
+        mem_mul_overflow(tmp, sizeof(float), &tmp))
+        return error_set(BNN_E_SHAPE,
+                         "%s: num_samples * n * classes overflows", fn);
+    if ((st = check_x(fn, p, x, n)))
+        return st;
+    reduce_job j;
+    memset(&j, 0, sizeof j);
+    j.o1 = logp;
+    run_chunks(p, x, n, samples_task, &j);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predictor_samples(bnn_predictor *p, const float *x,
+                                         size_t n, float *logp)
+{
+    return samples_fn(p, x, n, logp, "bnn_predictor_samples");
+}
+
+static bnn_status regression_fn(bnn_predictor *p, const float *x, size_t n,
+                                float *mean, float *var, const char *fn)
+{
+    bnn_status st = check_run(fn, p, x, n, 0);
+    if (st)
+        return st;
+    if (!mean)
+        return error_set(BNN_E_INVALID, "%s: NULL mean", fn);
+    if ((st = check_x(fn, p, x, n)))
+        return st;
+    reduce_job j;
+    memset(&j, 0, sizeof j);
+    j.o1 = mean;
+    j.o2 = var;
+    run_chunks(p, x, n, regression_task, &j);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
+                                            size_t n, float *mean, float *var)
+{
+    return regression_fn(p, x, n, mean, var, "bnn_predictor_regression");
+}
+
+/* ---- one-shot predictors: a predictor for the call ------------------------------- */
+
+/* The checks that need no predictor come first, so that a bad call does
+ * not allocate; then the predictor's own, x's finiteness last (the run's). */
+static bnn_status precheck(const char *fn, const bnn_guide *g, const float *x,
+                           size_t n, size_t S, int want_categorical)
+{
+    size_t tmp;
+    if (!g || !x)
+        return error_set(BNN_E_INVALID, "%s: NULL guide or x", fn);
+    if (!g->model)
+        return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
+    if (n == 0)
+        return error_set(BNN_E_INVALID, "%s: n is 0", fn);
+    if (S == 0)
+        return error_set(BNN_E_INVALID, "%s: num_samples is 0", fn);
+    if (S > MAX_SAMPLES)
+        return error_set(BNN_E_INVALID, "%s: num_samples %zu exceeds 2^40",
+                         fn, S);
+    const bnn_model *m = g->model;
+    if (want_categorical && m->likelihood != BNN_LIK_CATEGORICAL)
+        return error_set(BNN_E_UNSUPPORTED,
+                         "%s: needs a categorical model", fn);
+    if (!want_categorical && m->likelihood != BNN_LIK_GAUSSIAN)
+        return error_set(BNN_E_UNSUPPORTED, "%s: needs a Gaussian model",
+                         fn);
+    if (mem_mul_overflow(n, m->sizes[0], &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * inputs overflows", fn);
+    if (mem_mul_overflow(n, m->sizes[m->n_sizes - 1], &tmp) ||
+        mem_mul_overflow(tmp, sizeof(float), &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * outputs overflows", fn);
+    return BNN_OK;
+}
+
+static bnn_predict_config default_cfg(size_t S, uint64_t seed)
+{
+    bnn_predict_config c;
+    bnn_predict_config_init(&c);
+    c.num_samples = S;
+    c.seed = seed;
+    return c;
+}
 
 bnn_status predict_mean_with_chunk(const bnn_guide *g, const float *x,
                                    size_t n, size_t S, uint64_t seed,
                                    float *probs, size_t chunk)
 {
     static const char fn[] = "bnn_predict";
-    size_t C;
-    bnn_status st = check_call(fn, g, x, n, S, 1, &C);
-    if (st)
+    bnn_predict_config cfg = default_cfg(S, seed);
+    bnn_predictor *p;
+    bnn_status st = precheck(fn, g, x, n, S, 1);
+    if (!st && !probs)
+        st = error_set(BNN_E_INVALID, "%s: NULL probs", fn);
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
         return st;
-    if (!probs)
-        return error_set(BNN_E_INVALID, "%s: NULL probs", fn);
-    if ((st = check_input(fn, g, x, n)))
-        return st;
-    const bnn_model *m = g->model;
-    size_t in = m->sizes[0];
-    /* per row: one sample's log-probs (float) and the sum (double) */
-    chunk = choose_chunk(m, n, C * (sizeof(float) + sizeof(double)), chunk);
-    if (!chunk)
-        return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
-
-    pred_ws w;
-    if ((st = ws_init(&w, m, chunk, fn)))
-        return st;
-    float *lp = mem_alloc_array(&m->alloc, chunk * C, sizeof(float));
-    double *acc = mem_alloc_array(&m->alloc, chunk * C, sizeof(double));
-    if (!lp || !acc) {
-        mem_free(&m->alloc, lp);
-        mem_free(&m->alloc, acc);
-        ws_free(&w);
-        return error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
-    }
-
-    for (size_t i0 = 0; i0 < n; i0 += chunk) {
-        size_t rows = n - i0 < chunk ? n - i0 : chunk, k = rows * C;
-        memset(acc, 0, k * sizeof *acc);
-        pack_inputs(&w, x + i0 * in, rows);
-        for (size_t s = 0; s < S; s++) {
-            draw_network(g, seed, s, w.net);
-            forward(&w, rows, lp);
-            for (size_t j = 0; j < k; j++)
-                acc[j] += (double)vmath_exp_nonpos(lp[j]);
-        }
-        for (size_t j = 0; j < k; j++)
-            probs[i0 * C + j] = (float)(acc[j] / (double)S);
-    }
-
-    mem_free(&m->alloc, lp);
-    mem_free(&m->alloc, acc);
-    ws_free(&w);
-    return BNN_OK;
+    st = probs_fn(p, x, n, probs, fn);
+    bnn_predictor_free(p);
+    return st;
 }
 
 BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
@@ -317,46 +959,27 @@ BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
     return predict_mean_with_chunk(guide, x, n, num_samples, seed, probs, 0);
 }
 
-/* ---- bnn_predict_samples ------------------------------------------------- */
-
 bnn_status predict_samples_with_chunk(const bnn_guide *g, const float *x,
                                       size_t n, size_t S, uint64_t seed,
                                       float *logp, size_t chunk)
 {
     static const char fn[] = "bnn_predict_samples";
-    size_t C, total;
-    bnn_status st = check_call(fn, g, x, n, S, 1, &C);
-    if (st)
+    bnn_predict_config cfg = default_cfg(S, seed);
+    bnn_predictor *p;
+    size_t tmp;
+    bnn_status st = precheck(fn, g, x, n, S, 1);
+    if (!st && !logp)
+        st = error_set(BNN_E_INVALID, "%s: NULL logp", fn);
+    if (!st && (mem_mul_overflow(S, n * g->model->sizes[g->model->n_sizes - 1],
+                                 &tmp) ||
+                mem_mul_overflow(tmp, sizeof(float), &tmp)))
+        st = error_set(BNN_E_SHAPE,
+                       "%s: num_samples * n * classes overflows", fn);
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
         return st;
-    if (!logp)
-        return error_set(BNN_E_INVALID, "%s: NULL logp", fn);
-    if (mem_mul_overflow(S, n * C, &total) ||
-        mem_mul_overflow(total, sizeof(float), &total))
-        return error_set(BNN_E_SHAPE,
-                         "%s: num_samples * n * classes overflows", fn);
-    if ((st = check_input(fn, g, x, n)))
-        return st;
-    const bnn_model *m = g->model;
-    size_t in = m->sizes[0];
-    chunk = choose_chunk(m, n, 0, chunk);
-    if (!chunk)
-        return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
-
-    pred_ws w;
-    if ((st = ws_init(&w, m, chunk, fn)))
-        return st;
-    /* The output holds every sample, so each network is drawn once and
-     * the chunks only bound the activations. */
-    for (size_t s = 0; s < S; s++) {
-        draw_network(g, seed, s, w.net);
-        for (size_t i0 = 0; i0 < n; i0 += chunk) {
-            size_t rows = n - i0 < chunk ? n - i0 : chunk;
-            pack_inputs(&w, x + i0 * in, rows);
-            forward(&w, rows, logp + (s * n + i0) * C);
-        }
-    }
-    ws_free(&w);
-    return BNN_OK;
+    st = samples_fn(p, x, n, logp, fn);
+    bnn_predictor_free(p);
+    return st;
 }
 
 BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
@@ -367,74 +990,22 @@ BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
                                       0);
 }
 
-/* ---- bnn_predict_regression ---------------------------------------------- */
-
 bnn_status predict_regression_with_chunk(const bnn_guide *g, const float *x,
                                          size_t n, size_t S, uint64_t seed,
                                          float *mean, float *var,
                                          size_t chunk)
 {
     static const char fn[] = "bnn_predict_regression";
-    size_t C;
-    bnn_status st = check_call(fn, g, x, n, S, 0, &C);
-    if (st)
+    bnn_predict_config cfg = default_cfg(S, seed);
+    bnn_predictor *p;
+    bnn_status st = precheck(fn, g, x, n, S, 0);
+    if (!st && !mean)
+        st = error_set(BNN_E_INVALID, "%s: NULL mean", fn);
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
         return st;
-    if (!mean)
-        return error_set(BNN_E_INVALID, "%s: NULL mean", fn);
-    if ((st = check_input(fn, g, x, n)))
-        return st;
-    const bnn_model *m = g->model;
-    size_t in = m->sizes[0];
-    /* per row: one sample's outputs, running mean and sum of squares */
-    chunk = choose_chunk(m, n, C * (sizeof(float) + 2 * sizeof(double)),
-                         chunk);
-    if (!chunk)
-        return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
-
-    pred_ws w;
-    if ((st = ws_init(&w, m, chunk, fn)))
-        return st;
-    float *y = mem_alloc_array(&m->alloc, chunk * C, sizeof(float));
-    double *mu = mem_alloc_array(&m->alloc, chunk * C, sizeof(double));
-    double *m2 = mem_alloc_array(&m->alloc, chunk * C, sizeof(double));
-    if (!y || !mu || !m2) {
-        mem_free(&m->alloc, y);
-        mem_free(&m->alloc, mu);
-        mem_free(&m->alloc, m2);
-        ws_free(&w);
-        return error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
-    }
-
-    double noise2 = (double)m->noise_sigma * (double)m->noise_sigma;
-    for (size_t i0 = 0; i0 < n; i0 += chunk) {
-        size_t rows = n - i0 < chunk ? n - i0 : chunk, k = rows * C;
-        memset(mu, 0, k * sizeof *mu);
-        memset(m2, 0, k * sizeof *m2);
-        pack_inputs(&w, x + i0 * in, rows);
-        for (size_t s = 0; s < S; s++) {
-            draw_network(g, seed, s, w.net);
-            forward(&w, rows, y);
-            /* Welford: no cancellation when the spread is small next to
-             * the mean. */
-            double inv = 1.0 / (double)(s + 1);
-            for (size_t j = 0; j < k; j++) {
-                double v = (double)y[j], d = v - mu[j];
-                mu[j] += d * inv;
-                m2[j] += d * (v - mu[j]);
-            }
-        }
-        for (size_t j = 0; j < k; j++) {
-            mean[i0 * C + j] = (float)mu[j];
-            if (var)
-                var[i0 * C + j] = (float)(m2[j] / (double)S + noise2);
-        }
-    }
-
-    mem_free(&m->alloc, y);
-    mem_free(&m->alloc, mu);
-    mem_free(&m->alloc, m2);
-    ws_free(&w);
-    return BNN_OK;
+    st = regression_fn(p, x, n, mean, var, fn);
+    bnn_predictor_free(p);
+    return st;
 }
 
 BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
@@ -446,79 +1017,6 @@ BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
                                          mean, var, 0);
 }
 
-/* ---- bnn_predict_with_uncertainty ---------------------------------------- */
-
-/* The caller's config over the defaults: only fields its struct_size
- * covers are read. */
-static bnn_status read_config(const bnn_predict_config *cfg,
-                              bnn_predict_config *c, const char *fn)
-{
-    bnn_predict_config_init(c);
-    if (!cfg)
-        return BNN_OK;
-    bnn_status st = sized_read(c, sizeof *c, cfg, SIZED_END(bnn_predict_config, num_samples),
-                               "bnn_predict_config");
-    if (st != BNN_OK)
-        return st;
-    if (c->num_threads > BNN_MAX_THREADS)
-        return error_set(BNN_E_INVALID, "%s: num_threads must be in [0, %d], got %zu", fn,
-                         BNN_MAX_THREADS, c->num_threads);
-    if (c->num_threads == 0)
-        c->num_threads = 1;
-    return BNN_OK;
-}
-
-/* One chunk of bnn_predict_with_uncertainty, shared out among T threads:
- * thread t first runs the networks s = t, t + T, ... on all rows of the
- * chunk, each with its own workspace, into buf (sample-major); then the
- * records of its own slice of the rows.  Which thread does what changes
- * no value. */
-typedef struct unc_job {
-    const bnn_guide *g;
-    const bnn_predict_config *cfg;
-    size_t C, T;
-    pred_ws *ws;
-    float **scratch;
-    float *buf;
-    float *medians, *quantiles;
-    unsigned char *base;
-    size_t rs;
-    const float *x; /* the chunk's first input */
-    size_t i0, rows;
-} unc_job;
-
-static void unc_samples_task(void *vj, size_t t)
-{
-    const unc_job *j = vj;
-    pred_ws *w = &j->ws[t];
-    size_t k = j->rows * j->C;
-    pack_inputs(w, j->x, j->rows);
-    for (size_t s = t; s < j->cfg->num_samples; s += j->T) {
-        float *ps = j->buf + s * k;
-        draw_network(j->g, j->cfg->seed, s, w->net);
-        forward(w, j->rows, ps);
-        for (size_t e = 0; e < k; e++)
-            ps[e] = vmath_exp_nonpos(ps[e]);
-    }
-}
-
-static void unc_records_task(void *vj, size_t t)
-{
-    const unc_job *j = vj;
-    const bnn_predict_config *cfg = j->cfg;
-    size_t C = j->C, nq = cfg->n_quantiles, k = j->rows * C;
-    size_t lo = j->rows * t / j->T, hi = j->rows * (t + 1) / j->T;
-    for (size_t i = lo; i < hi; i++) {
-        size_t r = j->i0 + i;
-        bnn_prediction rec;
-        uncertainty_stats(j->buf + i * C, cfg->num_samples, C, k, cfg->rule, cfg->threshold,
-                      cfg->quantiles, nq, &rec, j->medians ? j->medians + r * C : NULL,
-                      j->quantiles ? j->quantiles + r * C * nq : NULL,
-                      cfg->mean_probs ? cfg->mean_probs + r * C : NULL, j->scratch[t]);
-        refusal_record_store(j->base + r * j->rs, j->rs, &rec);
-    }
-}
-
 bnn_status predict_with_chunk(const bnn_guide *g,
                               const bnn_predict_config *cfg_in,
                               const float *x, size_t n, bnn_prediction *out,
@@ -527,12 +1025,10 @@ bnn_status predict_with_chunk(const bnn_guide *g,
 {
     static const char fn[] = "bnn_predict_with_uncertainty";
     bnn_predict_config cfg;
-    size_t C, tmp;
+    bnn_predictor *p;
+    size_t tmp;
     bnn_status st = read_config(cfg_in, &cfg, fn);
-    if (st)
-        return st;
-    const size_t S = cfg.num_samples, nq = cfg.n_quantiles;
-    if ((st = check_call(fn, g, x, n, S, 1, &C)))
+    if (st || (st = precheck(fn, g, x, n, cfg.num_samples, 1)))
         return st;
     if (!out)
         return error_set(BNN_E_INVALID, "%s: NULL out", fn);
@@ -543,84 +1039,17 @@ bnn_status predict_with_chunk(const bnn_guide *g,
                          fn, rs);
     if (mem_mul_overflow(n, rs, &tmp))
         return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
-    if ((st = refusal_check_rule(fn, cfg.rule, cfg.threshold)))
-        return st;
-    if (nq && !cfg.quantiles)
-        return error_set(BNN_E_INVALID, "%s: n_quantiles %zu but NULL "
-                         "quantile levels", fn, nq);
-    for (size_t j = 0; j < nq; j++)
-        if (!(cfg.quantiles[j] >= 0.0f && cfg.quantiles[j] <= 1.0f))
-            return error_set(BNN_E_INVALID,
-                             "%s: quantile level %zu = %g not in [0, 1]", fn,
-                             j, (double)cfg.quantiles[j]);
+    size_t C = g->model->sizes[g->model->n_sizes - 1], nq = cfg.n_quantiles;
     if (quantiles && nq &&
         (mem_mul_overflow(n * C, nq, &tmp) ||
          mem_mul_overflow(tmp, sizeof(float), &tmp)))
-        return error_set(BNN_E_SHAPE, "%s: n * classes * n_quantiles "
-                         "overflows", fn);
-    if (quantiles && !nq)
-        quantiles = NULL;
-    if ((st = check_input(fn, g, x, n)))
+        return error_set(BNN_E_SHAPE,
+                         "%s: n * classes * n_quantiles overflows", fn);
+    if ((st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
         return st;
-
-    const bnn_model *m = g->model;
-    size_t in = m->sizes[0], per_row;
-    /* per row: every sample's probabilities, which medians need at once */
-    if (mem_mul_overflow(S, C, &per_row) ||
-        mem_mul_overflow(per_row, sizeof(float), &per_row) ||
-        !(chunk = choose_chunk(m, n, per_row, chunk)))
-        return error_set(BNN_E_SHAPE, "%s: num_samples * classes overflows",
-                         fn);
-
-    /* Everything is allocated before the first output is written, so a
-     * failure leaves the outputs as they were. */
-    size_t T = cfg.num_threads < S ? cfg.num_threads : S;
-    unc_job job;
-    memset(&job, 0, sizeof job);
-    job.g = g;
-    job.cfg = &cfg;
-    job.C = C;
-    job.T = T;
-    job.medians = medians;
-    job.quantiles = quantiles;
-    job.base = (unsigned char *)out;
-    job.rs = rs;
-    job.ws = mem_alloc_array(&m->alloc, T, sizeof *job.ws);
-    job.scratch = mem_alloc_array(&m->alloc, T, sizeof *job.scratch);
-    job.buf = mem_alloc_array(&m->alloc, chunk, per_row);
-    pool *workers = NULL;
-    size_t ready = 0;
-    if (job.ws && job.scratch) {
-        for (; ready < T; ready++) {
-            job.scratch[ready] = mem_alloc_array(&m->alloc, S, sizeof(float));
-            if (!job.scratch[ready] || ws_init(&job.ws[ready], m, chunk, fn) != BNN_OK) {
-                mem_free(&m->alloc, job.scratch[ready]);
-                break;
-            }
-        }
-    }
-    if (!job.ws || !job.scratch || !job.buf || ready < T)
-        st = error_set(BNN_E_NOMEM, "%s: cannot allocate workspace", fn);
-    else
-        st = pool_create(&m->alloc, T, &workers);
-
-    if (st == BNN_OK) {
-        for (size_t i0 = 0; i0 < n; i0 += chunk) {
-            job.i0 = i0;
-            job.rows = n - i0 < chunk ? n - i0 : chunk;
-            job.x = x + i0 * in;
-            pool_run(workers, unc_samples_task, &job, T);
-            pool_run(workers, unc_records_task, &job, T);
-        }
-    }
-    pool_free(workers);
-    for (size_t t = 0; t < ready; t++) {
-        mem_free(&m->alloc, job.scratch[t]);
-        ws_free(&job.ws[t]);
-    }
-    mem_free(&m->alloc, job.buf);
-    mem_free(&m->alloc, job.scratch);
-    mem_free(&m->alloc, job.ws);
+    st = predictor_run_fn(p, x, n, out, rs, medians, quantiles,
+                          cfg.mean_probs, fn);
+    bnn_predictor_free(p);
     return st;
 }
 

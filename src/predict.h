@@ -40,4 +40,14 @@ bnn_status predict_samples_with_chunk(const bnn_guide *guide, const float *x,
                                       uint64_t seed, float *logp,
                                       size_t chunk);
 
+/* bnn_predictor_create with an explicit chunk of inputs and rows per
+ * block (MARGINAL) for the tests; 0 picks them as bnn_predictor_create
+ * does, and results do not depend on them.  fn names the caller in
+ * messages. */
+bnn_status predictor_create_chunked(const bnn_guide *guide,
+                                    const bnn_predict_config *cfg,
+                                    size_t max_batch, size_t chunk,
+                                    size_t rows, const char *fn,
+                                    bnn_predictor **out);
+
 #endif
