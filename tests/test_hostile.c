@@ -1425,6 +1425,152 @@ ROW(unc_samples_workspace_nomem)
     return unc_out(c, fx.cg, &k, fx.x, NB, sizeof(bnn_prediction), 0);
 }
 
+/* ---- the predictor handle ------------------------------------------------ */
+
+static bnn_status pred_create_out(hctx *c, const bnn_guide *g,
+                                  const bnn_predict_config *k, size_t max_batch,
+                                  int null_out)
+{
+    bnn_predictor **out = OUT(bnn_predictor *, 0);
+    arm(c);
+    return bnn_predictor_create(g, k, max_batch, null_out ? NULL : out);
+}
+
+#define PRED_EDIT(name, stmt)                                              \
+    ROW(pred_create_##name)                                                \
+    {                                                                      \
+        bnn_predict_config k = unc_cfg();                                  \
+        float lv[2] = {0.25f, 0.75f};                                      \
+        k.n_quantiles = 2;                                                 \
+        k.quantiles = lv;                                                  \
+        stmt;                                                              \
+        return pred_create_out(c, fx.cg, &k, NB, 0);                       \
+    }
+
+PRED_EDIT(struct_size_small, k.struct_size = offsetof(bnn_predict_config, seed) - 1)
+PRED_EDIT(samples_zero, k.num_samples = 0)
+PRED_EDIT(samples_beyond_2_40, k.num_samples = ((size_t)1 << 40) + 5)
+PRED_EDIT(threshold_nan, k.threshold = NAN)
+PRED_EDIT(bad_rule, k.rule = (bnn_refusal_rule)9)
+PRED_EDIT(quantile_level_nan, lv[0] = NAN)
+PRED_EDIT(threads_above_max, k.num_threads = BNN_MAX_THREADS + 1)
+PRED_EDIT(bad_sampling, k.sampling = (bnn_sampling)7)
+PRED_EDIT(negative_sampling, k.sampling = (bnn_sampling)-1)
+PRED_EDIT(samples_workspace_nomem, k.num_samples = (size_t)1 << 40)
+
+ROW(pred_create_null_guide)
+{
+    bnn_predict_config k = unc_cfg();
+    return pred_create_out(c, NULL, &k, NB, 0);
+}
+
+ROW(pred_create_null_out)
+{
+    bnn_predict_config k = unc_cfg();
+    return pred_create_out(c, fx.cg, &k, NB, 1);
+}
+
+ROW(pred_create_max_batch_zero)
+{
+    bnn_predict_config k = unc_cfg();
+    return pred_create_out(c, fx.cg, &k, 0, 0);
+}
+
+ROW(pred_create_guide_nan)
+{
+    bnn_predict_config k = unc_cfg();
+    size_t count;
+    float *p = bnn_guide_params(fx.cg, &count);
+    float keep = p[count - 1];
+    p[count - 1] = NAN;
+    bnn_status st = pred_create_out(c, fx.cg, &k, NB, 0);
+    p[count - 1] = keep;
+    return st;
+}
+
+/* A predictor made for the row, freed after the call under test. */
+static bnn_predictor *row_predictor(const bnn_guide *g)
+{
+    bnn_predict_config k = unc_cfg();
+    k.n_quantiles = 2;
+    k.quantiles = levels;
+    bnn_predictor *p = NULL;
+    ck_assert_int_eq(bnn_predictor_create(g, &k, NB, &p), BNN_OK);
+    return p;
+}
+
+enum { RUN_RECORDS, RUN_PROBS, RUN_SAMPLES, RUN_REGRESSION };
+
+static bnn_status pred_run_out(hctx *c, int kind, int gaussian, int null_p,
+                               const float *x, size_t n, size_t rs,
+                               int null_out)
+{
+    bnn_predictor *p = row_predictor(gaussian ? fx.gg : fx.cg);
+    float *a = null_out ? NULL : OUT(float, 0);
+    float *b = OUT(float, 2048);
+    arm(c);
+    bnn_predictor *q = null_p ? NULL : p;
+    bnn_status st;
+    switch (kind) {
+    case RUN_RECORDS:
+        st = bnn_predictor_run(q, x, n, (bnn_prediction *)(void *)a, rs, b,
+                               OUT(float, 3072), OUT(float, 3584));
+        break;
+    case RUN_PROBS: st = bnn_predictor_probs(q, x, n, a); break;
+    case RUN_SAMPLES: st = bnn_predictor_samples(q, x, n, a); break;
+    default: st = bnn_predictor_regression(q, x, n, a, b); break;
+    }
+    bnn_predictor_free(p);
+    return st;
+}
+
+#define PRED_RUN(name, kind, gaussian, null_p, x, n, rs, null_out)         \
+    ROW(pred_##name)                                                       \
+    {                                                                      \
+        return pred_run_out(c, kind, gaussian, null_p, x, n, rs, null_out);\
+    }
+
+PRED_RUN(run_null_predictor, RUN_RECORDS, 0, 1, fx.x, NB, sizeof(bnn_prediction), 0)
+PRED_RUN(run_null_x, RUN_RECORDS, 0, 0, NULL, NB, sizeof(bnn_prediction), 0)
+PRED_RUN(run_null_out, RUN_RECORDS, 0, 0, fx.x, NB, sizeof(bnn_prediction), 1)
+PRED_RUN(run_n_zero, RUN_RECORDS, 0, 0, fx.x, 0, sizeof(bnn_prediction), 0)
+PRED_RUN(run_record_size_small, RUN_RECORDS, 0, 0, fx.x, NB,
+         offsetof(bnn_prediction, prob) - 1, 0)
+PRED_RUN(run_n_times_inputs_overflow, RUN_RECORDS, 0, 0, fx.x, SIZE_MAX / 2,
+         sizeof(bnn_prediction), 0)
+PRED_RUN(run_n_times_record_size_overflow, RUN_RECORDS, 0, 0, fx.x,
+         SIZE_MAX / 16, sizeof(bnn_prediction), 0)
+PRED_RUN(run_on_gaussian, RUN_RECORDS, 1, 0, fx.xg, NB, sizeof(bnn_prediction), 0)
+PRED_RUN(probs_null_probs, RUN_PROBS, 0, 0, fx.x, NB, 0, 1)
+PRED_RUN(probs_null_predictor, RUN_PROBS, 0, 1, fx.x, NB, 0, 0)
+PRED_RUN(probs_on_gaussian, RUN_PROBS, 1, 0, fx.xg, NB, 0, 0)
+PRED_RUN(samples_null_logp, RUN_SAMPLES, 0, 0, fx.x, NB, 0, 1)
+PRED_RUN(samples_total_overflow, RUN_SAMPLES, 0, 0, fx.x, (size_t)1 << 58, 0, 0)
+PRED_RUN(regression_null_mean, RUN_REGRESSION, 1, 0, fx.xg, NB, 0, 1)
+PRED_RUN(regression_on_categorical, RUN_REGRESSION, 0, 0, fx.x, NB, 0, 0)
+
+ROW(pred_run_x_nan)
+{
+    float x[NB * CIN];
+    memcpy(x, fx.x, sizeof x);
+    x[7] = NAN;
+    return pred_run_out(c, RUN_RECORDS, 0, 0, x, NB, sizeof(bnn_prediction), 0);
+}
+
+ROW(pred_probs_x_inf)
+{
+    float x[NB * CIN];
+    memcpy(x, fx.x, sizeof x);
+    x[0] = INFINITY;
+    return pred_run_out(c, RUN_PROBS, 0, 0, x, NB, 0, 0);
+}
+
+ROW(pred_refresh_null)
+{
+    arm(c);
+    return bnn_predictor_refresh(NULL);
+}
+
 /* ---- refusal and calibration --------------------------------------------- */
 
 /* The fixture's records copied into the out area, as the array the call
@@ -2393,6 +2539,39 @@ static const hrow rows[] = {
     R(unc_n_times_record_size_overflow, BNN_E_SHAPE, "record_size"),
     R(unc_quantile_output_overflow, BNN_E_SHAPE, "n_quantiles"),
     R(unc_samples_workspace_nomem, BNN_E_NOMEM, "workspace"),
+    /* the predictor handle */
+    R(pred_create_struct_size_small, BNN_E_INVALID, "struct_size"),
+    R(pred_create_samples_zero, BNN_E_INVALID, "num_samples is 0"),
+    R(pred_create_samples_beyond_2_40, BNN_E_INVALID, "2^40"),
+    R(pred_create_threshold_nan, BNN_E_INVALID, "threshold nan"),
+    R(pred_create_bad_rule, BNN_E_INVALID, "refusal rule 9"),
+    R(pred_create_quantile_level_nan, BNN_E_INVALID, "quantile level 0"),
+    R(pred_create_threads_above_max, BNN_E_INVALID, "num_threads"),
+    R(pred_create_bad_sampling, BNN_E_INVALID, "sampling mode 7"),
+    R(pred_create_negative_sampling, BNN_E_INVALID, "sampling mode -1"),
+    R(pred_create_samples_workspace_nomem, BNN_E_NOMEM, "workspace"),
+    R(pred_create_null_guide, BNN_E_INVALID, "NULL guide"),
+    R(pred_create_null_out, BNN_E_INVALID, "NULL guide or out"),
+    R(pred_create_max_batch_zero, BNN_E_INVALID, "max_batch is 0"),
+    R(pred_create_guide_nan, BNN_E_NUMERIC, "NaN or Inf"),
+    R(pred_run_null_predictor, BNN_E_INVALID, "NULL predictor"),
+    R(pred_run_null_x, BNN_E_INVALID, "NULL predictor or x"),
+    R(pred_run_null_out, BNN_E_INVALID, "NULL out"),
+    R(pred_run_n_zero, BNN_E_INVALID, "n is 0"),
+    R(pred_run_record_size_small, BNN_E_INVALID, "record_size 7"),
+    R(pred_run_n_times_inputs_overflow, BNN_E_SHAPE, "n * inputs"),
+    R(pred_run_n_times_record_size_overflow, BNN_E_SHAPE, "record_size"),
+    R(pred_run_on_gaussian, BNN_E_UNSUPPORTED, "categorical"),
+    R(pred_run_x_nan, BNN_E_INVALID, "x holds NaN"),
+    R(pred_probs_null_probs, BNN_E_INVALID, "NULL probs"),
+    R(pred_probs_null_predictor, BNN_E_INVALID, "NULL predictor"),
+    R(pred_probs_on_gaussian, BNN_E_UNSUPPORTED, "categorical"),
+    R(pred_probs_x_inf, BNN_E_INVALID, "x holds NaN or Inf"),
+    R(pred_samples_null_logp, BNN_E_INVALID, "NULL logp"),
+    R(pred_samples_total_overflow, BNN_E_SHAPE, "num_samples * n * classes"),
+    R(pred_regression_null_mean, BNN_E_INVALID, "NULL mean"),
+    R(pred_regression_on_categorical, BNN_E_UNSUPPORTED, "Gaussian"),
+    R(pred_refresh_null, BNN_E_INVALID, "NULL"),
     /* refusal, calibration */
     R(refusal_null_records, BNN_E_INVALID, "NULL records"),
     R(refusal_n_zero, BNN_E_INVALID, "n is 0"),
@@ -2632,6 +2811,7 @@ typedef struct inj_state {
     bnn_model *m;
     bnn_guide *g;
     bnn_optimizer *o;
+    bnn_predictor *p;
     bnn_svi_config svi;
     bnn_optimizer_config ocfg;
     unsigned char out[4096];
@@ -3036,6 +3216,67 @@ START_TEST(test_alloc_failures_train_predict)
 }
 END_TEST
 
+/* bnn_predictor_create in each sampling mode, with threads; a predictor's
+ * runs allocate nothing. */
+static bnn_sampling inj_mode;
+
+static bnn_status op_predictor_create(void)
+{
+    bnn_predict_config k;
+    bnn_predict_config_init(&k);
+    static const float lv[2] = {0.25f, 0.75f};
+    k.num_samples = 6;
+    k.n_quantiles = 2;
+    k.quantiles = lv;
+    k.num_threads = 3;
+    k.sampling = inj_mode;
+    inj.p = sentinel_ptr;
+    return bnn_predictor_create(fx.cg, &k, NB, &inj.p);
+}
+
+static void undo_predictor(void)
+{
+    bnn_predictor_free(inj.p);
+    inj.p = NULL;
+}
+
+static int predictor_untouched(void)
+{
+    return inj.p == sentinel_ptr;
+}
+
+static bnn_status op_predictor_runs(void)
+{
+    float *o = (float *)(void *)inj.out;
+    bnn_status st = bnn_predictor_run(inj.p, fx.x, NB,
+                                      (bnn_prediction *)(void *)inj.out,
+                                      sizeof(bnn_prediction), o + 256,
+                                      o + 512, o + 768);
+    if (st == BNN_OK)
+        st = bnn_predictor_probs(inj.p, fx.x, NB, o);
+    if (st == BNN_OK)
+        st = bnn_predictor_samples(inj.p, fx.x, NB, o);
+    return st;
+}
+
+START_TEST(test_alloc_failures_predictor)
+{
+    fx_setup_cap(0);
+    for (int mode = 0; mode < 3; mode++) {
+        inj_mode = (bnn_sampling)mode;
+        ck_assert_uint_ge(drive("bnn_predictor_create", op_predictor_create,
+                                undo_predictor, predictor_untouched),
+                          4);
+        ck_assert_int_eq(op_predictor_create(), BNN_OK);
+        ck_assert_uint_eq(drive("bnn_predictor_run, _probs, _samples",
+                                op_predictor_runs, nothing, always),
+                          0);
+        undo_predictor();
+    }
+    fx_teardown();
+}
+END_TEST
+
 START_TEST(test_alloc_failures_io)
 {
     fx_setup_cap(0);
@@ -3194,6 +3435,7 @@ int main(void)
     tcase_add_test(tc, test_alloc_failures_create);
     tcase_add_test(tc, test_alloc_failures_train_predict);
     tcase_add_test(tc, test_alloc_failures_io);
+    tcase_add_test(tc, test_alloc_failures_predictor);
     tcase_add_test(tc, test_save_write_failure_keeps_previous_file);
     suite_add_tcase(s, tc);
     tc = tcase_create("threads");

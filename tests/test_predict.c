@@ -11,6 +11,7 @@
 #include "dense.h"
 #include "predict.h"
 #include "refusal.h"
+#include "rng.h"
 #include "uncertainty.h"
 #include "testutil.h"
 
@@ -1047,7 +1048,7 @@ static void ref_forward_flat(const bnn_model *m, const float *net,
         y[j] = exp(h[j] - mx) / z;
 }
 
-/* Sample s is the network drawn on stream (seed, s) of RNG_PREDICT: the
+/* NETWORKS: sample s is the network drawn on stream (seed, s) of RNG_PREDICT: the
  * predictive mean / variance equal the double-precision average over those
  * networks. */
 START_TEST(test_matches_sampled_networks)
@@ -1060,9 +1061,19 @@ START_TEST(test_matches_sampled_networks)
     float x[N * 3], probs[N * 4], mean[N * 2], var[N * 2];
     tu_rng r = {15};
     tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
-    ck_assert_int_eq(bnn_predict(t.g, x, N, S, 77, probs), BNN_OK);
-    ck_assert_int_eq(bnn_predict_regression(tg.g, x, N, S, 78, mean, var),
-                     BNN_OK);
+    bnn_predict_config cfg;
+    bnn_predict_config_init(&cfg);
+    cfg.sampling = BNN_SAMPLING_NETWORKS;
+    cfg.num_samples = S;
+    cfg.seed = 77;
+    bnn_predictor *p;
+    ck_assert_int_eq(bnn_predictor_create(t.g, &cfg, N, &p), BNN_OK);
+    ck_assert_int_eq(bnn_predictor_probs(p, x, N, probs), BNN_OK);
+    bnn_predictor_free(p);
+    cfg.seed = 78;
+    ck_assert_int_eq(bnn_predictor_create(tg.g, &cfg, N, &p), BNN_OK);
+    ck_assert_int_eq(bnn_predictor_regression(p, x, N, mean, var), BNN_OK);
+    bnn_predictor_free(p);
 
     float net[64];
     double pm[N * 4] = {0}, ym[N * 2] = {0}, y2[N * 2] = {0};
@@ -1933,6 +1944,479 @@ START_TEST(test_allocation_failures)
 }
 END_TEST
 
+/* ======================================================================== */
+/* Sampling modes and the predictor handle                                  */
+/* ======================================================================== */
+
+static bnn_predictor *pred_make(const bnn_guide *g, bnn_sampling mode,
+                                size_t S, uint64_t seed, size_t threads,
+                                size_t max_batch, size_t chunk, size_t rows)
+{
+    bnn_predict_config cfg;
+    bnn_predict_config_init(&cfg);
+    cfg.sampling = mode;
+    cfg.num_samples = S;
+    cfg.seed = seed;
+    cfg.num_threads = threads;
+    bnn_predictor *p = NULL;
+    ck_assert_int_eq(predictor_create_chunked(g, &cfg, max_batch, chunk, rows,
+                                              "test", &p),
+                     BNN_OK);
+    return p;
+}
+
+/* MARGINAL: sample s of input x is, layer by layer, a_j = m_j + sqrt(v_j)
+ * eps[s, l, j] with m = W_mu h + b_mu, v = W_sigma^2 h^2 + b_sigma^2 and
+ * eps from the stream (seed, s, particle 1, layer l): checked against that
+ * rule computed in double from the set weights. */
+START_TEST(test_marginal_matches_rule)
+{
+    enum { N = 4, S = 6, C = 3 };
+    const size_t sizes[4] = {3, 5, 4, 3};
+    const float sig = 0.4f;
+    tnet t;
+    tnet_make(&t, sizes, 4, BNN_ACT_TANH, BNN_LIK_CATEGORICAL, sig, 31, NULL);
+    float x[N * 3], logp[S * N * C];
+    tu_rng r = {31};
+    tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
+    bnn_predictor *p = pred_make(t.g, BNN_SAMPLING_MARGINAL, S, 5, 1, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_samples(p, x, N, logp), BNN_OK);
+    bnn_predictor_free(p);
+    double s2 = (double)sig * sig, spread = 0;
+    for (size_t s = 0; s < S; s++)
+        for (size_t i = 0; i < N; i++) {
+            double h[8], a[8];
+            size_t in = 3;
+            for (size_t k = 0; k < in; k++)
+                h[k] = x[i * 3 + k];
+            for (size_t l = 0; l < 3; l++) {
+                size_t out = sizes[l + 1];
+                float eps[8];
+                rng_normal_fill(5, rng_stream_id(s, 1, (unsigned)l, RNG_PREDICT),
+                                0, out, eps);
+                for (size_t j = 0; j < out; j++) {
+                    double m = t.b[l][j], v = s2;
+                    for (size_t k = 0; k < in; k++) {
+                        m += (double)t.w[l][j * in + k] * h[k];
+                        v += s2 * h[k] * h[k];
+                    }
+                    a[j] = m + sqrt(v) * eps[j];
+                }
+                for (size_t j = 0; j < out; j++)
+                    h[j] = l == 2 ? a[j] : tanh(a[j]);
+                in = out;
+            }
+            double mx = h[0], z = 0;
+            for (size_t c = 1; c < C; c++)
+                mx = h[c] > mx ? h[c] : mx;
+            for (size_t c = 0; c < C; c++)
+                z += exp(h[c] - mx);
+            for (size_t c = 0; c < C; c++) {
+                double ref = h[c] - mx - log(z);
+                tu_assert_close(logp[(s * N + i) * C + c], ref, 2e-5, 2e-5);
+                spread += fabs(ref - logp[i * C + c]);
+            }
+        }
+    ck_assert_msg(spread > 1.0, "samples barely differ: %g", spread);
+    tnet_free(&t);
+}
+END_TEST
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Two-sample Kolmogorov-Smirnov statistic; a and b are sorted. */
+static double ks_stat(const double *a, size_t na, const double *b, size_t nb)
+{
+    size_t i = 0, j = 0;
+    double d = 0;
+    while (i < na && j < nb) {
+        double v = a[i] < b[j] ? a[i] : b[j];
+        while (i < na && a[i] == v)
+            i++;
+        while (j < nb && b[j] == v)
+            j++;
+        double e = fabs((double)i / na - (double)j / nb);
+        d = e > d ? e : d;
+    }
+    return d;
+}
+
+/* Both modes draw exact samples from each input's predictive distribution:
+ * per input and class, the sampled probabilities pass a two-sample KS test
+ * at alpha = 1e-3 (critical D = 1.949 sqrt(2 / S)), and the means agree
+ * within 4.5 Monte Carlo standard errors.  The same test tells two
+ * different inputs apart, so it has the power to fail. */
+START_TEST(test_modes_same_distribution)
+{
+    enum { N = 3, S = 4000, C = 4 };
+    tnet t;
+    tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 41,
+              NULL);
+    float x[N * 3];
+    tu_rng r = {41};
+    tu_fill_uniform(&r, x, N * 3, -1.5f, 1.5f);
+    static float la[S * N * C], lb[S * N * C];
+    static double a[N * C][S], b[N * C][S];
+    bnn_predictor *p = pred_make(t.g, BNN_SAMPLING_MARGINAL, S, 3, 1, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_samples(p, x, N, la), BNN_OK);
+    bnn_predictor_free(p);
+    p = pred_make(t.g, BNN_SAMPLING_NETWORKS, S, 4, 1, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_samples(p, x, N, lb), BNN_OK);
+    bnn_predictor_free(p);
+    double crit = 1.949 * sqrt(2.0 / S), dmax = 0, dmin = 1;
+    for (size_t i = 0; i < N; i++)
+        for (size_t c = 0; c < C; c++) {
+            double ma = 0, mb = 0, va = 0, vb = 0;
+            for (size_t s = 0; s < S; s++) {
+                a[i * C + c][s] = exp((double)la[(s * N + i) * C + c]);
+                b[i * C + c][s] = exp((double)lb[(s * N + i) * C + c]);
+                ma += a[i * C + c][s] / S;
+                mb += b[i * C + c][s] / S;
+            }
+            for (size_t s = 0; s < S; s++) {
+                va += (a[i * C + c][s] - ma) * (a[i * C + c][s] - ma) / S;
+                vb += (b[i * C + c][s] - mb) * (b[i * C + c][s] - mb) / S;
+            }
+            ck_assert_msg(va > 1e-4, "input %zu class %zu: no spread", i, c);
+            ck_assert_msg(fabs(ma - mb) <= 4.5 * sqrt((va + vb) / S),
+                          "means %g vs %g", ma, mb);
+            qsort(a[i * C + c], S, sizeof(double), cmp_dbl);
+            qsort(b[i * C + c], S, sizeof(double), cmp_dbl);
+            double d = ks_stat(a[i * C + c], S, b[i * C + c], S);
+            dmax = d > dmax ? d : dmax;
+            ck_assert_msg(d < crit, "input %zu class %zu: KS D = %g >= %g", i,
+                          c, d, crit);
+        }
+    /* power: input 0 against input 1, same class */
+    for (size_t c = 0; c < C; c++) {
+        double d = ks_stat(a[c], S, b[C + c], S);
+        dmin = d < dmin ? d : dmin;
+    }
+    ck_assert_msg(dmin > crit, "different inputs look alike: D = %g", dmin);
+    tnet_free(&t);
+}
+END_TEST
+
+/* sigma = 0 exactly (rho = -1000): every mode computes the mean network
+ * with the same products, so they agree bit for bit. */
+START_TEST(test_modes_exact_without_noise)
+{
+    enum { N = 5, S = 3, C = 3 };
+    const size_t sizes[4] = {3, 5, 4, 3};
+    tnet t;
+    tnet_make(&t, sizes, 4, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.3f, 43, NULL);
+    size_t count;
+    float *params = bnn_guide_params(t.g, &count);
+    for (size_t k = count / 2; k < count; k++)
+        params[k] = -1000.0f;
+    float x[N * 3];
+    static float l[3][S * N * C];
+    tu_rng r = {43};
+    tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
+    const bnn_sampling modes[3] = {BNN_SAMPLING_MARGINAL,
+                                   BNN_SAMPLING_NETWORKS, BNN_SAMPLING_MEAN};
+    for (int k = 0; k < 3; k++) {
+        bnn_predictor *p = pred_make(t.g, modes[k], S, 9, 1, N, 0, 0);
+        ck_assert_int_eq(bnn_predictor_samples(p, x, N, l[k]), BNN_OK);
+        bnn_predictor_free(p);
+    }
+    ck_assert(memcmp(l[0], l[1], sizeof l[0]) == 0);
+    ck_assert(memcmp(l[0], l[2], sizeof l[0]) == 0);
+    for (size_t i = 0; i < N; i++) {
+        double y[3];
+        ref_forward(&t, x + i * 3, y);
+        for (size_t c = 0; c < C; c++)
+            tu_assert_close(l[0][i * C + c], log(y[c]), 1e-5, 1e-5);
+    }
+    tnet_free(&t);
+}
+END_TEST
+
+/* The median rule accepts or refuses the same inputs in both modes when
+ * the whole-network samples put the decision far from the threshold: some
+ * class's 0.4-quantile above it (accept), or every class's 0.6-quantile
+ * below it (refuse).  A sample median's level is within 0.5 / sqrt(S) =
+ * 0.016 of 0.5 (one sd), so 0.1 is six of them.  There are enough inputs
+ * of each kind for the test to mean something. */
+START_TEST(test_modes_refusal_agrees)
+{
+    enum { N = 300, S = 1000, IN = 3, C = 4 };
+    tnet t;
+    tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.6f, 45,
+              NULL);
+    static float x[N * IN], q[N * C * 2];
+    static bnn_prediction ra[N], rb[N];
+    const float lv[2] = {0.4f, 0.6f};
+    tu_rng r = {45};
+    tu_fill_uniform(&r, x, N * IN, -2.0f, 2.0f);
+    bnn_predict_config cfg;
+    bnn_predict_config_init(&cfg);
+    cfg.num_samples = S;
+    cfg.threshold = 0.5f;
+    ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, &cfg, x, N, ra,
+                                                  sizeof ra[0], NULL, NULL),
+                     BNN_OK);
+    cfg.sampling = BNN_SAMPLING_NETWORKS;
+    cfg.seed = 2;
+    cfg.n_quantiles = 2;
+    cfg.quantiles = lv;
+    ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, &cfg, x, N, rb,
+                                                  sizeof rb[0], NULL, q),
+                     BNN_OK);
+    int acc = 0, ref = 0;
+    for (size_t i = 0; i < N; i++) {
+        int accept = 0, refuse = 1;
+        for (size_t c = 0; c < C; c++) {
+            accept |= q[(i * C + c) * 2] > 0.5f;
+            refuse &= q[(i * C + c) * 2 + 1] < 0.5f;
+        }
+        if (!accept && !refuse)
+            continue;
+        ck_assert_int_eq(rb[i].refused, refuse);
+        ck_assert_msg(ra[i].refused == refuse, "input %zu: max median %g vs %g",
+                      i, (double)ra[i].max_median, (double)rb[i].max_median);
+        if (accept) {
+            acc++;
+            ck_assert_int_eq(ra[i].label, rb[i].label);
+        } else {
+            ref++;
+        }
+    }
+    ck_assert_msg(acc >= 20 && ref >= 20, "far inputs: %d accepted, %d refused",
+                  acc, ref);
+    tnet_free(&t);
+}
+END_TEST
+
+/* MEAN: the network of posterior means; no epistemic part. */
+START_TEST(test_mean_mode)
+{
+    enum { N = 6, S = 5, C = 4 };
+    tnet t;
+    tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 47,
+              NULL);
+    float x[N * 3], probs[N * C], med[N * C], logp[S * N * C];
+    bnn_prediction rec[N];
+    tu_rng r = {47};
+    tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
+    bnn_predictor *p = pred_make(t.g, BNN_SAMPLING_MEAN, S, 1, 2, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_probs(p, x, N, probs), BNN_OK);
+    ck_assert_int_eq(bnn_predictor_run(p, x, N, rec, sizeof rec[0], med, NULL,
+                                       NULL),
+                     BNN_OK);
+    ck_assert_int_eq(bnn_predictor_samples(p, x, N, logp), BNN_OK);
+    bnn_predictor_free(p);
+    for (size_t i = 0; i < N; i++) {
+        double y[C];
+        ref_forward(&t, x + i * 3, y);
+        for (size_t c = 0; c < C; c++) {
+            tu_assert_close(probs[i * C + c], y[c], 1e-6, 1e-5);
+            ck_assert(med[i * C + c] == probs[i * C + c]);
+            for (size_t s = 1; s < S; s++)
+                ck_assert(logp[(s * N + i) * C + c] == logp[i * C + c]);
+        }
+        ck_assert(rec[i].mutual_info == 0.0f);
+        ck_assert(rec[i].entropy == rec[i].expected_entropy);
+    }
+    tnet_free(&t);
+}
+END_TEST
+
+/* Every mode: the handle with any chunk, block of rows and thread count,
+ * and any split of the inputs into runs, gives the one-shot call's bits. */
+START_TEST(test_modes_invariance)
+{
+    enum { N = 23, IN = 24, C = 4, S = 9 };
+    tnet t, tg;
+    tnet_make(&t, wide_sizes, 3, BNN_ACT_TANH, BNN_LIK_CATEGORICAL, 0.3f, 49,
+              NULL);
+    tnet_make(&tg, wide_reg_sizes, 3, BNN_ACT_RELU, BNN_LIK_GAUSSIAN, 0.3f,
+              50, NULL);
+    static float x[N * IN];
+    tu_rng r = {49};
+    tu_fill_uniform(&r, x, N * IN, -2.0f, 2.0f);
+    const bnn_sampling modes[3] = {BNN_SAMPLING_MARGINAL,
+                                   BNN_SAMPLING_NETWORKS, BNN_SAMPLING_MEAN};
+    static bnn_prediction rec0[N], rec[N];
+    static float med0[N * C], med[N * C], mp0[N * C], mp[N * C];
+    static float p[N * C], l0[S * N * C], l[S * N * C];
+    static float m0[N * 2], m[N * 2], v0[N * 2], v[N * 2];
+    const size_t threads[] = {1, 2, 3}, chunks[] = {0, 1, 5}, rows[] = {0, 16, 48};
+    for (int k = 0; k < 3; k++) {
+        bnn_predict_config cfg;
+        bnn_predict_config_init(&cfg);
+        cfg.sampling = modes[k];
+        cfg.num_samples = S;
+        cfg.seed = 11;
+        cfg.mean_probs = mp0;
+        ck_assert_int_eq(bnn_predict_with_uncertainty(t.g, &cfg, x, N, rec0,
+                                                      sizeof rec0[0], med0,
+                                                      NULL),
+                         BNN_OK);
+        bnn_predictor *q = pred_make(t.g, modes[k], S, 11, 1, N, 0, 0);
+        ck_assert_int_eq(bnn_predictor_samples(q, x, N, l0), BNN_OK);
+        bnn_predictor_free(q);
+        q = pred_make(tg.g, modes[k], S, 11, 1, N, 0, 0);
+        ck_assert_int_eq(bnn_predictor_regression(q, x, N, m0, v0), BNN_OK);
+        bnn_predictor_free(q);
+        for (size_t a = 0; a < 3; a++)
+            for (size_t b = 0; b < 3; b++)
+                for (size_t c = 0; c < 3; c++) {
+                    q = pred_make(t.g, modes[k], S, 11, threads[a], N,
+                                  chunks[b], rows[c]);
+                    /* two runs: inputs [0, 7) then [7, N) */
+                    ck_assert_int_eq(bnn_predictor_run(q, x, 7, rec,
+                                                       sizeof rec[0], med,
+                                                       NULL, mp),
+                                     BNN_OK);
+                    ck_assert_int_eq(bnn_predictor_run(q, x + 7 * IN, N - 7,
+                                                       rec + 7, sizeof rec[0],
+                                                       med + 7 * C, NULL,
+                                                       mp + 7 * C),
+                                     BNN_OK);
+                    ck_assert_msg(memcmp(rec, rec0, sizeof rec) == 0,
+                                  "mode %d threads %zu chunk %zu rows %zu", k,
+                                  threads[a], chunks[b], rows[c]);
+                    ck_assert(memcmp(med, med0, sizeof med) == 0);
+                    ck_assert(memcmp(mp, mp0, sizeof mp) == 0);
+                    ck_assert_int_eq(bnn_predictor_probs(q, x, N, p), BNN_OK);
+                    ck_assert(memcmp(p, mp0, sizeof p) == 0);
+                    ck_assert_int_eq(bnn_predictor_samples(q, x, N, l),
+                                     BNN_OK);
+                    ck_assert(memcmp(l, l0, sizeof l) == 0);
+                    bnn_predictor_free(q);
+                    q = pred_make(tg.g, modes[k], S, 11, threads[a], N,
+                                  chunks[b], rows[c]);
+                    ck_assert_int_eq(bnn_predictor_regression(q, x, N, m, v),
+                                     BNN_OK);
+                    ck_assert(memcmp(m, m0, sizeof m) == 0);
+                    ck_assert(memcmp(v, v0, sizeof v) == 0);
+                    bnn_predictor_free(q);
+                }
+        if (modes[k] == BNN_SAMPLING_MARGINAL) {
+            /* the one-shot functions use this mode */
+            ck_assert_int_eq(bnn_predict(t.g, x, N, S, 11, p), BNN_OK);
+            ck_assert(memcmp(p, mp0, sizeof p) == 0);
+            ck_assert_int_eq(bnn_predict_samples(t.g, x, N, S, 11, l), BNN_OK);
+            ck_assert(memcmp(l, l0, sizeof l) == 0);
+            ck_assert_int_eq(bnn_predict_regression(tg.g, x, N, S, 11, m, v),
+                             BNN_OK);
+            ck_assert(memcmp(m, m0, sizeof m) == 0);
+            ck_assert(memcmp(v, v0, sizeof v) == 0);
+        }
+    }
+    tnet_free(&t);
+    tnet_free(&tg);
+}
+END_TEST
+
+/* A predictor allocates only when created: with an allocator that fails
+ * every request, runs of every kind still succeed.  Creation fails cleanly
+ * at every allocation, leaving *out untouched. */
+START_TEST(test_predictor_allocations)
+{
+    enum { N = 40, C = 4, S = 7 };
+    fail_ctx f = {-1, 0};
+    bnn_allocator al = {fail_alloc, fail_free, &f};
+    tnet t, tg;
+    tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 97,
+              &al);
+    const size_t gs[3] = {3, 4, 2};
+    tnet_make(&tg, gs, 3, BNN_ACT_TANH, BNN_LIK_GAUSSIAN, 0.5f, 98, &al);
+    float x[N * 3];
+    tu_rng r = {97};
+    tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
+    long base = f.live;
+    const float lv[2] = {0.1f, 0.9f};
+    static bnn_prediction rec[N];
+    static float a[S * N * C], b[N * C], q[N * C * 2];
+    for (int mode = 0; mode < 3; mode++)
+        for (size_t th = 1; th <= 3; th += 2) {
+            bnn_predict_config cfg;
+            bnn_predict_config_init(&cfg);
+            cfg.sampling = (bnn_sampling)mode;
+            cfg.num_samples = S;
+            cfg.num_threads = th;
+            cfg.n_quantiles = 2;
+            cfg.quantiles = lv;
+            int made = 0;
+            for (long k = 0; k < 60 && !made; k++) {
+                bnn_predictor *p = (bnn_predictor *)&f, *pg = NULL;
+                f.budget = k;
+                bnn_status st = bnn_predictor_create(t.g, &cfg, 16, &p);
+                f.budget = -1;
+                if (st != BNN_OK) {
+                    ck_assert_int_eq(st, BNN_E_NOMEM);
+                    ck_assert_ptr_eq(p, (bnn_predictor *)&f);
+                    ck_assert_int_eq(f.live, base);
+                    continue;
+                }
+                made = 1;
+                ck_assert_int_eq(bnn_predictor_create(tg.g, &cfg, 16, &pg),
+                                 BNN_OK);
+                f.budget = 0; /* any allocation now fails */
+                for (int rep = 0; rep < 2; rep++) {
+                    ck_assert_int_eq(bnn_predictor_run(p, x, N, rec,
+                                                       sizeof rec[0], b, q,
+                                                       NULL),
+                                     BNN_OK);
+                    ck_assert_int_eq(bnn_predictor_probs(p, x, N, b), BNN_OK);
+                    ck_assert_int_eq(bnn_predictor_samples(p, x, N, a),
+                                     BNN_OK);
+                    ck_assert_int_eq(bnn_predictor_regression(pg, x, N, a, b),
+                                     BNN_OK);
+                    ck_assert_int_eq(bnn_predictor_refresh(p), BNN_OK);
+                }
+                f.budget = -1;
+                bnn_predictor_free(p);
+                bnn_predictor_free(pg);
+                ck_assert_int_eq(f.live, base);
+            }
+            ck_assert_msg(made, "mode %d never created", mode);
+        }
+    tnet_free(&t);
+    tnet_free(&tg);
+    ck_assert_int_eq(f.live, 0);
+}
+END_TEST
+
+/* A predictor reads sigma at creation and refresh: after the guide
+ * changes, a refreshed predictor matches a new one; non-finite parameters
+ * are refused. */
+START_TEST(test_predictor_refresh)
+{
+    enum { N = 4, C = 4, S = 8 };
+    tnet t;
+    tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 99,
+              NULL);
+    float x[N * 3], p0[N * C], p1[N * C], p2[N * C];
+    tu_rng r = {99};
+    tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
+    bnn_predictor *p = pred_make(t.g, BNN_SAMPLING_MARGINAL, S, 1, 1, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_probs(p, x, N, p0), BNN_OK);
+    size_t count;
+    float *params = bnn_guide_params(t.g, &count);
+    for (size_t k = count / 2; k < count; k++)
+        params[k] += 1.0f; /* wider posterior */
+    ck_assert_int_eq(bnn_predictor_refresh(p), BNN_OK);
+    ck_assert_int_eq(bnn_predictor_probs(p, x, N, p1), BNN_OK);
+    ck_assert(memcmp(p0, p1, sizeof p0) != 0);
+    bnn_predictor *q = pred_make(t.g, BNN_SAMPLING_MARGINAL, S, 1, 1, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_probs(q, x, N, p2), BNN_OK);
+    ck_assert(memcmp(p1, p2, sizeof p1) == 0);
+    params[count - 1] = NAN;
+    ck_assert_int_eq(bnn_predictor_refresh(p), BNN_E_NUMERIC);
+    ck_assert_int_eq(bnn_predictor_refresh(NULL), BNN_E_INVALID);
+    bnn_predictor_free(p);
+    bnn_predictor_free(q);
+    tnet_free(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("predict");
@@ -1980,6 +2464,18 @@ int main(void)
     tcase_add_test(tc, test_invalid_uncertainty);
     tcase_add_test(tc, test_invalid_predict_family);
     tcase_add_test(tc, test_allocation_failures);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("modes");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_marginal_matches_rule);
+    tcase_add_test(tc, test_modes_same_distribution);
+    tcase_add_test(tc, test_modes_exact_without_noise);
+    tcase_add_test(tc, test_modes_refusal_agrees);
+    tcase_add_test(tc, test_mean_mode);
+    tcase_add_test(tc, test_modes_invariance);
+    tcase_add_test(tc, test_predictor_allocations);
+    tcase_add_test(tc, test_predictor_refresh);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
