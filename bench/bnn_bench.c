@@ -32,7 +32,7 @@
  *
  * --cases takes comma-separated parts of case names, whole components
  * between '/': "train", "784-1024-10", "lrt", "train/784-1024-10/lrt",
- * "predict", "S100", "rng", "rss". */
+ * "predict", "S100", "modes", "rng", "rss". */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <math.h>
@@ -860,6 +860,150 @@ static void run_rng(const options *op, int threads)
  * mark over), so the children are started before the bench has allocated
  * anything; /proc's VmHWM, the new image's own high-water mark, is
  * reported beside it. */
+/* ---- sampling modes: single-input latency and throughput ------------------ */
+
+void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float *a, int lda,
+                 const float *x, int incx, float beta, float *y, int incy);
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* q-quantile of v[0..n) (sorts v). */
+static double pct(double *v, size_t n, double q)
+{
+    qsort(v, n, sizeof *v, cmp_dbl);
+    size_t k = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[k];
+}
+
+static bnn_predictor *make_predictor(const trainer *t, bnn_sampling mode, size_t S,
+                                     size_t max_batch, int threads)
+{
+    bnn_predict_config pc;
+    bnn_predict_config_init(&pc);
+    pc.num_samples = S;
+    pc.seed = 7;
+    pc.sampling = mode;
+    pc.num_threads = (size_t)threads;
+    bnn_predictor *p = NULL;
+    check(bnn_predictor_create(t->g, &pc, max_batch, &p), "bnn_predictor_create");
+    return p;
+}
+
+/* One input at a time through a predictor (bnn_predictor_run, S samples):
+ * `reps` latencies after one warm-up run, and the allocations they made. */
+static void latency(trainer *t, bnn_sampling mode, size_t S, int threads, const float *x,
+                    size_t in, size_t reps, double *lat, size_t *allocs)
+{
+    bnn_predictor *p = make_predictor(t, mode, S, 1, threads);
+    bnn_prediction rec;
+    check(bnn_predictor_run(p, x, 1, &rec, sizeof rec, NULL, NULL, NULL), "bnn_predictor_run");
+    size_t a0 = t->cnt.allocs;
+    for (size_t r = 0; r < reps; r++) {
+        double w0 = wall_now();
+        check(bnn_predictor_run(p, x + (r % 64) * in, 1, &rec, sizeof rec, NULL, NULL, NULL),
+              "bnn_predictor_run");
+        lat[r] = wall_now() - w0;
+    }
+    *allocs = t->cnt.allocs - a0;
+    bnn_predictor_free(p);
+}
+
+static double throughput(trainer *t, bnn_sampling mode, size_t S, int threads,
+                         const float *x, size_t n)
+{
+    bnn_predictor *p = make_predictor(t, mode, S, n, threads);
+    bnn_prediction *rec = xmalloc(n * sizeof *rec);
+    double w0 = wall_now();
+    check(bnn_predictor_run(p, x, n, rec, sizeof *rec, NULL, NULL, NULL), "bnn_predictor_run");
+    double s = wall_now() - w0;
+    free(rec);
+    bnn_predictor_free(p);
+    return (double)n / s;
+}
+
+/* modes/<net>: p50 and p99 of one input with 100 samples in each mode
+ * (one predictor, one thread), against one cblas_sgemv of the first
+ * layer's shape; then inputs per second of a 10,000-input run (MARGINAL,
+ * MEAN) and of a 1,000-input run (NETWORKS: about 20 s for 10,000 on
+ * 784-1024-10; its time is linear in n above one chunk). */
+static void run_modes(const options *op, const net_def *nd, int threads)
+{
+    enum { N = 10000, NNET = 1000, S = 100 };
+    trainer t;
+    trainer_make(&t, nd, &ests[1], BATCH, 1);
+    size_t in = nd->sizes[0], C = nd->sizes[nd->n_sizes - 1], h = nd->sizes[1];
+    float *x = xmalloc((size_t)N * in * sizeof(float));
+    int32_t *y = xmalloc(N * sizeof(int32_t));
+    make_data(x, y, N, in, C);
+    for (int i = 0; i < 3; i++)
+        check(bnn_svi_step(t.o, x + (size_t)i * BATCH * in, y + i * BATCH, NULL, BATCH, NULL),
+              "bnn_svi_step");
+
+    /* cblas_sgemv of the first layer: W (h x in) times one input */
+    float *w = xmalloc(h * in * sizeof(float)), *out = xmalloc(h * sizeof(float));
+    for (size_t i = 0; i < h * in; i++)
+        w[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    enum { GV = 400 };
+    double gv[GV];
+    for (size_t r = 0; r < GV; r++) {
+        double w0 = wall_now();
+        cblas_sgemv(ROW_MAJOR, NO_TRANS, (int)h, (int)in, 1.0f, w, (int)in, x + (r % 64) * in, 1,
+                    0.0f, out, 1);
+        gv[r] = wall_now() - w0;
+    }
+    double sgemv = pct(gv, GV, 0.5);
+    free(w);
+    free(out);
+
+    size_t reps_m = op->quick ? 50 : 400, reps_n = op->quick ? 2 : 5;
+    double *lm = xmalloc(reps_m * sizeof(double)), *le = xmalloc(reps_m * sizeof(double));
+    double ln[8];
+    size_t am, ae, an;
+    latency(&t, BNN_SAMPLING_MARGINAL, S, 1, x, in, reps_m, lm, &am);
+    latency(&t, BNN_SAMPLING_MEAN, S, 1, x, in, reps_m, le, &ae);
+    latency(&t, BNN_SAMPLING_NETWORKS, S, 1, x, in, reps_n, ln, &an);
+    double m50 = pct(lm, reps_m, 0.5), m99 = pct(lm, reps_m, 0.99);
+    double e50 = pct(le, reps_m, 0.5), n50 = pct(ln, reps_n, 0.5);
+
+    double tm = throughput(&t, BNN_SAMPLING_MARGINAL, S, threads, x, op->quick ? N / 10 : N);
+    double tn = throughput(&t, BNN_SAMPLING_NETWORKS, S, threads, x, op->quick ? NNET / 10 : NNET);
+
+    char name[128];
+    snprintf(name, sizeof name, "modes/%s", nd->name);
+    printf("%-24s %2d %8.3f %8.3f %8.3f %7.1f %9.3f %7.1f %8.1f %8.0f %8.0f %6.1f %5zu\n", name,
+           threads, sgemv * 1e3, m50 * 1e3, m99 * 1e3, m50 / sgemv, n50 * 1e3, n50 / m50,
+           e50 * 1e6, tm, tn, tm / tn, am + ae + an);
+    printf("JSON {");
+    int first = 1;
+    json_str("case", name, &first);
+    json_str("kind", "modes", &first);
+    json_str("net", nd->name, &first);
+    json_num("threads", threads, &first);
+    json_num("samples", S, &first);
+    json_num("sgemv_ms", sgemv * 1e3, &first);
+    json_num("marginal_p50_ms", m50 * 1e3, &first);
+    json_num("marginal_p99_ms", m99 * 1e3, &first);
+    json_num("ratio_marginal_sgemv", m50 / sgemv, &first);
+    json_num("networks_p50_ms", n50 * 1e3, &first);
+    json_num("ratio_networks_marginal", n50 / m50, &first);
+    json_num("mean_p50_us", e50 * 1e6, &first);
+    json_num("marginal_inputs_per_s", tm, &first);
+    json_num("networks_inputs_per_s", tn, &first);
+    json_num("ratio_throughput", tm / tn, &first);
+    json_num("allocs_steady_state", (double)(am + ae + an), &first);
+    printf("}\n");
+    fflush(stdout);
+    free(lm);
+    free(le);
+    free(x);
+    free(y);
+    trainer_free(&t);
+}
+
 static double maxrss_mb(void)
 {
     struct rusage ru;
@@ -977,7 +1121,7 @@ static void usage(void)
          "                  (for perf record)\n"
          "  --threads 1,2   BLAS thread counts to run (openblas_set_num_threads)\n"
          "  --cases a,b     only cases whose name contains one of these:\n"
-         "                  train/<net>/<ws|lrt|flipout|pyro>, predict/<net>/S<n>, rng, rss\n"
+         "                  train/<net>/<ws|lrt|flipout|pyro>, predict/<net>/S<n>, modes/<net>, rng, rss\n"
          "                  nets: 784-1024-10, 784-1200-1200-10");
 }
 
@@ -1128,6 +1272,15 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "predict/%s/S%zu", nets[pc[i].net].name, pc[i].S);
             if (selected(&op, name))
                 run_predict(&op, &nets[pc[i].net], pc[i].S, th);
+        }
+        printf("%-24s %2s %8s %8s %8s %7s %9s %7s %8s %8s %8s %6s %5s\n",
+               "modes (S=100; ms, us)", "th", "sgemv", "marg p50", "marg p99", "/sgemv",
+               "nets p50", "/marg", "mean us", "marg in/s", "nets in/s", "ratio", "allc");
+        for (size_t ni = 0; ni < sizeof nets / sizeof nets[0]; ni++) {
+            char name[128];
+            snprintf(name, sizeof name, "modes/%s", nets[ni].name);
+            if (selected(&op, name))
+                run_modes(&op, &nets[ni], th);
         }
         if (selected(&op, "rng")) {
             printf("%-30s %2s %8s %12s %12s %8s\n", "rng", "th", "Mnorm/s", "800k fill ms",

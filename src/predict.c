@@ -341,18 +341,23 @@ static void layer_noise(uint64_t seed, size_t l, size_t s0, size_t ns,
 }
 
 /* z = m + sqrt(v) eps for rows q < rows of a packed block (row q is sample
- * q % ns), in place in m. */
+ * q % ns), in place in m; walked in packed order, panel by panel. */
 static void add_noise(float *mz, const float *v, const float *eps, size_t rows,
                       size_t ns, size_t out)
 {
-    for (size_t q = 0; q < rows; q++) {
-        const float *e = eps + (q % ns) * out;
-        for (size_t j = 0; j < out; j++) {
-            size_t k = pk(q, j, out);
-            float sd = sqrtf(v[k]);
-            float t = sd * e[j];
-            mz[k] += t;
-        }
+    for (size_t q0 = 0; q0 < rows; q0 += DENSE_PANEL) {
+        size_t lanes = rows - q0 < DENSE_PANEL ? rows - q0 : DENSE_PANEL;
+        const float *e[DENSE_PANEL];
+        for (size_t r = 0; r < lanes; r++)
+            e[r] = eps + ((q0 + r) % ns) * out;
+        float *zp = mz + q0 * out;
+        const float *vp = v + q0 * out;
+        for (size_t j = 0; j < out; j++)
+            for (size_t r = 0; r < lanes; r++) {
+                float sd = sqrtf(vp[j * DENSE_PANEL + r]);
+                float t = sd * e[r][j];
+                zp[j * DENSE_PANEL + r] += t;
+            }
     }
 }
 
@@ -378,24 +383,36 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
                      ipan, DENSE_PATH_AUTO);
         dense_panels(p->s2 + m->w_off[0], p->s2 + m->b_off[0], o0, in, w->xq,
                      w->v0, ipan, DENSE_PATH_AUTO);
+        for (size_t e = 0; e < ipan * DENSE_PANEL * o0; e++)
+            w->v0[e] = sqrtf(w->v0[e]); /* now the standard deviation */
         for (size_t s0 = s_lo; s0 < s_hi; s0 += NS) {
             size_t ns = s_hi - s0 < NS ? s_hi - s0 : NS;
             size_t rows = gi * ns, rp = pad_panel(rows);
             size_t rpan = rp / DENSE_PANEL;
             float *z = w->a, *h2 = w->b, *mm = w->c, *vv = w->d;
             layer_noise(p->cfg.seed, 0, s0, ns, o0, w->eps);
-            for (size_t q = 0; q < rp; q++) {
-                size_t i = q / ns;
-                const float *e = w->eps + (q % ns) * o0;
+            /* layer 0's pre-activations of (input i, sample s) rows; the
+             * padding rows are zero */
+            for (size_t q0 = 0; q0 < rp; q0 += DENSE_PANEL) {
+                const float *e[DENSE_PANEL], *mi[DENSE_PANEL], *si[DENSE_PANEL];
+                size_t lanes = rows > q0 ? rows - q0 : 0;
+                if (lanes > DENSE_PANEL)
+                    lanes = DENSE_PANEL;
+                for (size_t r = 0; r < lanes; r++) {
+                    size_t q = q0 + r, i = q / ns;
+                    e[r] = w->eps + (q % ns) * o0;
+                    mi[r] = w->m0 + pk(i, 0, o0);
+                    si[r] = w->v0 + pk(i, 0, o0);
+                }
+                float *zp = z + q0 * o0;
                 for (size_t j = 0; j < o0; j++) {
-                    float v = 0.0f;
-                    if (q < rows) {
-                        size_t k = pk(i, j, o0);
-                        float sd = sqrtf(w->v0[k]);
-                        float t = sd * e[j];
-                        v = w->m0[k] + t;
+                    size_t r = 0;
+                    for (; r < lanes; r++) {
+                        float t = si[r][j * DENSE_PANEL] * e[r][j];
+                        zp[j * DENSE_PANEL + r] = mi[r][j * DENSE_PANEL] + t;
                     }
-                    z[pk(q, j, o0)] = v;
+                    for (; r < DENSE_PANEL; r++)
+                        zp[j * DENSE_PANEL + r] = 0.0f;
                 }
             }
             for (size_t l = 1; l < L; l++) {
