@@ -205,6 +205,9 @@ struct bnn_predictor {
     size_t T;
     pool *workers;
     float *s2;     /* MARGINAL: sigma^2 of every parameter */
+    float *w0t;    /* MARGINAL: layer 0's mu then sigma^2, transposed */
+    float *noise;  /* MARGINAL: every eps[s, l, j] when they fit, or NULL */
+    size_t noise_off[BNN_MAX_LAYERS];
     float *buf;    /* chunk x S x C: each input's per-sample outputs */
     float **scratch; /* T x S floats for the order statistics */
     pred_ws *ws;   /* T */
@@ -244,7 +247,9 @@ static int ws_init(pred_ws *w, const bnn_predictor *p)
         GET(w->b, R, ow);
         GET(w->c, R, ow);
         GET(w->d, R, ow);
-        GET(w->eps, R, ow);
+        /* the noise of a block, or one input's x^2, m and v rows */
+        size_t ne = R * ow > in + 2 * o0 ? R * ow : in + 2 * o0;
+        GET(w->eps, ne, 1);
     } else {
         size_t hw = hidden_width(m);
         if (p->cfg.sampling == BNN_SAMPLING_NETWORKS)
@@ -340,6 +345,43 @@ static void layer_noise(uint64_t seed, size_t l, size_t s0, size_t ns,
                         0, out, eps + s * out);
 }
 
+/* The noise of layer l for samples [s0, s0 + ns): from the predictor's
+ * cache (drawn once at creation: it does not depend on the input), or
+ * drawn into the workspace. */
+static const float *noise_of(const bnn_predictor *p, pred_ws *w, size_t l,
+                             size_t s0, size_t ns, size_t out)
+{
+    if (p->noise)
+        return p->noise + p->noise_off[l] + s0 * out;
+    layer_noise(p->cfg.seed, l, s0, ns, out, w->eps);
+    return w->eps;
+}
+
+/* Inputs per group up to which layer 0 runs row by row on the transposed
+ * weights (two passes over them per input) rather than on a panel of 16
+ * (whose padding rows cost as much as real ones). */
+#define ROW_KERNEL_MAX 4
+
+/* dense_panels' operations for one input on W transposed (in x out):
+ * y[j] = sum over k in increasing order of the rounded WT[k, j] x[k],
+ * from 0, then + b[j]; the same bits, and the loop over j vectorizes. */
+static void dense_row_t(const float *WT, const float *b, size_t out,
+                        size_t in, const float *x, float *y)
+{
+    for (size_t j = 0; j < out; j++)
+        y[j] = 0.0f;
+    for (size_t k = 0; k < in; k++) {
+        const float *wk = WT + k * out;
+        float xk = x[k];
+        for (size_t j = 0; j < out; j++) {
+            float t = wk[j] * xk;
+            y[j] += t;
+        }
+    }
+    for (size_t j = 0; j < out; j++)
+        y[j] += b[j];
+}
+
 /* z = m + sqrt(v) eps for rows q < rows of a packed block (row q is sample
  * q % ns), in place in m; walked in packed order, panel by panel. */
 static void add_noise(float *mz, const float *v, const float *eps, size_t rows,
@@ -377,12 +419,33 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
     for (size_t i0 = 0; i0 < ni; i0 += NI) {
         size_t gi = ni - i0 < NI ? ni - i0 : NI;
         size_t ipan = pad_panel(gi) / DENSE_PANEL;
-        pack_inputs(x + i0 * in, gi, in, w->xp, w->xq);
         /* m = x.mu + b_mu, v = x^2.sigma^2 + b_sigma^2, for all samples */
-        dense_panels(mu + m->w_off[0], mu + m->b_off[0], o0, in, w->xp, w->m0,
-                     ipan, DENSE_PATH_AUTO);
-        dense_panels(p->s2 + m->w_off[0], p->s2 + m->b_off[0], o0, in, w->xq,
-                     w->v0, ipan, DENSE_PATH_AUTO);
+        if (gi <= ROW_KERNEL_MAX) {
+            float *xq = w->eps, *mr = xq + in, *vr = mr + o0;
+            for (size_t i = 0; i < gi; i++) {
+                const float *xi = x + (i0 + i) * in;
+                for (size_t k = 0; k < in; k++) {
+                    float sq = xi[k] * xi[k];
+                    xq[k] = sq;
+                }
+                dense_row_t(p->w0t, mu + m->b_off[0], o0, in, xi, mr);
+                dense_row_t(p->w0t + in * o0, p->s2 + m->b_off[0], o0, in, xq,
+                            vr);
+                for (size_t j = 0; j < o0; j++) {
+                    w->m0[pk(i, j, o0)] = mr[j];
+                    w->v0[pk(i, j, o0)] = vr[j];
+                }
+            }
+            for (size_t i = gi; i < ipan * DENSE_PANEL; i++)
+                for (size_t j = 0; j < o0; j++)
+                    w->m0[pk(i, j, o0)] = w->v0[pk(i, j, o0)] = 0.0f;
+        } else {
+            pack_inputs(x + i0 * in, gi, in, w->xp, w->xq);
+            dense_panels(mu + m->w_off[0], mu + m->b_off[0], o0, in, w->xp,
+                         w->m0, ipan, DENSE_PATH_AUTO);
+            dense_panels(p->s2 + m->w_off[0], p->s2 + m->b_off[0], o0, in,
+                         w->xq, w->v0, ipan, DENSE_PATH_AUTO);
+        }
         for (size_t e = 0; e < ipan * DENSE_PANEL * o0; e++)
             w->v0[e] = sqrtf(w->v0[e]); /* now the standard deviation */
         for (size_t s0 = s_lo; s0 < s_hi; s0 += NS) {
@@ -390,7 +453,7 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
             size_t rows = gi * ns, rp = pad_panel(rows);
             size_t rpan = rp / DENSE_PANEL;
             float *z = w->a, *h2 = w->b, *mm = w->c, *vv = w->d;
-            layer_noise(p->cfg.seed, 0, s0, ns, o0, w->eps);
+            const float *eps = noise_of(p, w, 0, s0, ns, o0);
             /* layer 0's pre-activations of (input i, sample s) rows; the
              * padding rows are zero */
             for (size_t q0 = 0; q0 < rp; q0 += DENSE_PANEL) {
@@ -400,7 +463,7 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
                     lanes = DENSE_PANEL;
                 for (size_t r = 0; r < lanes; r++) {
                     size_t q = q0 + r, i = q / ns;
-                    e[r] = w->eps + (q % ns) * o0;
+                    e[r] = eps + (q % ns) * o0;
                     mi[r] = w->m0 + pk(i, 0, o0);
                     si[r] = w->v0 + pk(i, 0, o0);
                 }
@@ -427,8 +490,8 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
                              mm, rpan, DENSE_PATH_AUTO);
                 dense_panels(p->s2 + m->w_off[l], p->s2 + m->b_off[l], out,
                              lin, h2, vv, rpan, DENSE_PATH_AUTO);
-                layer_noise(p->cfg.seed, l, s0, ns, out, w->eps);
-                add_noise(mm, vv, w->eps, rows, ns, out);
+                add_noise(mm, vv, noise_of(p, w, l, s0, ns, out), rows, ns,
+                          out);
                 float *t = z;
                 z = mm;
                 mm = t;
@@ -545,6 +608,13 @@ static bnn_status load_guide(bnn_predictor *p, const char *fn)
         tensor s = tensor_mat(p->s2, 1, g->n_params);
         tensor_softplus(&r, &s);
         tensor_square(&s, &s);
+        const bnn_model *m = p->m;
+        size_t in = m->sizes[0], o0 = m->sizes[1];
+        const float *w[2] = {guide_mu(g) + m->w_off[0], p->s2 + m->w_off[0]};
+        for (int h = 0; h < 2; h++)
+            for (size_t j = 0; j < o0; j++)
+                for (size_t k = 0; k < in; k++)
+                    p->w0t[(h * in + k) * o0 + j] = w[h][j * in + k];
     }
     return BNN_OK;
 }
@@ -565,6 +635,8 @@ BNN_API void bnn_predictor_free(bnn_predictor *p)
     mem_free(al, p->scratch);
     mem_free(al, p->buf);
     mem_free(al, p->s2);
+    mem_free(al, p->w0t);
+    mem_free(al, p->noise);
     mem_free(al, p->levels);
     mem_free(al, p);
 }
@@ -572,8 +644,8 @@ BNN_API void bnn_predictor_free(bnn_predictor *p)
 bnn_status predictor_create_chunked(const bnn_guide *g,
                                     const bnn_predict_config *cfg_in,
                                     size_t max_batch, size_t chunk,
-                                    size_t rows, const char *fn,
-                                    bnn_predictor **out)
+                                    size_t rows, int no_noise_cache,
+                                    const char *fn, bnn_predictor **out)
 {
     bnn_predict_config cfg;
     bnn_status st;
@@ -646,8 +718,23 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
         ok = p->levels != NULL;
     }
     p->cfg.quantiles = p->levels;
-    if (ok && cfg.sampling == BNN_SAMPLING_MARGINAL)
-        ok = (p->s2 = mem_alloc_array(al, g->n_params, sizeof(float))) != NULL;
+    if (ok && cfg.sampling == BNN_SAMPLING_MARGINAL) {
+        size_t units = 0;
+        for (size_t l = 0; l < model_n_layers(m); l++) {
+            p->noise_off[l] = units * S;
+            units += model_layer_out(m, l);
+        }
+        ok = (p->s2 = mem_alloc_array(al, g->n_params, sizeof(float))) &&
+             (p->w0t = mem_alloc_array(al, 2 * in, m->sizes[1] * sizeof(float)));
+        /* every sample's noise, when it fits in the budget */
+        if (ok && !no_noise_cache && !mem_mul_overflow(units, S, &tmp) &&
+            tmp <= PREDICT_WORKSPACE_BYTES / sizeof(float)) {
+            ok = (p->noise = mem_alloc_array(al, tmp, sizeof(float))) != NULL;
+            for (size_t l = 0; ok && l < model_n_layers(m); l++)
+                layer_noise(cfg.seed, l, 0, S, model_layer_out(m, l),
+                            p->noise + p->noise_off[l]);
+        }
+    }
     if (ok)
         ok = (p->buf = mem_alloc_array(al, chunk, per_row)) != NULL;
     if (ok)
@@ -676,7 +763,7 @@ BNN_API bnn_status bnn_predictor_create(const bnn_guide *guide,
                                         size_t max_batch,
                                         bnn_predictor **out)
 {
-    return predictor_create_chunked(guide, cfg, max_batch, 0, 0,
+    return predictor_create_chunked(guide, cfg, max_batch, 0, 0, 0,
                                     "bnn_predictor_create", out);
 }
 
@@ -962,7 +1049,7 @@ bnn_status predict_mean_with_chunk(const bnn_guide *g, const float *x,
     bnn_status st = precheck(fn, g, x, n, S, 1);
     if (!st && !probs)
         st = error_set(BNN_E_INVALID, "%s: NULL probs", fn);
-    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
         return st;
     st = probs_fn(p, x, n, probs, fn);
     bnn_predictor_free(p);
@@ -992,7 +1079,7 @@ bnn_status predict_samples_with_chunk(const bnn_guide *g, const float *x,
                 mem_mul_overflow(tmp, sizeof(float), &tmp)))
         st = error_set(BNN_E_SHAPE,
                        "%s: num_samples * n * classes overflows", fn);
-    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
         return st;
     st = samples_fn(p, x, n, logp, fn);
     bnn_predictor_free(p);
@@ -1018,7 +1105,7 @@ bnn_status predict_regression_with_chunk(const bnn_guide *g, const float *x,
     bnn_status st = precheck(fn, g, x, n, S, 0);
     if (!st && !mean)
         st = error_set(BNN_E_INVALID, "%s: NULL mean", fn);
-    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
         return st;
     st = regression_fn(p, x, n, mean, var, fn);
     bnn_predictor_free(p);
@@ -1062,7 +1149,7 @@ bnn_status predict_with_chunk(const bnn_guide *g,
          mem_mul_overflow(tmp, sizeof(float), &tmp)))
         return error_set(BNN_E_SHAPE,
                          "%s: n * classes * n_quantiles overflows", fn);
-    if ((st = predictor_create_chunked(g, &cfg, n, chunk, 0, fn, &p)))
+    if ((st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
         return st;
     st = predictor_run_fn(p, x, n, out, rs, medians, quantiles,
                           cfg.mean_probs, fn);

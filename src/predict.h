@@ -42,12 +42,12 @@ bnn_status predict_samples_with_chunk(const bnn_guide *guide, const float *x,
 
 /* bnn_predictor_create with an explicit chunk of inputs and rows per
  * block (MARGINAL) for the tests; 0 picks them as bnn_predictor_create
- * does, and results do not depend on them.  fn names the caller in
- * messages. */
+ * does; no_noise_cache draws the noise at every run instead of once.
+ * Results depend on none of these.  fn names the caller in messages. */
 bnn_status predictor_create_chunked(const bnn_guide *guide,
                                     const bnn_predict_config *cfg,
                                     size_t max_batch, size_t chunk,
-                                    size_t rows, const char *fn,
-                                    bnn_predictor **out);
+                                    size_t rows, int no_noise_cache,
+                                    const char *fn, bnn_predictor **out);
 
 #endif
