@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "cpu.h"
 #include "dense.h"
 #include "pool.h"
 #include "predict.h"
@@ -256,8 +257,10 @@ static int ws_init(pred_ws *w, const bnn_predictor *p)
             GET(w->net, m->n_params, 1);
         GET(w->xp, ci, in);
         GET(w->yp, ci, C);
-        if (hw)
-            GET(w->a, ci, 2 * hw);
+        /* MEAN: one row of layer 0 past the two hidden buffers */
+        size_t na = 2 * hw + (p->cfg.sampling == BNN_SAMPLING_MEAN ? m->sizes[1] : 0);
+        if (na)
+            GET(w->a, ci, na);
     }
 #undef GET
     if (!ok)
@@ -310,10 +313,16 @@ static void unpack_row(const bnn_model *m, const float *z, size_t q,
 
 /* ---- NETWORKS and MEAN: one network on packed inputs ----------------------- */
 
-/* The network `net` (the guide's layout) on `rows` packed inputs in w->xp;
- * row i of the last layer goes to y + i * ystride. */
+#define ROW_KERNEL_MAX 4
+static void dense_row_t(const float *WT, const float *b, size_t out,
+                        size_t in, const float *x, float *y);
+
+/* The network `net` (the guide's layout) on `rows` inputs, packed in w->xp
+ * or, when x is not NULL (MEAN, up to ROW_KERNEL_MAX rows), read from x
+ * by layer 0's transposed means; row i of the last layer goes to
+ * y + i * ystride. */
 static void forward_net(const bnn_predictor *p, pred_ws *w, const float *net,
-                        size_t rows, float *y, size_t ystride)
+                        const float *x, size_t rows, float *y, size_t ystride)
 {
     const bnn_model *m = p->m;
     size_t L = model_n_layers(m), hw = hidden_width(m);
@@ -322,8 +331,19 @@ static void forward_net(const bnn_predictor *p, pred_ws *w, const float *net,
     for (size_t l = 0; l < L; l++) {
         size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
         float *dst = l + 1 == L ? w->yp : w->a + (l % 2) * half;
-        dense_panels(net + m->w_off[l], net + m->b_off[l], out, in, src, dst,
-                     npan, DENSE_PATH_AUTO);
+        if (l == 0 && x) {
+            float *row = w->a + half; /* free until layer 1 writes it */
+            for (size_t i = 0; i < npan * DENSE_PANEL; i++) {
+                if (i < rows)
+                    dense_row_t(p->w0t, net + m->b_off[0], out, in,
+                                x + i * in, row);
+                for (size_t j = 0; j < out; j++)
+                    dst[pk(i, j, out)] = i < rows ? row[j] : 0.0f;
+            }
+        } else {
+            dense_panels(net + m->w_off[l], net + m->b_off[l], out, in, src,
+                         dst, npan, DENSE_PATH_AUTO);
+        }
         if (l + 1 < L)
             activate(m, dst, npan * out * DENSE_PANEL);
         src = dst;
@@ -357,15 +377,14 @@ static const float *noise_of(const bnn_predictor *p, pred_ws *w, size_t l,
     return w->eps;
 }
 
-/* Inputs per group up to which layer 0 runs row by row on the transposed
- * weights (two passes over them per input) rather than on a panel of 16
- * (whose padding rows cost as much as real ones). */
-#define ROW_KERNEL_MAX 4
+/* Up to ROW_KERNEL_MAX inputs per group, layer 0 runs row by row on the
+ * transposed weights (a pass over them per input) rather than on a panel
+ * of 16, whose padding rows cost as much as real ones. */
 
 /* dense_panels' operations for one input on W transposed (in x out):
  * y[j] = sum over k in increasing order of the rounded WT[k, j] x[k],
  * from 0, then + b[j]; the same bits, and the loop over j vectorizes. */
-static void dense_row_t(const float *WT, const float *b, size_t out,
+CPU_CLONES static void dense_row_t(const float *WT, const float *b, size_t out,
                         size_t in, const float *x, float *y)
 {
     for (size_t j = 0; j < out; j++)
@@ -384,7 +403,7 @@ static void dense_row_t(const float *WT, const float *b, size_t out,
 
 /* z = m + sqrt(v) eps for rows q < rows of a packed block (row q is sample
  * q % ns), in place in m; walked in packed order, panel by panel. */
-static void add_noise(float *mz, const float *v, const float *eps, size_t rows,
+CPU_CLONES static void add_noise(float *mz, const float *v, const float *eps, size_t rows,
                       size_t ns, size_t out)
 {
     for (size_t q0 = 0; q0 < rows; q0 += DENSE_PANEL) {
@@ -527,15 +546,19 @@ static void fill_task(void *vj, size_t t)
             guide_sample_network(p->g, p->cfg.seed,
                                  rng_stream_id((uint64_t)s, 0, 0, RNG_PREDICT),
                                  w->net);
-            forward_net(p, w, w->net, ni, p->buf + s * C, S * C);
+            forward_net(p, w, w->net, NULL, ni, p->buf + s * C, S * C);
         }
         break;
     case BNN_SAMPLING_MEAN: {
         size_t lo = ni * t / T, hi = ni * (t + 1) / T;
         if (lo == hi)
             break;
-        pack_inputs(j->x + lo * in, hi - lo, in, w->xp, NULL);
-        forward_net(p, w, guide_mu(p->g), hi - lo, p->buf + lo * C, C);
+        const float *xr = NULL;
+        if (hi - lo <= ROW_KERNEL_MAX)
+            xr = j->x + lo * in;
+        else
+            pack_inputs(j->x + lo * in, hi - lo, in, w->xp, NULL);
+        forward_net(p, w, guide_mu(p->g), xr, hi - lo, p->buf + lo * C, C);
         break;
     }
     default:
@@ -603,19 +626,21 @@ static bnn_status load_guide(bnn_predictor *p, const char *fn)
     if (!tensor_all_finite(g->params, 2 * g->n_params))
         return error_set(BNN_E_NUMERIC,
                          "%s: the guide's parameters hold NaN or Inf", fn);
+    const bnn_model *m = p->m;
+    size_t in = m->sizes[0], o0 = m->sizes[1];
     if (p->s2) {
         tensor r = tensor_mat((float *)guide_rho(g), 1, g->n_params);
         tensor s = tensor_mat(p->s2, 1, g->n_params);
         tensor_softplus(&r, &s);
         tensor_square(&s, &s);
-        const bnn_model *m = p->m;
-        size_t in = m->sizes[0], o0 = m->sizes[1];
-        const float *w[2] = {guide_mu(g) + m->w_off[0], p->s2 + m->w_off[0]};
-        for (int h = 0; h < 2; h++)
-            for (size_t j = 0; j < o0; j++)
-                for (size_t k = 0; k < in; k++)
-                    p->w0t[(h * in + k) * o0 + j] = w[h][j * in + k];
     }
+    /* layer 0 transposed for dense_row_t: mu, then sigma^2 (MARGINAL) */
+    const float *w[2] = {guide_mu(g) + m->w_off[0],
+                         p->s2 ? p->s2 + m->w_off[0] : NULL};
+    for (int h = 0; p->w0t && h < 2 && w[h]; h++)
+        for (size_t j = 0; j < o0; j++)
+            for (size_t k = 0; k < in; k++)
+                p->w0t[(h * in + k) * o0 + j] = w[h][j * in + k];
     return BNN_OK;
 }
 
@@ -735,6 +760,8 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
                             p->noise + p->noise_off[l]);
         }
     }
+    if (ok && cfg.sampling == BNN_SAMPLING_MEAN)
+        ok = (p->w0t = mem_alloc_array(al, in, m->sizes[1] * sizeof(float))) != NULL;
     if (ok)
         ok = (p->buf = mem_alloc_array(al, chunk, per_row)) != NULL;
     if (ok)

@@ -2225,6 +2225,26 @@ START_TEST(test_mean_mode)
         ck_assert(rec[i].entropy == rec[i].expected_entropy);
     }
     tnet_free(&t);
+    /* no hidden layer, one input at a time and all together */
+    const size_t ns[2] = {3, 4};
+    tnet_make(&t, ns, 2, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 48, NULL);
+    float one[N * C];
+    p = pred_make(t.g, BNN_SAMPLING_MEAN, S, 1, 1, 1, 0, 0);
+    for (size_t i = 0; i < N; i++)
+        ck_assert_int_eq(bnn_predictor_probs(p, x + i * 3, 1, one + i * C),
+                         BNN_OK);
+    bnn_predictor_free(p);
+    p = pred_make(t.g, BNN_SAMPLING_MEAN, S, 1, 1, N, 0, 0);
+    ck_assert_int_eq(bnn_predictor_probs(p, x, N, probs), BNN_OK);
+    bnn_predictor_free(p);
+    ck_assert(memcmp(one, probs, sizeof one) == 0);
+    for (size_t i = 0; i < N; i++) {
+        double y[C];
+        ref_forward(&t, x + i * 3, y);
+        for (size_t c = 0; c < C; c++)
+            tu_assert_close(probs[i * C + c], y[c], 1e-6, 1e-5);
+    }
+    tnet_free(&t);
 }
 END_TEST
 
