@@ -414,7 +414,8 @@ BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *opt, float lr);
  *  threads could not be started; the optimizer keeps its former ones). */
 BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *opt,
                                              size_t num_threads);
-/** Number of optimizer steps taken so far (also the noise counter). */
+/** Number of optimizer steps taken so far (also the noise counter); 0 for
+ *  NULL (no status: a NULL optimizer has taken no step). */
 BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *opt);
 
 typedef enum bnn_lr_decay {
@@ -452,8 +453,10 @@ BNN_API void bnn_svi_stats_init(bnn_svi_stats *stats);
  *  NULL; for a Gaussian model `targets` holds n x outputs floats and
  *  `labels` must be NULL.  1 <= n <= max_batch.  stats may be NULL; if not,
  *  its struct_size must be set.  The parameters are not changed.
- *  Errors: BNN_E_INVALID (NULL, NaN/Inf input, label out of range),
- *  BNN_E_SHAPE (n), BNN_E_NUMERIC (non-finite loss or gradient). */
+ *  Errors: BNN_E_INVALID (NULL, NaN/Inf input, label out of range, labels
+ *  and targets not as the likelihood needs, stats->struct_size below
+ *  offsetof(bnn_svi_stats, kl)), BNN_E_SHAPE (n 0 or above max_batch,
+ *  n x inputs overflows), BNN_E_NUMERIC (non-finite loss or gradient). */
 BNN_API bnn_status bnn_svi_grad(bnn_optimizer *opt, const float *x,
                                 const int32_t *labels, const float *targets,
                                 size_t n, bnn_svi_stats *stats);
@@ -479,7 +482,9 @@ BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *opt, const float *x,
  *  bnn_save with BNN_E_INVALID. */
 BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *opt);
 
-/** bnn_svi_grad then bnn_optimizer_step.  On BNN_E_NUMERIC the parameters
+/** bnn_svi_grad then bnn_optimizer_step.  Errors: those of bnn_svi_grad
+ *  (BNN_E_INVALID, BNN_E_SHAPE, BNN_E_NUMERIC) and of bnn_optimizer_step;
+ *  on any error the parameters, the optimizer state and the step counter
  *  are untouched. */
 BNN_API bnn_status bnn_svi_step(bnn_optimizer *opt, const float *x,
                                 const int32_t *labels, const float *targets,
@@ -549,17 +554,20 @@ BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
 
 /** Gaussian models: predictive mean (n x outputs) and variance (n x
  *  outputs, epistemic variance of the sampled outputs + noise_sigma^2).
- *  var may be NULL.  Errors as bnn_predict; BNN_E_UNSUPPORTED for a
- *  categorical model. */
+ *  var may be NULL.  Errors: BNN_E_INVALID (NULL guide, x or mean, n 0,
+ *  num_samples 0 or above 2^40, NaN/Inf in x), BNN_E_NUMERIC (non-finite
+ *  guide parameters), BNN_E_SHAPE (n x width overflows),
+ *  BNN_E_UNSUPPORTED (categorical model), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
                                           const float *x, size_t n,
                                           size_t num_samples, uint64_t seed,
                                           float *mean, float *var);
 
 /** Raw per-sample log-probabilities: logp is num_samples x n x classes
- *  (sample-major).  Categorical models only (BNN_E_UNSUPPORTED otherwise).
- *  Errors as bnn_predict; BNN_E_SHAPE also when num_samples x n x classes
- *  overflows. */
+ *  (sample-major).  Errors: BNN_E_INVALID (NULL guide, x or logp, n 0,
+ *  num_samples 0 or above 2^40, NaN/Inf in x), BNN_E_NUMERIC (non-finite
+ *  guide parameters), BNN_E_SHAPE (n x width or num_samples x n x classes
+ *  overflows), BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
                                        size_t n, size_t num_samples,
                                        uint64_t seed, float *logp);
@@ -635,8 +643,13 @@ typedef struct bnn_prediction {
  *  classes per-class median sampled probabilities; quantiles, n x classes x
  *  n_quantiles.  Medians are exact (the mean of the two middle samples for
  *  even S).  Ties in argmax go to the lowest class index.
- *  Errors: BNN_E_INVALID, BNN_E_NUMERIC (non-finite guide parameters),
- *  BNN_E_SHAPE, BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
+ *  Errors: BNN_E_INVALID (NULL guide, x or out, n 0, cfg->struct_size
+ *  below num_samples, num_samples 0 or above 2^40, an unknown rule or a
+ *  threshold outside its rule's range, n_quantiles > 0 with NULL levels or
+ *  a level outside [0, 1], record_size below label and refused, NaN/Inf in
+ *  x, num_threads above BNN_MAX_THREADS), BNN_E_NUMERIC (non-finite guide
+ *  parameters), BNN_E_SHAPE (n x record_size or the quantile output
+ *  overflows), BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                                                 const bnn_predict_config *cfg,
                                                 const float *x, size_t n,
@@ -925,7 +938,9 @@ BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
 BNN_API bnn_status bnn_save_size(const bnn_guide *guide,
                                  const bnn_optimizer *opt, size_t *size);
 /** Serialize into buf (capacity cap).  *written gets the byte count.
- *  Errors: BNN_E_INVALID, BNN_E_SHAPE (cap too small). */
+ *  Errors: BNN_E_INVALID (as bnn_save_size, or NULL buf or written),
+ *  BNN_E_SHAPE (cap too small), BNN_E_INTERNAL (the writer produced a
+ *  size other than bnn_save_size's: a bug, never expected). */
 BNN_API bnn_status bnn_save_to_memory(const bnn_guide *guide,
                                       const bnn_optimizer *opt, void *buf,
                                       size_t cap, size_t *written);
@@ -939,7 +954,11 @@ BNN_API bnn_status bnn_save_to_memory(const bnn_guide *guide,
 BNN_API bnn_status bnn_load(const char *path, const bnn_allocator *alloc,
                             bnn_model **model_out, bnn_guide **guide_out,
                             bnn_optimizer **opt_out);
-/** bnn_load from a memory buffer of `size` bytes. */
+/** bnn_load from a memory buffer of `size` bytes; buf is only read.
+ *  Errors: BNN_E_INVALID (NULL buf, model_out or guide_out, an allocator
+ *  without alloc or free), BNN_E_FORMAT (size 0, corrupt, truncated, bad
+ *  CRC, fields that do not agree), BNN_E_VERSION (newer format),
+ *  BNN_E_NOMEM; out-parameters are untouched on error. */
 BNN_API bnn_status bnn_load_from_memory(const void *buf, size_t size,
                                         const bnn_allocator *alloc,
                                         bnn_model **model_out,

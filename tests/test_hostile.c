@@ -2749,6 +2749,116 @@ START_TEST(test_table)
 }
 END_TEST
 
+/* ---- every status a row gets is documented for its function --------------- */
+
+/* The function each row calls, by the row's name: the longest matching
+ * prefix.  A new row needs its prefix here (the test below fails
+ * otherwise). */
+static const struct {
+    const char *prefix, *fn;
+} row_functions[] = {
+    {"get_config_", "bnn_model_get_config"},
+    {"get_layer_", "bnn_guide_get_layer"},
+    {"set_layer_", "bnn_guide_set_layer"},
+    {"guide_", "bnn_guide_create"},
+    {"model_", "bnn_model_create"},
+    {"opt_get_config_", "bnn_optimizer_get_config"},
+    {"opt_step_", "bnn_optimizer_step"},
+    {"opt_", "bnn_optimizer_create"},
+    {"svi_cfg_", "bnn_optimizer_create"},
+    {"ivon_", "bnn_optimizer_create"},
+    {"lr_sched_", "bnn_lr_schedule"},
+    {"set_lr_", "bnn_optimizer_set_lr"},
+    {"set_threads_", "bnn_optimizer_set_threads"},
+    {"grad_part_", "bnn_svi_grad_part"},
+    {"grad_", "bnn_svi_grad"},
+    {"step_", "bnn_svi_step"},
+    {"predict_", "bnn_predict"},
+    {"regression_", "bnn_predict_regression"},
+    {"samples_", "bnn_predict_samples"},
+    {"unc_", "bnn_predict_with_uncertainty"},
+    {"refusal_", "bnn_apply_refusal"},
+    {"calibrate_", "bnn_calibrate_threshold"},
+    {"metrics_", "bnn_eval_metrics"},
+    {"risk_", "bnn_eval_risk_coverage"},
+    {"report_", "bnn_eval_refusal"},
+    {"ood_", "bnn_eval_ood"},
+    {"refused_", "bnn_eval_refused_fraction"},
+    {"save_size_", "bnn_save_size"},
+    {"save_memory_", "bnn_save_to_memory"},
+    {"save_", "bnn_save"},
+    {"load_memory_", "bnn_load_from_memory"},
+    {"load_", "bnn_load"},
+};
+
+static const char *row_function(const char *row)
+{
+    const char *best = NULL;
+    size_t best_len = 0;
+    for (size_t i = 0; i < sizeof row_functions / sizeof row_functions[0]; i++) {
+        size_t n = strlen(row_functions[i].prefix);
+        if (n > best_len && strncmp(row, row_functions[i].prefix, n) == 0) {
+            best = row_functions[i].fn;
+            best_len = n;
+        }
+    }
+    return best;
+}
+
+/* The doc comment of `fn` in the header text: from the last comment
+ * opening before its declaration up to the declaration.  NULL if fn is
+ * not declared. */
+static char *doc_of(const char *header, const char *fn)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, " %s(", fn);
+    const char *decl = NULL;
+    for (const char *p = strstr(header, pat); p; p = strstr(p + 1, pat)) {
+        const char *line = p;
+        while (line > header && line[-1] != '\n')
+            line--;
+        if (strncmp(line, "BNN_API ", 8) == 0) {
+            decl = line;
+            break;
+        }
+    }
+    if (!decl)
+        return NULL;
+    const char *open = NULL;
+    for (const char *p = header; (p = strstr(p, "/**")) && p < decl; p++)
+        open = p;
+    ck_assert_ptr_nonnull(open);
+    return strndup(open, (size_t)(decl - open));
+}
+
+START_TEST(test_table_statuses_documented)
+{
+    FILE *f = fopen(BNN_SOURCE_DIR "/include/bnn.h", "rb");
+    ck_assert_ptr_nonnull(f);
+    static char header[1 << 20];
+    size_t n = fread(header, 1, sizeof header - 1, f);
+    fclose(f);
+    ck_assert_uint_lt(n, sizeof header - 1);
+    header[n] = '\0';
+    size_t missing = 0;
+    for (size_t i = 0; i < N_ROWS; i++) {
+        const char *fn = row_function(rows[i].name);
+        ck_assert_msg(fn != NULL, "row %s: add its function to row_functions", rows[i].name);
+        char *doc = doc_of(header, fn);
+        ck_assert_msg(doc != NULL, "row %s: %s is not declared in bnn.h", rows[i].name, fn);
+        const char *status = bnn_status_string(rows[i].expect);
+        if (!strstr(doc, status)) {
+            printf("row %s: %s returns %s, which its documentation does not list\n",
+                   rows[i].name, fn, status);
+            missing++;
+        }
+        free(doc);
+    }
+    ck_assert_msg(missing == 0, "%zu rows return a status their function's documentation "
+                  "does not list (see above)", missing);
+}
+END_TEST
+
 START_TEST(test_table_is_distinct)
 {
     /* At least 40 cases, no row listed twice. */
@@ -3428,6 +3538,7 @@ int main(void)
     tcase_add_loop_test(tc, test_table, 0,
                         (int)((N_ROWS + ROWS_PER_TEST - 1) / ROWS_PER_TEST));
     tcase_add_test(tc, test_table_is_distinct);
+    tcase_add_test(tc, test_table_statuses_documented);
     tcase_add_test(tc, test_null_handles);
     suite_add_tcase(s, tc);
     tc = tcase_create("alloc");
