@@ -712,15 +712,17 @@ BNN_API bnn_status bnn_predictor_probs(bnn_predictor *p, const float *x,
                                        size_t n, float *probs);
 
 /** bnn_predict_samples with the predictor's configuration (logp:
- *  num_samples x n x classes; MEAN repeats its one sample).  Errors as
- *  bnn_predictor_probs; BNN_E_SHAPE also when num_samples x n x classes
- *  overflows. */
+ *  num_samples x n x classes; MEAN repeats its one sample).  Errors:
+ *  BNN_E_INVALID (NULL p, x or logp, n 0, NaN/Inf in x), BNN_E_SHAPE (n x
+ *  width or num_samples x n x classes overflows), BNN_E_UNSUPPORTED
+ *  (Gaussian model). */
 BNN_API bnn_status bnn_predictor_samples(bnn_predictor *p, const float *x,
                                          size_t n, float *logp);
 
 /** bnn_predict_regression with the predictor's configuration (var may be
- *  NULL).  Errors as bnn_predictor_probs; BNN_E_UNSUPPORTED for a
- *  categorical model. */
+ *  NULL).  Errors: BNN_E_INVALID (NULL p, x or mean, n 0, NaN/Inf in x),
+ *  BNN_E_SHAPE (n x width overflows), BNN_E_UNSUPPORTED (categorical
+ *  model). */
 BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
                                             size_t n, float *mean,
                                             float *var);
