@@ -473,27 +473,39 @@ FUSED_INLINE float softplus_inv(float s)
     return s + log_pos(-vmath_expm1_nonpos(-s));
 }
 
+/* Restrict-qualified parameters, not locals: with six arrays GCC would
+ * otherwise need more run-time alias checks than it allows and leave the
+ * loop scalar (measured 60 ms instead of about 1 for 814,090 parameters). */
+FUSED_INLINE void ivon_update_block(size_t len, float *restrict mu, float *restrict rho,
+                                    float *restrict g, float *restrict h,
+                                    const float *restrict ghat, const float *restrict hhat,
+                                    const fused_ivon_args *a)
+{
+    const float b1 = a->b1, b2 = a->b2, c1 = 1.0f - b1, c2 = 1.0f - b2;
+    const float half_c2sq = 0.5f * c2 * c2, inv_bc1 = a->inv_bc1, step = a->step;
+    const float delta = a->delta, lam = a->lam, clip = a->clip;
+    for (size_t i = 0; i < len; i++) {
+        float gi = b1 * g[i] + c1 * ghat[i];
+        float hi = h[i], d = hi - hhat[i], hd = hi + delta;
+        float hn = b2 * hi + c2 * hhat[i] + half_c2sq * d * d / hd;
+        float hnd = hn + delta;
+        float m = mu[i];
+        float u = (gi * inv_bc1 + delta * m) / hnd;
+        u = vmath_select(u > clip, clip, u);
+        u = vmath_select(u < -clip, -clip, u);
+        g[i] = gi;
+        h[i] = hn;
+        mu[i] = m - step * u;
+        rho[i] = softplus_inv(1.0f / sqrtf(lam * hnd));
+    }
+}
+
 CPU_CLONES
 void fused_ivon_update(size_t n, float *mu, float *rho, float *g, float *h, const float *ghat,
                        const float *hhat, const fused_ivon_args *a)
 {
-    float *restrict mm = mu, *restrict rr = rho, *restrict gg = g, *restrict hh = h;
-    const float *restrict gh = ghat, *restrict hth = hhat;
-    const float b1 = a->b1, b2 = a->b2, c1 = 1.0f - b1, c2 = 1.0f - b2;
-    const float half_c2sq = 0.5f * c2 * c2, inv_bc1 = a->inv_bc1, step = a->step;
-    const float delta = a->delta, lam = a->lam, clip = a->clip;
-    for (size_t i = 0; i < n; i++) {
-        float gi = b1 * gg[i] + c1 * gh[i];
-        float hi = hh[i], d = hi - hth[i], hd = hi + delta;
-        float hn = b2 * hi + c2 * hth[i] + half_c2sq * d * d / hd;
-        float hnd = hn + delta;
-        float m = mm[i];
-        float u = (gi * inv_bc1 + delta * m) / hnd;
-        u = vmath_select(u > clip, clip, u);
-        u = vmath_select(u < -clip, -clip, u);
-        gg[i] = gi;
-        hh[i] = hn;
-        mm[i] = m - step * u;
-        rr[i] = softplus_inv(1.0f / sqrtf(lam * hnd));
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        ivon_update_block(len, mu + i, rho + i, g + i, h + i, ghat + i, hhat + i, a);
     }
 }
