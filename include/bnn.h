@@ -737,6 +737,11 @@ BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
 BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
                                      size_t record_size, size_t n,
                                      bnn_refusal_rule rule, float threshold);
+/** bnn_apply_refusal under the object-first name (same contract and
+ *  errors: BNN_E_INVALID, BNN_E_SHAPE; messages name bnn_refusal_apply). */
+BNN_API bnn_status bnn_refusal_apply(bnn_prediction *records,
+                                     size_t record_size, size_t n,
+                                     bnn_refusal_rule rule, float threshold);
 
 typedef enum bnn_calibration_target {
     /** the threshold whose accepted set reaches the target accuracy with
@@ -767,6 +772,16 @@ BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
                                            bnn_calibration_target target,
                                            double value, float *threshold,
                                            double *coverage, double *accuracy);
+/** bnn_calibrate_threshold under the object-first name (same contract and
+ *  errors: BNN_E_INVALID, BNN_E_SHAPE, BNN_E_NOMEM; messages name
+ *  bnn_refusal_calibrate). */
+BNN_API bnn_status bnn_refusal_calibrate(const bnn_prediction *records,
+                                         size_t record_size,
+                                         const int32_t *labels, size_t n,
+                                         bnn_refusal_rule rule,
+                                         bnn_calibration_target target,
+                                         double value, float *threshold,
+                                         double *coverage, double *accuracy);
 
 /* ------------------------------------------------------------------------ */
 /* Evaluation helpers                                                       */

@@ -106,11 +106,9 @@ bnn_status refusal_check_rule(const char *fn, bnn_refusal_rule rule, float t)
 }
 /* ---- refusal on existing records ----------------------------------------- */
 
-BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
-                                     size_t record_size, size_t n,
-                                     bnn_refusal_rule rule, float threshold)
+static bnn_status apply_refusal(const char *fn, bnn_prediction *records, size_t record_size,
+                                size_t n, bnn_refusal_rule rule, float threshold)
 {
-    static const char fn[] = "bnn_apply_refusal";
     size_t tmp;
     bnn_status st;
     if (!records)
@@ -142,15 +140,11 @@ BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records,
 
 /* ---- threshold calibration ----------------------------------------------- */
 
-BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
-                                           size_t record_size,
-                                           const int32_t *labels, size_t n,
-                                           bnn_refusal_rule rule,
-                                           bnn_calibration_target target,
-                                           double value, float *threshold,
-                                           double *coverage, double *accuracy)
+static bnn_status calibrate(const char *fn, const bnn_prediction *records, size_t record_size,
+                            const int32_t *labels, size_t n, bnn_refusal_rule rule,
+                            bnn_calibration_target target, double value, float *threshold,
+                            double *coverage, double *accuracy)
 {
-    static const char fn[] = "bnn_calibrate_threshold";
     size_t tmp;
     bnn_status st;
     if (!records || !labels || !threshold)
@@ -289,4 +283,37 @@ BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records,
     if (accuracy)
         *accuracy = best_k ? (double)best_ok / (double)best_k : 0.0;
     return BNN_OK;
+}
+
+/* The object-first names and the original ones: one implementation, the
+ * messages name the function the caller used. */
+BNN_API bnn_status bnn_refusal_apply(bnn_prediction *records, size_t record_size, size_t n,
+                                     bnn_refusal_rule rule, float threshold)
+{
+    return apply_refusal("bnn_refusal_apply", records, record_size, n, rule, threshold);
+}
+
+BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records, size_t record_size, size_t n,
+                                     bnn_refusal_rule rule, float threshold)
+{
+    return apply_refusal("bnn_apply_refusal", records, record_size, n, rule, threshold);
+}
+
+BNN_API bnn_status bnn_refusal_calibrate(const bnn_prediction *records, size_t record_size,
+                                         const int32_t *labels, size_t n, bnn_refusal_rule rule,
+                                         bnn_calibration_target target, double value,
+                                         float *threshold, double *coverage, double *accuracy)
+{
+    return calibrate("bnn_refusal_calibrate", records, record_size, labels, n, rule, target,
+                     value, threshold, coverage, accuracy);
+}
+
+BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records, size_t record_size,
+                                           const int32_t *labels, size_t n,
+                                           bnn_refusal_rule rule, bnn_calibration_target target,
+                                           double value, float *threshold, double *coverage,
+                                           double *accuracy)
+{
+    return calibrate("bnn_calibrate_threshold", records, record_size, labels, n, rule, target,
+                     value, threshold, coverage, accuracy);
 }

@@ -368,11 +368,57 @@ START_TEST(test_output_struct_init)
 }
 END_TEST
 
+/* The object-first names do what the original ones do, and their
+ * messages name the function called. */
+START_TEST(test_refusal_aliases)
+{
+    enum { N = 8 };
+    bnn_prediction a[N], b[N];
+    int32_t labels[N];
+    tu_rng r = {77};
+    for (int i = 0; i < N; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].label = a[i].mean_label = i % 3;
+        a[i].prob = (float)(0.3 + 0.7 * tu_uniform(&r));
+        a[i].entropy = (float)tu_uniform(&r);
+        a[i].mutual_info = (float)(0.1 * tu_uniform(&r));
+        a[i].max_median = a[i].prob;
+        labels[i] = i % 4 == 0 ? 1 : i % 3;
+    }
+    memcpy(b, a, sizeof a);
+    ck_assert_int_eq(bnn_apply_refusal(a, sizeof a[0], N, BNN_REFUSE_ENTROPY, 0.5f), BNN_OK);
+    ck_assert_int_eq(bnn_refusal_apply(b, sizeof b[0], N, BNN_REFUSE_ENTROPY, 0.5f), BNN_OK);
+    ck_assert(memcmp(a, b, sizeof a) == 0);
+    int refused = 0;
+    for (int i = 0; i < N; i++)
+        refused += a[i].refused;
+    ck_assert(refused > 0 && refused < N);
+    float t1, t2;
+    double c1, c2, acc1, acc2;
+    ck_assert_int_eq(bnn_calibrate_threshold(a, sizeof a[0], labels, N, BNN_REFUSE_MAX_PROB,
+                                             BNN_CALIBRATE_COVERAGE, 0.5, &t1, &c1, &acc1),
+                     BNN_OK);
+    ck_assert_int_eq(bnn_refusal_calibrate(a, sizeof a[0], labels, N, BNN_REFUSE_MAX_PROB,
+                                           BNN_CALIBRATE_COVERAGE, 0.5, &t2, &c2, &acc2),
+                     BNN_OK);
+    ck_assert(t1 == t2 && c1 == c2 && acc1 == acc2);
+    ck_assert(c1 >= 0.5);
+    ck_assert_int_eq(bnn_refusal_apply(NULL, sizeof a[0], N, BNN_REFUSE_ENTROPY, 0.5f),
+                     BNN_E_INVALID);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "bnn_refusal_apply"));
+    ck_assert_int_eq(bnn_refusal_calibrate(a, sizeof a[0], labels, 0, BNN_REFUSE_MAX_PROB,
+                                           BNN_CALIBRATE_COVERAGE, 0.5, &t2, &c2, &acc2),
+                     BNN_E_INVALID);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "bnn_refusal_calibrate"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("eval");
     TCase *tc = tcase_create("metrics");
     tcase_add_test(tc, test_output_struct_init);
+    tcase_add_test(tc, test_refusal_aliases);
     tcase_add_test(tc, test_metrics_hand_example);
     tcase_add_test(tc, test_metrics_bin_edges);
     tcase_add_test(tc, test_metrics_random_reference);
