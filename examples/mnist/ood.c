@@ -235,7 +235,7 @@ void ood_evaluate(const options *o, const bnn_guide *g, const dataset *d, const 
                                         s->s.n, rep->rule, rep->threshold, &s->refused));
         for (size_t j = 0; j < N_OOD_SCORES; j++) {
             bnn_ood_score sc = OOD_SCORES[j].score;
-            s->score[j].struct_size = sizeof s->score[j];
+            bnn_ood_report_init(&s->score[j]);
             CHECK(bnn_eval_ood(ood_records(tp, sc), t->n, ood_records(&s->pred, sc), s->s.n,
                                sizeof(bnn_prediction), sc, NULL, &s->score[j]));
         }
