@@ -1,8 +1,10 @@
 /* The MNIST demo's pieces: options.c (command line), bnn_mnist.c (main:
  * BLAS, data, model), train.c (training and the prediction helpers),
- * evaluate.c (accuracy, calibration, refusal policy), ood.c (out-of-distribution
- * and shifted inputs), report.c (console and JSON), figures.c (PNG figures).  Every failure ends the program through
- * die(): this is a program, not a library. */
+ * evaluate.c (accuracy, calibration, refusal policy), ood.c
+ * (out-of-distribution and shifted inputs; image.c makes the shifts),
+ * report.c (console and JSON), figures.c (PNG figures, drawn by plot.c).
+ * Every failure ends the program through die(): this is a program, not a
+ * library. */
 #ifndef BNN_EXAMPLE_MNIST_H
 #define BNN_EXAMPLE_MNIST_H
 

@@ -5,6 +5,7 @@
  * refuses. */
 #define _GNU_SOURCE /* strtok_r */
 
+#include "image.h"
 #include "mnist.h"
 
 #include <math.h>
@@ -18,8 +19,6 @@ const ood_score_name OOD_SCORES[N_OOD_SCORES] = {
     {BNN_OOD_MAX_PROB, "max prob", "max_prob"},
     {BNN_OOD_MAX_MEDIAN, "max median", "max_median"},
 };
-
-#define PI 3.14159265358979323846
 
 double ood_uncertainty(const bnn_prediction *rec, bnn_ood_score s)
 {
@@ -98,28 +97,6 @@ static void take_spread(slice *dst, const float *x, const int32_t *y, size_t n, 
     }
 }
 
-/* Bilinear rotation by deg degrees about the image centre, zero outside:
- * out(p) = in(c + R(-deg)(p - c)). */
-static void rotate(const float *in, float *out, double deg)
-{
-    const double c = (IDX_ROWS - 1) / 2.0, cs = cos(deg * PI / 180), sn = sin(deg * PI / 180);
-    for (int r = 0; r < IDX_ROWS; r++)
-        for (int q = 0; q < IDX_COLS; q++) {
-            double dx = q - c, dy = r - c;
-            double sx = c + cs * dx + sn * dy, sy = c - sn * dx + cs * dy;
-            double fx0 = floor(sx), fy0 = floor(sy), ax = sx - fx0, ay = sy - fy0;
-            int x0 = (int)fx0, y0 = (int)fy0;
-            double v = 0;
-            for (int k = 0; k < 4; k++) {
-                int xx = x0 + (k & 1), yy = y0 + (k >> 1);
-                double w = ((k & 1) ? ax : 1 - ax) * ((k >> 1) ? ay : 1 - ay);
-                if (xx >= 0 && xx < IDX_COLS && yy >= 0 && yy < IDX_ROWS)
-                    v += w * in[yy * IDX_COLS + xx];
-            }
-            out[r * IDX_COLS + q] = (float)v;
-        }
-}
-
 static ood_set *add_set(ood_report *rep, const char *name, const char *source, int labelled)
 {
     rep->set = realloc(rep->set, (rep->n + 1) * sizeof *rep->set);
@@ -146,7 +123,7 @@ static void make_sets(const options *o, const dataset *d, ood_report *rep)
         float tmp[IDX_PIXELS];
         for (size_t i = 0; i < s->s.n; i++) {
             memcpy(tmp, s->s.x + i * IDX_PIXELS, sizeof tmp);
-            rotate(tmp, s->s.x + i * IDX_PIXELS, degrees[k]);
+            image_rotate(tmp, s->s.x + i * IDX_PIXELS, degrees[k]);
         }
     }
 
@@ -158,13 +135,7 @@ static void make_sets(const options *o, const dataset *d, ood_report *rep)
     s->s.x = xmalloc(m ? m : 1, IDX_PIXELS * sizeof(float));
     s->s.y = xmalloc(m ? m : 1, sizeof(int32_t));
     uint64_t st = o->predict_seed ^ 0x4e4f495345ull; /* "NOISE" */
-    for (size_t i = 0; i < m * IDX_PIXELS; i++) {
-        uint64_t z = (st += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        s->s.x[i] = (float)((double)(z >> 40) * 0x1.0p-24);
-    }
+    image_noise(s->s.x, m * IDX_PIXELS, &st);
     memset(s->s.y, 0, m * sizeof(int32_t));
 
     /* Other folders: --ood, else the partner data set when it exists. */
