@@ -598,7 +598,10 @@ typedef struct bnn_predict_config {
      *  for ENTROPY/MUTUAL_INFO (nats). */
     float threshold;
     size_t n_quantiles;      /**< extra quantiles per class; default 0 */
-    const float *quantiles;  /**< n_quantiles values in [0,1] */
+    /** The LEVELS: n_quantiles values in [0,1].  (The prediction calls'
+     *  own `quantiles` argument is the output buffer for the values at
+     *  these levels; passing one while n_quantiles is 0 is an error.) */
+    const float *quantiles;
     /** Optional output, not a setting: when not NULL, receives n x classes
      *  mean predictive probabilities over the same samples, bit-identical
      *  to bnn_predict (or bnn_predictor_probs) with this configuration (one pass instead of
@@ -646,7 +649,8 @@ typedef struct bnn_prediction {
  *  Errors: BNN_E_INVALID (NULL guide, x or out, n 0, cfg->struct_size
  *  below num_samples, num_samples 0 or above 2^40, an unknown rule or a
  *  threshold outside its rule's range, n_quantiles > 0 with NULL levels or
- *  a level outside [0, 1], record_size below label and refused, NaN/Inf in
+ *  a level outside [0, 1], a quantiles output with n_quantiles 0,
+ *  record_size below label and refused, NaN/Inf in
  *  x, num_threads above BNN_MAX_THREADS), BNN_E_NUMERIC (non-finite guide
  *  parameters), BNN_E_SHAPE (n x record_size or the quantile output
  *  overflows), BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
@@ -697,7 +701,7 @@ BNN_API void bnn_predictor_free(bnn_predictor *p);
  *  records, and optionally medians, quantiles (n x classes x n_quantiles)
  *  and mean_probs (n x classes), each may be NULL.  Errors: BNN_E_INVALID
  *  (NULL p, x or out, n 0, record_size below offsetof(bnn_prediction,
- *  prob), NaN/Inf in x), BNN_E_SHAPE (n x width, n x record_size or
+ *  prob), a quantiles output while n_quantiles is 0, NaN/Inf in x), BNN_E_SHAPE (n x width, n x record_size or
  *  n x classes x n_quantiles overflows), BNN_E_UNSUPPORTED (Gaussian
  *  model).  Outputs untouched on error. */
 BNN_API bnn_status bnn_predictor_run(bnn_predictor *p, const float *x,

@@ -921,6 +921,9 @@ static bnn_status predictor_run_fn(bnn_predictor *p, const float *x, size_t n,
     if (mem_mul_overflow(n, rs, &tmp))
         return error_set(BNN_E_SHAPE, "%s: n * record_size overflows", fn);
     size_t nq = p->cfg.n_quantiles;
+    if (quantiles && nq == 0)
+        return error_set(BNN_E_INVALID, "%s: a quantiles output was given but n_quantiles is "
+                         "0 (set the config's n_quantiles and its quantiles levels)", fn);
     if (quantiles && nq &&
         (mem_mul_overflow(n * p->C, nq, &tmp) ||
          mem_mul_overflow(tmp, sizeof(float), &tmp)))

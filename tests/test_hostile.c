@@ -1363,6 +1363,7 @@ UNC_EDIT(quantiles_null_levels, k.quantiles = NULL)
 UNC_EDIT(quantile_level_above_one, lv[1] = 1.5f)
 UNC_EDIT(quantile_level_nan, lv[0] = NAN)
 UNC_EDIT(samples_beyond_2_40, k.num_samples = ((size_t)1 << 40) + 5)
+UNC_EDIT(quantiles_output_without_levels, (k.n_quantiles = 0, k.quantiles = NULL))
 
 ROW(unc_null_guide)
 {
@@ -2527,6 +2528,7 @@ static const hrow rows[] = {
     R(unc_mutual_info_threshold_inf, BNN_E_INVALID, "threshold inf"),
     R(unc_bad_rule, BNN_E_INVALID, "refusal rule 9"),
     R(unc_negative_rule, BNN_E_INVALID, "refusal rule -2"),
+    R(unc_quantiles_output_without_levels, BNN_E_INVALID, "n_quantiles is 0"),
     R(unc_quantiles_null_levels, BNN_E_INVALID, "NULL quantile levels"),
     R(unc_quantile_level_above_one, BNN_E_INVALID, "quantile level 1 = 1.5"),
     R(unc_quantile_level_nan, BNN_E_INVALID, "quantile level 0"),
