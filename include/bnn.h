@@ -407,6 +407,27 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *opt);
 /** Change the learning rate between steps.  Errors: BNN_E_INVALID (NULL,
  *  lr not finite and > 0). */
 BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *opt, float lr);
+/** Change the KL weight (bnn_svi_config.kl_weight) between steps, e.g. for
+ *  a KL warm-up: the next bnn_svi_grad or bnn_svi_step uses it, exactly as
+ *  an optimizer created with it would (loss = nll + kl_weight * KL * n /
+ *  N); bnn_optimizer_get_config and bnn_save report it.  Call it before
+ *  bnn_svi_grad, not between bnn_svi_grad and bnn_optimizer_step: the
+ *  gradient buffer keeps the weight it was computed with.  For IVON the
+ *  weight scales the prior precision: delta = kl_weight / (prior_sigma^2
+ *  lambda) (see "IVON"), so the posterior sigma, the prior's pull in the
+ *  update and the step scale lr (h0 + delta) follow it from the next step;
+ *  0 is refused as bnn_optimizer_create refuses it.  The optimizer is
+ *  unchanged on error.  Errors: BNN_E_INVALID (NULL optimizer, kl_weight
+ *  NaN, infinite or negative; 0 for IVON), BNN_E_STATE (IVON: a Hessian
+ *  estimate h with h + delta <= 0 for the new, smaller delta, which would
+ *  make the posterior improper; h goes below 0 only where the loss is
+ *  locally concave). */
+BNN_API bnn_status bnn_optimizer_set_kl_weight(bnn_optimizer *opt,
+                                               float kl_weight);
+/** The optimizer's current KL weight into *kl_weight.  Errors:
+ *  BNN_E_INVALID (NULL optimizer or kl_weight). */
+BNN_API bnn_status bnn_optimizer_get_kl_weight(const bnn_optimizer *opt,
+                                               float *kl_weight);
 /** Change the number of threads for the per-parameter passes (see
  *  bnn_svi_config.num_threads), e.g. after bnn_load, which creates
  *  optimizers with one.  Not while another call uses the optimizer.

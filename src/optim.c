@@ -208,6 +208,45 @@ BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *o, float lr)
     return BNN_OK;
 }
 
+BNN_API bnn_status bnn_optimizer_set_kl_weight(bnn_optimizer *o, float kl_weight)
+{
+    if (!o)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_set_kl_weight: optimizer is NULL");
+    if (!(isfinite(kl_weight) && kl_weight >= 0.0f))
+        return error_set(BNN_E_INVALID, "kl_weight must be finite and >= 0, got %g",
+                         (double)kl_weight);
+    if (o->ocfg.kind != BNN_OPT_IVON) {
+        o->svi.kl_weight = kl_weight;
+        return BNN_OK;
+    }
+    if (!(kl_weight > 0.0f))
+        return error_set(BNN_E_INVALID, "IVON needs kl_weight > 0 (it scales the prior "
+                         "precision, which keeps the posterior proper)");
+    /* A smaller prior precision must keep every h + delta > 0, as the
+     * update and the loader require: h may have gone below 0. */
+    float delta = optim_ivon_delta(kl_weight, o->guide->model->prior_sigma, o->ivon_lam);
+    size_t P = o->guide->n_params;
+    const float *h = o->m + P;
+    for (size_t i = 0; i < P; i++)
+        if (!(h[i] + delta > 0.0f))
+            return error_set(BNN_E_STATE, "bnn_optimizer_set_kl_weight: IVON's Hessian estimate "
+                             "%zu (%g) is not above -delta = %g for kl_weight %g: the posterior "
+                             "would be improper", i, (double)h[i], -(double)delta,
+                             (double)kl_weight);
+    o->svi.kl_weight = kl_weight;
+    o->ivon_delta = delta;
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_optimizer_get_kl_weight(const bnn_optimizer *o, float *kl_weight)
+{
+    if (!o || !kl_weight)
+        return error_set(BNN_E_INVALID, "bnn_optimizer_get_kl_weight: optimizer and kl_weight "
+                         "must not be NULL");
+    *kl_weight = o->svi.kl_weight;
+    return BNN_OK;
+}
+
 BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *o, size_t num_threads)
 {
     if (!o)

@@ -862,6 +862,64 @@ ROW(set_lr_neg_inf)
     return bnn_optimizer_set_lr(fx.co, -INFINITY);
 }
 
+ROW(set_kl_weight_null)
+{
+    arm(c);
+    return bnn_optimizer_set_kl_weight(NULL, 0.5f);
+}
+
+ROW(set_kl_weight_nan)
+{
+    arm(c);
+    return bnn_optimizer_set_kl_weight(fx.co, NAN);
+}
+
+ROW(set_kl_weight_negative)
+{
+    arm(c);
+    return bnn_optimizer_set_kl_weight(fx.co, -1e-3f);
+}
+
+ROW(set_kl_weight_inf)
+{
+    arm(c);
+    return bnn_optimizer_set_kl_weight(fx.go, INFINITY);
+}
+
+/* IVON needs a positive weight: 0 is refused as bnn_optimizer_create
+ * refuses it. */
+ROW(set_kl_weight_ivon_zero)
+{
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = BNN_OPT_IVON;
+    bnn_svi_config sc = small_svi();
+    sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+    bnn_optimizer *o;
+    ck_assert_int_eq(bnn_optimizer_create(fx.fg, &oc, &sc, &o), BNN_OK);
+    arm(c);
+    bnn_status st = bnn_optimizer_set_kl_weight(o, 0.0f);
+    float w = 0.0f;
+    ck_assert_int_eq(bnn_optimizer_get_kl_weight(o, &w), BNN_OK);
+    ck_assert(w == 1.0f);
+    bnn_optimizer_free(o);
+    /* the last error is still the refusal's: get_kl_weight succeeded */
+    return st;
+}
+
+ROW(get_kl_weight_null_opt)
+{
+    float *w = OUT(float, 0);
+    arm(c);
+    return bnn_optimizer_get_kl_weight(NULL, w);
+}
+
+ROW(get_kl_weight_null_out)
+{
+    arm(c);
+    return bnn_optimizer_get_kl_weight(fx.co, NULL);
+}
+
 ROW(set_threads_null)
 {
     arm(c);
@@ -2465,6 +2523,13 @@ static const hrow rows[] = {
     R(set_lr_zero, BNN_E_INVALID, "learning rate"),
     R(set_lr_nan, BNN_E_INVALID, "learning rate"),
     R(set_lr_neg_inf, BNN_E_INVALID, "learning rate"),
+    R(set_kl_weight_null, BNN_E_INVALID, "NULL"),
+    R(set_kl_weight_nan, BNN_E_INVALID, "kl_weight must be finite"),
+    R(set_kl_weight_negative, BNN_E_INVALID, "kl_weight must be finite and >= 0"),
+    R(set_kl_weight_inf, BNN_E_INVALID, "kl_weight must be finite"),
+    R(set_kl_weight_ivon_zero, BNN_E_INVALID, "kl_weight > 0"),
+    R(get_kl_weight_null_opt, BNN_E_INVALID, "NULL"),
+    R(get_kl_weight_null_out, BNN_E_INVALID, "NULL"),
     R(set_threads_null, BNN_E_INVALID, "NULL"),
     R(set_threads_257, BNN_E_INVALID, "num_threads"),
     R(opt_get_config_null, BNN_E_INVALID, "NULL"),
@@ -2771,6 +2836,8 @@ static const struct {
     {"ivon_", "bnn_optimizer_create"},
     {"lr_sched_", "bnn_lr_schedule"},
     {"set_lr_", "bnn_optimizer_set_lr"},
+    {"set_kl_weight_", "bnn_optimizer_set_kl_weight"},
+    {"get_kl_weight_", "bnn_optimizer_get_kl_weight"},
     {"set_threads_", "bnn_optimizer_set_threads"},
     {"grad_part_", "bnn_svi_grad_part"},
     {"grad_", "bnn_svi_grad"},
