@@ -590,21 +590,27 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     /* IVON against the Adam weight-sampling step of the same net and
      * threads in this run (the row just before it when both are run). */
     static char ws_key[160];
-    static double ws_step;
+    static double ws_step, ws_ratio;
     char key[160];
     snprintf(key, sizeof key, "%s/%d/%zu", nd->name, threads, batch);
     if (!strcmp(e->name, "ws")) {
         snprintf(ws_key, sizeof ws_key, "%s", key);
         ws_step = step;
+        ws_ratio = step / gemm;
     }
-    double vs_ws = e->opt == BNN_OPT_IVON && !strcmp(key, ws_key) ? step / ws_step : 0.0;
+    /* Also as a ratio of the two steps' ratios to their own GEMMs: the
+     * GEMMs are the same shapes, so this cancels load that changed between
+     * the two cases on a shared machine. */
+    int vs = e->opt == BNN_OPT_IVON && !strcmp(key, ws_key);
+    double vs_ws = vs ? step / ws_step : 0.0, vs_ws_norm = vs ? (step / gemm) / ws_ratio : 0.0;
     printf("%-30s %2d %8.2f %8.0f %8.2f %8.2f %7.2f %7.2f %8.2f %6.2f %6.2f %6.1f %4.0f %8.2f %6.2f "
            "%6.1f%s%s\n",
            name, threads, step * 1e3, batch / step, gemm * 1e3, gin * 1e3, rng * 1e3, opt * 1e3,
            elem * 1e3, step / gemm, step_cpu / gemm_cpu, gfl / gemm * 1e-9, allocs_per_step,
            two * 1e3, two / gemm, mb, allocs ? "  FAIL: the step allocates" : "", "");
     if (vs_ws > 0.0)
-        printf("%-30s    IVON step / Adam weight-sampling step: %.2f\n", "", vs_ws);
+        printf("%-30s    IVON step / Adam weight-sampling step: %.2f (per GEMM time: %.2f)\n", "",
+               vs_ws, vs_ws_norm);
     printf("JSON {");
     int first = 1;
     json_str("case", name, &first);
@@ -638,7 +644,7 @@ static void run_train(const options *op, const net_def *nd, const est_def *e,
     json_num("bytes_per_param_model", e->bytes_per_param, &first);
     json_num("mb_per_step_model", mb, &first);
     if (vs_ws > 0.0)
-        json_num("ratio_step_vs_ws", vs_ws, &first);
+        json_num("ratio_step_vs_ws", vs_ws, &first), json_num("ratio_step_vs_ws_per_gemm", vs_ws_norm, &first);
     json_str("optimizer", e->opt == BNN_OPT_IVON ? "ivon" : "adam", &first);
     printf("}\n");
     fflush(stdout);

@@ -243,6 +243,33 @@ START_TEST(test_backward_and_norm)
 }
 END_TEST
 
+/* IVON's rho = softplus^-1(sigma) over sigma from 1e-4 to 30: both of its
+ * forms (sigma <= 1 and above), blocks holding only small sigmas and blocks
+ * mixing both, against log(expm1(sigma)) in double.  With beta2 = 0 and
+ * h = hhat the update leaves h unchanged, so sigma = 1 / sqrt(lam (h +
+ * delta)) is known exactly. */
+START_TEST(test_ivon_softplus_inverse)
+{
+    enum { NS = 3000 };
+    static float mu[NS], rho[NS], g[NS], h[NS], gh[NS], hh[NS];
+    const float lam = 100.0f, delta = 0.0f;
+    for (int i = 0; i < NS; i++) {
+        /* the first 1024 elements (four blocks) all have sigma <= 1 */
+        double s = i < 1024 ? pow(10.0, -4.0 + 4.0 * i / 1024.0)
+                            : pow(10.0, -4.0 + 5.5 * (i - 1024) / (NS - 1024.0));
+        h[i] = hh[i] = (float)(1.0 / (lam * s * s));
+    }
+    fused_ivon_args a = {0.9f, 0.0f, 1.0f, 0.1f, delta, lam, INFINITY};
+    fused_ivon_update(NS, mu, rho, g, h, gh, hh, &a);
+    for (int i = 0; i < NS; i++) {
+        double s = 1.0 / sqrt((double)lam * ((double)h[i] + delta));
+        double want = log(expm1((double)(float)s));
+        ck_assert_msg(fabs(rho[i] - want) <= 4e-7 * (1.0 + fabs(want)) + 2e-7 * s,
+                      "sigma %.9g: rho %.9g, want %.9g", s, (double)rho[i], want);
+    }
+}
+END_TEST
+
 START_TEST(test_adam)
 {
     float p[N], gr[N], m[N], v[N], p2[N], m2[N], v2[N];
@@ -278,6 +305,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_draw_analytic_flipout);
     tcase_add_test(tc, test_backward_and_norm);
     tcase_add_test(tc, test_adam);
+    tcase_add_test(tc, test_ivon_softplus_inverse);
     suite_add_tcase(s, tc);
     return s;
 }
