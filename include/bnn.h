@@ -9,7 +9,9 @@
  * ----------------
  * - Every fallible function returns a bnn_status.  BNN_OK is 0.  On error a
  *   human-readable message is available from bnn_last_error() on the calling
- *   thread, and out-parameters are left untouched.
+ *   thread, and out-parameters are left untouched.  Every message starts
+ *   with the name of the function that failed and a colon, e.g.
+ *   "bnn_optimizer_create: bnn_svi_config.dataset_size is 0: ...".
  * - Handles are opaque.  Each *_free(NULL) is a no-op.
  * - Configuration structs start with `size_t struct_size`.  Fill them with the
  *   matching *_init() function and then change fields; the library reads only

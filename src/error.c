@@ -1,5 +1,6 @@
 /* Status names and the thread-local last-error message. */
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -30,11 +31,40 @@ BNN_API const char *bnn_last_error(void)
     return last_error;
 }
 
+/* The public function this thread is inside (the outermost one), so that
+ * every message can start with its name. */
+static _Thread_local const char *api_function;
+
+const char *error_enter(const char *fn)
+{
+    if (api_function)
+        return NULL; /* nested public call: the outer one names the error */
+    api_function = fn;
+    return fn;
+}
+
+void error_leave(const char *const *entered)
+{
+    if (*entered)
+        api_function = NULL;
+}
+
 bnn_status error_set(bnn_status status, const char *fmt, ...)
 {
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    size_t n = api_function ? strlen(api_function) : 0;
+    size_t at = 0;
+    if (n && !(strncmp(msg, api_function, n) == 0 && msg[n] == ':')) {
+        int k = snprintf(last_error, sizeof last_error, "%s: ", api_function);
+        at = k > 0 && (size_t)k < sizeof last_error ? (size_t)k : 0;
+    }
+    /* truncated at the buffer's end, like the message itself */
+    size_t len = strlen(msg), room = sizeof last_error - 1 - at;
+    memcpy(last_error + at, msg, len < room ? len : room);
+    last_error[at + (len < room ? len : room)] = '\0';
     return status;
 }

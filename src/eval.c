@@ -27,6 +27,7 @@ BNN_API bnn_status bnn_eval_metrics(const float *probs, const int32_t *labels,
                                     size_t n, size_t classes, size_t ece_bins,
                                     bnn_metrics *out)
 {
+    API_ENTRY();
     size_t total;
     if (!probs || !labels || !out)
         return error_set(BNN_E_INVALID, "bnn_eval_metrics: NULL argument");
@@ -139,6 +140,7 @@ BNN_API bnn_status bnn_eval_risk_coverage(const float *confidence,
                                           double *risk, double *coverage,
                                           double *aurc)
 {
+    API_ENTRY();
     if (!confidence || !correct)
         return error_set(BNN_E_INVALID,
                          "bnn_eval_risk_coverage: NULL argument");
@@ -184,6 +186,7 @@ BNN_API bnn_status bnn_eval_refusal(const bnn_prediction *records,
                                     size_t record_size, const int32_t *labels,
                                     size_t n, bnn_refusal_report *out)
 {
+    API_ENTRY();
     size_t total;
     if (!records || !labels || !out)
         return error_set(BNN_E_INVALID, "bnn_eval_refusal: NULL argument");

@@ -63,6 +63,7 @@ static void init_pyro(bnn_guide *g, const bnn_guide_config *c)
 BNN_API bnn_status bnn_guide_create(const bnn_model *m, const bnn_guide_config *user,
                                     bnn_guide **out)
 {
+    API_ENTRY();
     if (!m || !out)
         return error_set(BNN_E_INVALID, "bnn_guide_create: model and out must not be NULL");
     bnn_guide_config c;
@@ -135,6 +136,7 @@ static void copy_sigma_out(const float *rho, size_t n, float *out)
 BNN_API bnn_status bnn_guide_get_layer(const bnn_guide *g, size_t layer, float *w_mu,
                                        float *w_sigma, float *b_mu, float *b_sigma)
 {
+    API_ENTRY();
     bnn_status st = check_layer(g, layer, "bnn_guide_get_layer");
     if (st != BNN_OK)
         return st;
@@ -170,6 +172,7 @@ BNN_API bnn_status bnn_guide_set_layer(bnn_guide *g, size_t layer, const float *
                                        const float *w_sigma, const float *b_mu,
                                        const float *b_sigma)
 {
+    API_ENTRY();
     bnn_status st = check_layer(g, layer, "bnn_guide_set_layer");
     if (st != BNN_OK)
         return st;

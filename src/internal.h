@@ -18,6 +18,21 @@ bnn_status error_set(bnn_status status, const char *fmt, ...)
 #endif
     ;
 
+/* Every message starts with the name of the public function that failed:
+ * API_ENTRY() as the first statement of each public function that returns
+ * a bnn_status records its name for the thread until it returns (nested
+ * public calls keep the outermost name); error_set then prefixes it unless
+ * the message already starts with it. */
+const char *error_enter(const char *fn);
+void error_leave(const char *const *entered);
+#if defined(__GNUC__) || defined(__clang__)
+#define API_ENTRY()                                                                   \
+    const char *const api_entered_ __attribute__((cleanup(error_leave), unused)) = \
+        error_enter(__func__)
+#else
+#define API_ENTRY() ((void)0) /* no scope exit hook: messages go unprefixed */
+#endif
+
 /* ---- memory (mem.c) ----------------------------------------------------- */
 
 /* Every allocation in the library goes through these, so a user allocator or

@@ -341,6 +341,7 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
 BNN_API bnn_status bnn_save_size(const bnn_guide *guide,
                                  const bnn_optimizer *opt, size_t *size)
 {
+    API_ENTRY();
     if (!size)
         return error_set(BNN_E_INVALID, "bnn_save_size: size is NULL");
     bnn_status st = check_savable(guide, opt, "bnn_save_size");
@@ -354,6 +355,7 @@ BNN_API bnn_status bnn_save_to_memory(const bnn_guide *guide,
                                       const bnn_optimizer *opt, void *buf,
                                       size_t cap, size_t *written)
 {
+    API_ENTRY();
     if (!buf || !written)
         return error_set(BNN_E_INVALID,
                          "bnn_save_to_memory: buf and written must not be NULL");
@@ -415,6 +417,7 @@ static void sync_parent_dir(char *scratch, const char *path)
 BNN_API bnn_status bnn_save(const char *path, const bnn_guide *guide,
                             const bnn_optimizer *opt)
 {
+    API_ENTRY();
     if (!path || !*path)
         return error_set(BNN_E_INVALID, "bnn_save: path is NULL or empty");
     bnn_status st = check_savable(guide, opt, "bnn_save");
@@ -802,6 +805,7 @@ BNN_API bnn_status bnn_load_from_memory(const void *buf, size_t size,
                                         bnn_guide **guide_out,
                                         bnn_optimizer **opt_out)
 {
+    API_ENTRY();
     if (!buf || !model_out || !guide_out)
         return error_set(BNN_E_INVALID, "bnn_load_from_memory: buf, "
                          "model_out and guide_out must not be NULL");
@@ -858,6 +862,7 @@ BNN_API bnn_status bnn_load(const char *path, const bnn_allocator *alloc,
                             bnn_model **model_out, bnn_guide **guide_out,
                             bnn_optimizer **opt_out)
 {
+    API_ENTRY();
     if (!path || !model_out || !guide_out)
         return error_set(BNN_E_INVALID, "bnn_load: path, model_out and "
                          "guide_out must not be NULL");

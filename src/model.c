@@ -77,6 +77,7 @@ static bnn_status validate(const bnn_model_config *c)
 
 BNN_API bnn_status bnn_model_create(const bnn_model_config *user, bnn_model **out)
 {
+    API_ENTRY();
     if (!user || !out)
         return error_set(BNN_E_INVALID, "bnn_model_create: cfg and out must not be NULL");
     bnn_model_config c;
@@ -163,6 +164,7 @@ BNN_API size_t bnn_model_param_count(const bnn_model *m)
 
 BNN_API bnn_status bnn_model_get_config(const bnn_model *m, bnn_model_config *cfg)
 {
+    API_ENTRY();
     if (!m || !cfg)
         return error_set(BNN_E_INVALID, "bnn_model_get_config: NULL argument");
     bnn_status st = sized_check(cfg, offsetof(bnn_model_config, activation), "bnn_model_config");

@@ -65,6 +65,7 @@ BNN_API bnn_status bnn_eval_ood(const bnn_prediction *in, size_t n_in,
                                 size_t record_size, bnn_ood_score score,
                                 const bnn_allocator *alloc, bnn_ood_report *report)
 {
+    API_ENTRY();
     static const char fn[] = "bnn_eval_ood";
     size_t off, bytes, n;
     int confidence;
@@ -159,6 +160,7 @@ BNN_API bnn_status bnn_eval_refused_fraction(const bnn_prediction *records,
                                              bnn_refusal_rule rule, float threshold,
                                              double *fraction)
 {
+    API_ENTRY();
     static const char fn[] = "bnn_eval_refused_fraction";
     size_t bytes;
     bnn_status st;

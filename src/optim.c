@@ -125,6 +125,7 @@ static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi, bnn_optimizer **out)
 {
+    API_ENTRY();
     if (!guide || !out)
         return error_set(BNN_E_INVALID, "bnn_optimizer_create: guide and out must not be NULL");
     if (!svi)
@@ -200,6 +201,7 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *o)
 
 BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *o, float lr)
 {
+    API_ENTRY();
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_set_lr: optimizer is NULL");
     if (!(isfinite(lr) && lr > 0.0f))
@@ -249,6 +251,7 @@ BNN_API bnn_status bnn_optimizer_get_kl_weight(const bnn_optimizer *o, float *kl
 
 BNN_API bnn_status bnn_optimizer_set_threads(bnn_optimizer *o, size_t num_threads)
 {
+    API_ENTRY();
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_set_threads: optimizer is NULL");
     if (num_threads > BNN_MAX_THREADS)
@@ -279,6 +282,7 @@ BNN_API uint64_t bnn_optimizer_step_count(const bnn_optimizer *o)
 BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimizer_config *ocfg,
                                             bnn_svi_config *svi)
 {
+    API_ENTRY();
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_get_config: optimizer is NULL");
     bnn_status st = BNN_OK;
@@ -354,6 +358,7 @@ bnn_status optim_apply(bnn_optimizer *o, double grad_ss)
 
 BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
 {
+    API_ENTRY();
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_step: optimizer is NULL");
     /* One pass gives both the finiteness check (NaN and Inf propagate into
@@ -368,6 +373,7 @@ BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
 BNN_API bnn_status bnn_lr_schedule(bnn_lr_decay kind, float lr0, float lr_end, uint64_t step,
                                    uint64_t total, float *lr)
 {
+    API_ENTRY();
     if (!lr)
         return error_set(BNN_E_INVALID, "bnn_lr_schedule: lr is NULL");
     if (kind != BNN_LR_CONSTANT && kind != BNN_LR_LINEAR && kind != BNN_LR_COSINE)

@@ -790,12 +790,14 @@ BNN_API bnn_status bnn_predictor_create(const bnn_guide *guide,
                                         size_t max_batch,
                                         bnn_predictor **out)
 {
+    API_ENTRY();
     return predictor_create_chunked(guide, cfg, max_batch, 0, 0, 0,
                                     "bnn_predictor_create", out);
 }
 
 BNN_API bnn_status bnn_predictor_refresh(bnn_predictor *p)
 {
+    API_ENTRY();
     if (!p)
         return error_set(BNN_E_INVALID, "bnn_predictor_refresh: NULL");
     return load_guide(p, "bnn_predictor_refresh");
@@ -947,6 +949,7 @@ BNN_API bnn_status bnn_predictor_run(bnn_predictor *p, const float *x,
                                      size_t record_size, float *medians,
                                      float *quantiles, float *mean_probs)
 {
+    API_ENTRY();
     return predictor_run_fn(p, x, n, out, record_size, medians, quantiles,
                             mean_probs, "bnn_predictor_run");
 }
@@ -971,6 +974,7 @@ static bnn_status probs_fn(bnn_predictor *p, const float *x, size_t n,
 BNN_API bnn_status bnn_predictor_probs(bnn_predictor *p, const float *x,
                                        size_t n, float *probs)
 {
+    API_ENTRY();
     return probs_fn(p, x, n, probs, "bnn_predictor_probs");
 }
 
@@ -999,6 +1003,7 @@ static bnn_status samples_fn(bnn_predictor *p, const float *x, size_t n,
 BNN_API bnn_status bnn_predictor_samples(bnn_predictor *p, const float *x,
                                          size_t n, float *logp)
 {
+    API_ENTRY();
     return samples_fn(p, x, n, logp, "bnn_predictor_samples");
 }
 
@@ -1023,6 +1028,7 @@ static bnn_status regression_fn(bnn_predictor *p, const float *x, size_t n,
 BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
                                             size_t n, float *mean, float *var)
 {
+    API_ENTRY();
     return regression_fn(p, x, n, mean, var, "bnn_predictor_regression");
 }
 
@@ -1090,6 +1096,7 @@ BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
                                size_t n, size_t num_samples, uint64_t seed,
                                float *probs)
 {
+    API_ENTRY();
     return predict_mean_with_chunk(guide, x, n, num_samples, seed, probs, 0);
 }
 
@@ -1120,6 +1127,7 @@ BNN_API bnn_status bnn_predict_samples(const bnn_guide *guide, const float *x,
                                        size_t n, size_t num_samples,
                                        uint64_t seed, float *logp)
 {
+    API_ENTRY();
     return predict_samples_with_chunk(guide, x, n, num_samples, seed, logp,
                                       0);
 }
@@ -1147,6 +1155,7 @@ BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
                                           size_t num_samples, uint64_t seed,
                                           float *mean, float *var)
 {
+    API_ENTRY();
     return predict_regression_with_chunk(guide, x, n, num_samples, seed,
                                          mean, var, 0);
 }
@@ -1195,6 +1204,7 @@ BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                                                 float *medians,
                                                 float *quantiles)
 {
+    API_ENTRY();
     return predict_with_chunk(guide, cfg, x, n, out, record_size, medians,
                               quantiles, 0);
 }

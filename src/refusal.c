@@ -290,12 +290,14 @@ static bnn_status calibrate(const char *fn, const bnn_prediction *records, size_
 BNN_API bnn_status bnn_refusal_apply(bnn_prediction *records, size_t record_size, size_t n,
                                      bnn_refusal_rule rule, float threshold)
 {
+    API_ENTRY();
     return apply_refusal("bnn_refusal_apply", records, record_size, n, rule, threshold);
 }
 
 BNN_API bnn_status bnn_apply_refusal(bnn_prediction *records, size_t record_size, size_t n,
                                      bnn_refusal_rule rule, float threshold)
 {
+    API_ENTRY();
     return apply_refusal("bnn_apply_refusal", records, record_size, n, rule, threshold);
 }
 
@@ -304,6 +306,7 @@ BNN_API bnn_status bnn_refusal_calibrate(const bnn_prediction *records, size_t r
                                          bnn_calibration_target target, double value,
                                          float *threshold, double *coverage, double *accuracy)
 {
+    API_ENTRY();
     return calibrate("bnn_refusal_calibrate", records, record_size, labels, n, rule, target,
                      value, threshold, coverage, accuracy);
 }
@@ -314,6 +317,7 @@ BNN_API bnn_status bnn_calibrate_threshold(const bnn_prediction *records, size_t
                                            double value, float *threshold, double *coverage,
                                            double *accuracy)
 {
+    API_ENTRY();
     return calibrate("bnn_calibrate_threshold", records, record_size, labels, n, rule, target,
                      value, threshold, coverage, accuracy);
 }

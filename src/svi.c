@@ -293,6 +293,7 @@ BNN_API void bnn_svi_stats_init(bnn_svi_stats *stats)
 BNN_API bnn_status bnn_svi_grad(bnn_optimizer *o, const float *x, const int32_t *labels,
                                 const float *targets, size_t n, bnn_svi_stats *stats)
 {
+    API_ENTRY();
     return svi_grad(o, x, labels, targets, n, 0, n, stats, NULL);
 }
 
@@ -300,12 +301,14 @@ BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *o, const float *x, const int
                                      const float *targets, size_t n, size_t offset, size_t total,
                                      bnn_svi_stats *stats)
 {
+    API_ENTRY();
     return svi_grad(o, x, labels, targets, n, offset, total, stats, NULL);
 }
 
 BNN_API bnn_status bnn_svi_step(bnn_optimizer *o, const float *x, const int32_t *labels,
                                 const float *targets, size_t n, bnn_svi_stats *stats)
 {
+    API_ENTRY();
     double ss;
     bnn_status st = svi_grad(o, x, labels, targets, n, 0, n, stats, &ss);
     if (st != BNN_OK)

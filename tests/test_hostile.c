@@ -2768,54 +2768,6 @@ static size_t first_difference(const unsigned char *a, const unsigned char *b,
     return i;
 }
 
-static void run_row(const hrow *r)
-{
-    fx_setup();
-    char marker[512];
-    set_marker(marker, sizeof marker);
-
-    hctx *c = calloc(1, sizeof *c);
-    ck_assert_ptr_nonnull(c);
-    for (size_t i = 0; i < OUT_BYTES; i++)
-        c->out.b[i] = (unsigned char)(0xa5u ^ (i * 37u));
-    fx_state before;
-    state_take(&before);
-    size_t live = fx.ca.live;
-
-    bnn_status st = r->run(c);
-
-    ck_assert_msg(c->armed, "%s: row did not arm its outputs", r->name);
-    ck_assert_msg(st == r->expect, "%s: got %s, expected %s (message: %s)",
-                  r->name, bnn_status_string(st),
-                  bnn_status_string(r->expect), bnn_last_error());
-    const char *msg = bnn_last_error();
-    ck_assert_ptr_nonnull(msg);
-    ck_assert_msg(strcmp(msg, marker) != 0,
-                  "%s: failed without setting bnn_last_error()", r->name);
-    ck_assert_msg(strstr(msg, r->needle) != NULL,
-                  "%s: message \"%s\" does not mention \"%s\"", r->name, msg,
-                  r->needle);
-    size_t diff = first_difference(c->out.b, c->snap, OUT_BYTES);
-    ck_assert_msg(diff == OUT_BYTES,
-                  "%s: out-parameter byte %zu modified on error", r->name,
-                  diff);
-    ck_assert_msg(state_same(&before, r->name),
-                  "%s: a rejected call changed the fixture's guides or "
-                  "optimizers", r->name);
-    ck_assert_msg(fx.ca.live == live, "%s: %zu blocks leaked", r->name,
-                  fx.ca.live - live);
-    free(c);
-    fx_teardown();
-}
-
-START_TEST(test_table)
-{
-    size_t end = ((size_t)_i + 1) * ROWS_PER_TEST;
-    for (size_t k = (size_t)_i * ROWS_PER_TEST; k < end && k < N_ROWS; k++)
-        run_row(&rows[k]);
-}
-END_TEST
-
 /* ---- every status a row gets is documented for its function --------------- */
 
 /* The function each row calls, by the row's name: the longest matching
@@ -2879,6 +2831,60 @@ static const char *row_function(const char *row)
     }
     return best;
 }
+
+static void run_row(const hrow *r)
+{
+    fx_setup();
+    char marker[512];
+    set_marker(marker, sizeof marker);
+
+    hctx *c = calloc(1, sizeof *c);
+    ck_assert_ptr_nonnull(c);
+    for (size_t i = 0; i < OUT_BYTES; i++)
+        c->out.b[i] = (unsigned char)(0xa5u ^ (i * 37u));
+    fx_state before;
+    state_take(&before);
+    size_t live = fx.ca.live;
+
+    bnn_status st = r->run(c);
+
+    ck_assert_msg(c->armed, "%s: row did not arm its outputs", r->name);
+    ck_assert_msg(st == r->expect, "%s: got %s, expected %s (message: %s)",
+                  r->name, bnn_status_string(st),
+                  bnn_status_string(r->expect), bnn_last_error());
+    const char *msg = bnn_last_error();
+    ck_assert_ptr_nonnull(msg);
+    ck_assert_msg(strcmp(msg, marker) != 0,
+                  "%s: failed without setting bnn_last_error()", r->name);
+    /* Every message starts with the name of the function that failed. */
+    const char *fn = row_function(r->name);
+    ck_assert_msg(fn != NULL, "row %s: add its function to row_functions", r->name);
+    size_t fn_len = strlen(fn);
+    ck_assert_msg(strncmp(msg, fn, fn_len) == 0 && msg[fn_len] == ':',
+                  "%s: message \"%s\" does not start with \"%s:\"", r->name, msg, fn);
+    ck_assert_msg(strstr(msg, r->needle) != NULL,
+                  "%s: message \"%s\" does not mention \"%s\"", r->name, msg,
+                  r->needle);
+    size_t diff = first_difference(c->out.b, c->snap, OUT_BYTES);
+    ck_assert_msg(diff == OUT_BYTES,
+                  "%s: out-parameter byte %zu modified on error", r->name,
+                  diff);
+    ck_assert_msg(state_same(&before, r->name),
+                  "%s: a rejected call changed the fixture's guides or "
+                  "optimizers", r->name);
+    ck_assert_msg(fx.ca.live == live, "%s: %zu blocks leaked", r->name,
+                  fx.ca.live - live);
+    free(c);
+    fx_teardown();
+}
+
+START_TEST(test_table)
+{
+    size_t end = ((size_t)_i + 1) * ROWS_PER_TEST;
+    for (size_t k = (size_t)_i * ROWS_PER_TEST; k < end && k < N_ROWS; k++)
+        run_row(&rows[k]);
+}
+END_TEST
 
 /* The doc comment of `fn` in the header text: from the last comment
  * opening before its declaration up to the declaration.  NULL if fn is
