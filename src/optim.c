@@ -212,6 +212,7 @@ BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *o, float lr)
 
 BNN_API bnn_status bnn_optimizer_set_kl_weight(bnn_optimizer *o, float kl_weight)
 {
+    API_ENTRY();
     if (!o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_set_kl_weight: optimizer is NULL");
     if (!(isfinite(kl_weight) && kl_weight >= 0.0f))
@@ -242,6 +243,7 @@ BNN_API bnn_status bnn_optimizer_set_kl_weight(bnn_optimizer *o, float kl_weight
 
 BNN_API bnn_status bnn_optimizer_get_kl_weight(const bnn_optimizer *o, float *kl_weight)
 {
+    API_ENTRY();
     if (!o || !kl_weight)
         return error_set(BNN_E_INVALID, "bnn_optimizer_get_kl_weight: optimizer and kl_weight "
                          "must not be NULL");
