@@ -118,10 +118,12 @@ static void slice_free(slice *s)
     free(s->y);
 }
 
-/* Every tenth training image (i % 10 == 9) is held out for calibrating the
- * refusal threshold.  An interleaved slice rather than the last 10%, because
- * some files (mnist10k) are ordered by class.  --train-limit keeps an evenly
- * spread subset of the rest for the same reason. */
+/* A share --val-fraction of the training images, evenly interleaved, is held
+ * out for calibrating the refusal threshold: image i when floor((i + 1) f)
+ * > floor(i f), in per-mille integers so that f = 0.1 holds out exactly
+ * i % 10 == 9.  Interleaved rather than the last images, because some files
+ * (mnist10k) are ordered by class.  --train-limit keeps an evenly spread
+ * subset of the rest for the same reason. */
 static void load_data(const options *o, dataset *d)
 {
     idx_set train, test;
@@ -133,14 +135,15 @@ static void load_data(const options *o, dataset *d)
     if (train.n < 10)
         die("%s: only %zu training images (need at least 10)", o->data, train.n);
 
-    size_t n_val = train.n / 10, n_rest = train.n - n_val;
+    size_t per_mille = (size_t)lround(o->val_fraction * 1000.0);
+    size_t n_val = train.n * per_mille / 1000, n_rest = train.n - n_val;
     size_t n_train = o->train_limit && o->train_limit < n_rest ? o->train_limit : n_rest;
     slice_alloc(&d->val, n_val);
     slice_alloc(&d->train, n_train);
     size_t *rest = xmalloc(n_rest, sizeof *rest);
     size_t iv = 0, ir = 0;
     for (size_t i = 0; i < train.n; i++) {
-        if (i % 10 == 9 && iv < n_val)
+        if ((i + 1) * per_mille / 1000 > i * per_mille / 1000 && iv < n_val)
             slice_copy_row(&d->val, iv++, &train, i);
         else
             rest[ir++] = i;

@@ -3,6 +3,7 @@
  * refusal policy (each rule's threshold from the validation slice). */
 #include "mnist.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +51,34 @@ bnn_prediction *records_for(const slice_pred *sp, bnn_refusal_rule rule)
     return rule == BNN_REFUSE_MEDIAN ? sp->rec_median : sp->rec_mean;
 }
 
+/* Without a validation slice (--val-fraction 0) nothing can be calibrated:
+ * the original program's median rule at --threshold stands in as the
+ * policy, judged on the test set, and every report says so. */
+static void uncalibrated_policy(const options *o, const slice *t, const slice_pred *tp,
+                                eval_report *r)
+{
+    r->calibrated = 0;
+    r->reached = 0;
+    for (size_t k = 0; k < N_RULES; k++) {
+        rule_result *rr = &r->rules[k];
+        rr->threshold = NAN;
+        rr->val_coverage = rr->val_accuracy = rr->test_coverage = rr->test_accuracy = NAN;
+        if (RULES[k].rule != BNN_REFUSE_MEDIAN)
+            continue;
+        r->chosen = k;
+        rr->threshold = o->refuse_threshold;
+        bnn_prediction *tmp = xmalloc(t->n, sizeof *tmp);
+        memcpy(tmp, records_for(tp, RULES[k].rule), t->n * sizeof *tmp);
+        CHECK(bnn_refusal_apply(tmp, sizeof *tmp, t->n, RULES[k].rule, rr->threshold));
+        bnn_refusal_report rep;
+        bnn_refusal_report_init(&rep);
+        CHECK(bnn_eval_refusal(tmp, sizeof *tmp, t->y, t->n, &rep));
+        rr->test_coverage = 1.0 - rep.refused_fraction;
+        rr->test_accuracy = rep.accepted_accuracy;
+        free(tmp);
+    }
+}
+
 void evaluate(const options *o, const bnn_guide *g, const dataset *d,
               eval_report *r, slice_pred *test_pred)
 {
@@ -80,10 +109,10 @@ void evaluate(const options *o, const bnn_guide *g, const dataset *d,
     r->forced_accuracy = (double)ok / (double)t->n;
 
     predict_slice(o, g, t, test_pred);
-    r->median.struct_size = sizeof r->median;
+    bnn_refusal_report_init(&r->median);
     CHECK(bnn_eval_refusal(test_pred->rec_median, sizeof(bnn_prediction), t->y, t->n,
                            &r->median));
-    r->metrics.struct_size = sizeof r->metrics;
+    bnn_metrics_init(&r->metrics);
     CHECK(bnn_eval_metrics(test_pred->probs, t->y, t->n, CLASSES, ECE_BINS, &r->metrics));
 
     float *conf = xmalloc(t->n, sizeof *conf);
@@ -96,9 +125,15 @@ void evaluate(const options *o, const bnn_guide *g, const dataset *d,
     free(conf);
     free(correct);
 
+    if (d->val.n == 0) {
+        uncalibrated_policy(o, t, test_pred, r);
+        r->seconds = now() - t0;
+        return;
+    }
     /* Refusal policy: each rule's threshold from the validation slice, the
      * rule that answers most often at the target accuracy, judged on the
      * test set. */
+    r->calibrated = 1;
     slice_pred vp;
     predict_slice(o, g, &d->val, &vp);
     bnn_prediction *tmp = xmalloc(t->n, sizeof *tmp);
@@ -112,7 +147,8 @@ void evaluate(const options *o, const bnn_guide *g, const dataset *d,
                                       &rr->threshold, &rr->val_coverage, &rr->val_accuracy));
         memcpy(tmp, records_for(test_pred, RULES[k].rule), t->n * sizeof *tmp);
         CHECK(bnn_apply_refusal(tmp, sizeof *tmp, t->n, RULES[k].rule, rr->threshold));
-        bnn_refusal_report rep = {.struct_size = sizeof rep};
+        bnn_refusal_report rep;
+        bnn_refusal_report_init(&rep);
         CHECK(bnn_eval_refusal(tmp, sizeof *tmp, t->y, t->n, &rep));
         rr->test_coverage = 1.0 - rep.refused_fraction;
         rr->test_accuracy = rep.accepted_accuracy;

@@ -44,6 +44,7 @@ typedef struct options {
     int threads;
     int blas_threads;          /* the BLAS's thread count, found at start */
     size_t train_limit;
+    double val_fraction;       /* share held out for calibration; 0: none */
     size_t forced_samples;     /* original program: 10 */
     size_t refuse_samples;     /* original program: 100 */
     float refuse_threshold;    /* original program: 0.2 */
@@ -136,6 +137,8 @@ typedef struct eval_report {
     rule_result rules[N_RULES];
     size_t chosen;
     int reached;                     /* chosen rule reaches the target */
+    int calibrated;                  /* 0: no validation slice, so the
+                                        median rule at --threshold stands in */
     double seconds;
 } eval_report;
 

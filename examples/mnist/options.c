@@ -40,6 +40,10 @@ static void usage(FILE *f)
         "\n"
         "evaluation:\n"
         "  --target-accuracy X    accuracy the refusal policy must reach [0.99]\n"
+        "  --val-fraction X       share of the training images held out (evenly\n"
+        "                         spread) to calibrate the refusal policy; 0: train\n"
+        "                         on all of them, no calibrated policy (the median\n"
+        "                         rule at --threshold stands in) [0.1]\n"
         "  --forced-samples N     networks for the forced answer [10]\n"
         "  --refuse-samples N     networks for uncertainty and refusal [100]\n"
         "  --threshold X          median rule threshold [0.2]\n"
@@ -126,6 +130,7 @@ static void set_defaults(options *o)
     o->predict_seed = 1;
     o->target_accuracy = 0.99;
     o->ood_limit = 2000;
+    o->val_fraction = 0.1;
 }
 
 /* The original program: 784-1024-10 ReLU, N(0,1) priors, mu and rho drawn
@@ -152,7 +157,7 @@ enum {
     OPT_PYRO, OPT_HIDDEN, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_ESTIMATOR, OPT_PRIOR, OPT_KL,
     OPT_KL_WEIGHT, OPT_INIT, OPT_INIT_SIGMA, OPT_PARTICLES, OPT_SEED, OPT_TARGET,
     OPT_FORCED, OPT_REFUSE, OPT_THRESHOLD, OPT_PREDICT_SEED, OPT_THREADS, OPT_QUIET,
-    OPT_OOD, OPT_OOD_LIMIT
+    OPT_OOD, OPT_OOD_LIMIT, OPT_VAL_FRACTION
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -185,6 +190,7 @@ static const struct option LONG_OPTIONS[] = {
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"ood", required_argument, NULL, OPT_OOD},
     {"ood-limit", required_argument, NULL, OPT_OOD_LIMIT},
+    {"val-fraction", required_argument, NULL, OPT_VAL_FRACTION},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -269,6 +275,11 @@ static void apply_option(options *o, int id, const char *a, const char *v)
     case OPT_QUIET: o->quiet = 1; break;
     case OPT_OOD: o->ood = v; break;
     case OPT_OOD_LIMIT: o->ood_limit = parse_size(a, v); break;
+    case OPT_VAL_FRACTION:
+        o->val_fraction = parse_double(a, v);
+        if (!(o->val_fraction >= 0.0 && o->val_fraction <= 0.5))
+            die("%s: %s is not in [0, 0.5]", a, v);
+        break;
     default: die("unknown option '%s' (--help for usage)", a);
     }
 }

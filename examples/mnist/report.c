@@ -76,6 +76,15 @@ void print_report(const options *o, const eval_report *r)
     printf("  accuracy %.2f%%  NLL %.4f  Brier %.4f  ECE(%d bins) %.2f%%  AURC %.4f\n",
            100 * r->metrics.accuracy, r->metrics.nll, r->metrics.brier, ECE_BINS,
            100 * r->metrics.ece, r->aurc);
+    if (!r->calibrated) {
+        const rule_result *c = &r->rules[r->chosen];
+        printf("Refusal policy: not calibrated (--val-fraction 0: no validation slice);\n"
+               "  the original median rule (t=%.2g) stands in: answers %.2f%% of the test set "
+               "with %.2f%% accuracy\n",
+               (double)c->threshold, 100 * c->test_coverage, 100 * c->test_accuracy);
+        printf("Evaluation took %.1f s\n", r->seconds);
+        return;
+    }
     printf("Refusal policy for %.2f%% accuracy (thresholds from the validation slice):\n",
            100 * o->target_accuracy);
     printf("  %-12s %10s %14s %14s %14s %14s\n", "rule", "threshold", "val coverage",
@@ -253,8 +262,9 @@ void write_report(const options *o, const char *path, const blas_info *bi,
             "\"brier\": %.9g, \"ece\": %.9g, \"ece_bins\": %d, \"aurc\": %.9g},\n",
             o->refuse_samples, r->metrics.accuracy, r->metrics.nll, r->metrics.brier,
             r->metrics.ece, ECE_BINS, r->aurc);
-    fprintf(f, "    \"policy\": {\"target_accuracy\": %.9g, \"rules\": [\n", o->target_accuracy);
-    for (size_t k = 0; k < N_RULES; k++) {
+    fprintf(f, "    \"policy\": {\"calibrated\": %s, \"target_accuracy\": %.9g, \"rules\": [\n",
+            r->calibrated ? "true" : "false", o->target_accuracy);
+    for (size_t k = 0; k < N_RULES && r->calibrated; k++) {
         const rule_result *rr = &r->rules[k];
         fprintf(f,
                 "      {\"rule\": \"%s\", \"threshold\": %.9g, \"val_coverage\": %.9g, "

@@ -342,6 +342,51 @@ START_TEST(train_then_evaluate)
 }
 END_TEST
 
+/* --val-fraction: the share held out, and 0 for none, where the report
+ * says the policy is not calibrated. */
+START_TEST(val_fraction)
+{
+    char dir[256], log[320], rep[320], want[128];
+    make_tmp(dir, sizeof dir);
+    snprintf(log, sizeof log, "%s/out.log", dir);
+    snprintf(rep, sizeof rep, "%s/r.json", dir);
+    write_split(dir, "train", 80, 7, 0);
+    write_split(dir, "t10k", 20, 8, 0);
+
+    const char *none[] = {"train", "--data", dir, "--hidden", "8", "--epochs", "1",
+                          "--val-fraction", "0", "--ood", "none", "--refuse-samples", "5",
+                          "--forced-samples", "2", "--report", rep, NULL};
+    ck_assert_int_eq(run(log, none), 0);
+    char *t = slurp(log);
+    ck_assert_msg(strstr(t, "80 training, 0 validation") != NULL, "%s", t);
+    ck_assert_msg(strstr(t, "not calibrated (--val-fraction 0") != NULL, "%s", t);
+    free(t);
+    char *e = evaluation_section(rep);
+    ck_assert_msg(strstr(e, "\"calibrated\": false") != NULL, "%s", e);
+    ck_assert_msg(strstr(e, "\"chosen\": \"MEDIAN\"") != NULL, "%s", e);
+    free(e);
+
+    const char *quarter[] = {"train", "--data", dir, "--hidden", "8", "--epochs", "1",
+                             "--val-fraction", "0.25", "--ood", "none", "--refuse-samples", "5",
+                             "--forced-samples", "2", "--report", rep, NULL};
+    ck_assert_int_eq(run(log, quarter), 0);
+    t = slurp(log);
+    snprintf(want, sizeof want, "%d training, %d validation", 60, 20);
+    ck_assert_msg(strstr(t, want) != NULL, "%s", t);
+    free(t);
+    e = evaluation_section(rep);
+    ck_assert_msg(strstr(e, "\"calibrated\": true") != NULL, "%s", e);
+    free(e);
+
+    const char *bad[] = {"train", "--data", dir, "--val-fraction", "0.7", NULL};
+    ck_assert_int_eq(run(log, bad), 1);
+    t = slurp(log);
+    ck_assert_msg(strstr(t, "not in [0, 0.5]") != NULL, "%s", t);
+    free(t);
+    remove_tree(dir);
+}
+END_TEST
+
 START_TEST(bad_inputs_fail_cleanly)
 {
     char dir[256], log[320], path[320], model[320];
@@ -383,6 +428,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("bnn_mnist");
     tcase_set_timeout(tc, 200);
     tcase_add_test(tc, train_then_evaluate);
+    tcase_add_test(tc, val_fraction);
     tcase_add_test(tc, bad_inputs_fail_cleanly);
     suite_add_tcase(s, tc);
     return s;

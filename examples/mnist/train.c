@@ -202,12 +202,14 @@ void train(const options *o, const dataset *d, bnn_guide *g,
         ts->final_kl = kl;
         if (!o->quiet) {
             double vacc = quick_accuracy(o, g, &d->val, 10);
-            char tbuf[32];
+            char tbuf[32], vbuf[48] = "";
             fmt_duration(tbuf, sizeof tbuf, now() - t_start);
+            if (!isnan(vacc))
+                snprintf(vbuf, sizeof vbuf, "val acc %.2f%% (10 samples) ", 100 * vacc);
             printf("%sepoch %zu/%zu loss/img %.4g nll/img %.4f kl %.4g %.0f img/s "
-                   "val acc %.2f%% (10 samples) elapsed %s\n",
+                   "%selapsed %s\n",
                    live ? "\r\033[K" : "", epoch + 1, o->epochs, loss / (double)n,
-                   nll / (double)n, kl, (double)n / el, 100 * vacc, tbuf);
+                   nll / (double)n, kl, (double)n / el, vbuf, tbuf);
             fflush(stdout);
         }
     }
