@@ -845,15 +845,7 @@ static void tnet_make(tnet *t, const size_t *sizes, size_t ns,
     t->act = act;
     t->lik = lik;
     t->noise = 0.75f;
-    bnn_model_config c;
-    bnn_model_config_init(&c);
-    c.n_sizes = ns;
-    c.layer_sizes = sizes;
-    c.activation = act;
-    c.likelihood = lik;
-    c.noise_sigma = t->noise;
-    c.allocator = al;
-    ck_assert_int_eq(bnn_model_create(&c, &t->m), BNN_OK);
+    t->m = tu_model(sizes, ns, act, lik, t->noise, al);
     ck_assert_int_eq(bnn_guide_create(t->m, NULL, &t->g), BNN_OK);
     tu_rng r = {seed};
     for (size_t l = 0; l + 1 < ns; l++) {
@@ -1853,38 +1845,11 @@ END_TEST
 
 /* ---- allocation failures ------------------------------------------------ */
 
-typedef struct fail_ctx {
-    long budget; /* allocations left before failing; < 0: unlimited */
-    long live;
-} fail_ctx;
-
-static void *fail_alloc(void *ctx, size_t size)
-{
-    fail_ctx *f = ctx;
-    if (f->budget == 0)
-        return NULL;
-    if (f->budget > 0)
-        f->budget--;
-    void *p = malloc(size);
-    if (p)
-        f->live++;
-    return p;
-}
-
-static void fail_free(void *ctx, void *p)
-{
-    fail_ctx *f = ctx;
-    if (p) {
-        f->live--;
-        free(p);
-    }
-}
-
 START_TEST(test_allocation_failures)
 {
     enum { N = 5, C = 4 };
-    fail_ctx f = {-1, 0};
-    bnn_allocator al = {fail_alloc, fail_free, &f};
+    tu_alloc f = {0};
+    bnn_allocator al = tu_allocator(&f);
     tnet t, tg;
     tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 95,
               &al);
@@ -1893,7 +1858,7 @@ START_TEST(test_allocation_failures)
     float x[N * 3];
     tu_rng r = {14};
     tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
-    long base = f.live;
+    size_t base = f.live;
     bnn_predict_config cfg;
     bnn_predict_config_init(&cfg);
     cfg.num_samples = 7;
@@ -1908,7 +1873,7 @@ START_TEST(test_allocation_failures)
             memset(a, 0x11, sizeof a);
             memset(b, 0x11, sizeof b);
             unsigned char ra = ((unsigned char *)rec)[0];
-            f.budget = k;
+            tu_alloc_arm(&f, (size_t)k + 1, 1); /* k allocations succeed */
             bnn_status st;
             switch (fn) {
             case 0:
@@ -1922,7 +1887,7 @@ START_TEST(test_allocation_failures)
                 st = bnn_predict_regression(tg.g, x, N, 7, 1, a, b);
                 break;
             }
-            f.budget = -1;
+            tu_alloc_arm(&f, 0, 0);
             ck_assert_int_eq(f.live, base); /* nothing leaked */
             if (st == BNN_OK) {
                 ck_assert_msg(k > 0, "function %d needs no allocation?", fn);
@@ -2342,8 +2307,8 @@ END_TEST
 START_TEST(test_predictor_allocations)
 {
     enum { N = 40, C = 4, S = 7 };
-    fail_ctx f = {-1, 0};
-    bnn_allocator al = {fail_alloc, fail_free, &f};
+    tu_alloc f = {0};
+    bnn_allocator al = tu_allocator(&f);
     tnet t, tg;
     tnet_make(&t, mc_sizes, 3, BNN_ACT_RELU, BNN_LIK_CATEGORICAL, 0.5f, 97,
               &al);
@@ -2352,7 +2317,7 @@ START_TEST(test_predictor_allocations)
     float x[N * 3];
     tu_rng r = {97};
     tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
-    long base = f.live;
+    size_t base = f.live;
     const float lv[2] = {0.1f, 0.9f};
     static bnn_prediction rec[N];
     static float a[S * N * C], b[N * C], q[N * C * 2];
@@ -2368,9 +2333,9 @@ START_TEST(test_predictor_allocations)
             int made = 0;
             for (long k = 0; k < 60 && !made; k++) {
                 bnn_predictor *p = (bnn_predictor *)&f, *pg = NULL;
-                f.budget = k;
+                tu_alloc_arm(&f, (size_t)k + 1, 1); /* k allocations succeed */
                 bnn_status st = bnn_predictor_create(t.g, &cfg, 16, &p);
-                f.budget = -1;
+                tu_alloc_arm(&f, 0, 0);
                 if (st != BNN_OK) {
                     ck_assert_int_eq(st, BNN_E_NOMEM);
                     ck_assert_ptr_eq(p, (bnn_predictor *)&f);
@@ -2380,7 +2345,7 @@ START_TEST(test_predictor_allocations)
                 made = 1;
                 ck_assert_int_eq(bnn_predictor_create(tg.g, &cfg, 16, &pg),
                                  BNN_OK);
-                f.budget = 0; /* any allocation now fails */
+                tu_alloc_arm(&f, 1, 1); /* any allocation now fails */
                 for (int rep = 0; rep < 2; rep++) {
                     ck_assert_int_eq(bnn_predictor_run(p, x, N, rec,
                                                        sizeof rec[0], b, q,
@@ -2393,7 +2358,7 @@ START_TEST(test_predictor_allocations)
                                      BNN_OK);
                     ck_assert_int_eq(bnn_predictor_refresh(p), BNN_OK);
                 }
-                f.budget = -1;
+                tu_alloc_arm(&f, 0, 0);
                 bnn_predictor_free(p);
                 bnn_predictor_free(pg);
                 ck_assert_int_eq(f.live, base);
