@@ -184,6 +184,12 @@ BNN_API size_t bnn_model_input_size(const bnn_model *model);
 BNN_API size_t bnn_model_output_size(const bnn_model *model);
 /** Number of weight layers (n_sizes - 1); 0 for NULL. */
 BNN_API size_t bnn_model_layer_count(const bnn_model *model);
+/** The shape of weight layer `layer` (0-based): *in = layer_sizes[layer],
+ *  *out = layer_sizes[layer + 1]; its weights are out x in (row-major) and
+ *  it has out biases.  Errors: BNN_E_INVALID (NULL model, in or out, layer
+ *  out of range). */
+BNN_API bnn_status bnn_model_layer_shape(const bnn_model *model, size_t layer,
+                                         size_t *in, size_t *out);
 /** Number of network parameters (weights + biases); 0 for NULL.  The guide
  *  holds two variational parameters (mu, rho) per network parameter. */
 BNN_API size_t bnn_model_param_count(const bnn_model *model);
@@ -245,6 +251,65 @@ BNN_API bnn_status bnn_guide_get_layer(const bnn_guide *guide, size_t layer,
 BNN_API bnn_status bnn_guide_set_layer(bnn_guide *guide, size_t layer,
                                        const float *w_mu, const float *w_sigma,
                                        const float *b_mu, const float *b_sigma);
+
+/** bnn_guide_get_layer with the capacity (in floats) of the buffers:
+ *  w_cap for each of w_mu and w_sigma, b_cap for each of b_mu and b_sigma.
+ *  A capacity is checked only when one of its buffers is not NULL; larger
+ *  buffers are fine (the first out x in, or out, elements are written).
+ *  bnn_model_layer_shape gives the sizes.  Nothing is written on error.
+ *  Errors: BNN_E_INVALID (NULL guide, layer out of range), BNN_E_SHAPE
+ *  (w_cap below out x in, or b_cap below out, for a buffer passed). */
+BNN_API bnn_status bnn_guide_get_layer_v2(const bnn_guide *guide, size_t layer,
+                                          float *w_mu, float *w_sigma,
+                                          size_t w_cap, float *b_mu,
+                                          float *b_sigma, size_t b_cap);
+/** bnn_guide_set_layer with the number of floats each buffer holds:
+ *  w_count for each of w_mu and w_sigma, b_count for each of b_mu and
+ *  b_sigma.  A count is checked only when one of its buffers is not NULL
+ *  and must equal the layer's size exactly (out x in, or out): any other
+ *  count means the data has another shape.  NULL buffers leave that part
+ *  unchanged; the guide is unchanged on error.  Errors: BNN_E_INVALID (NULL
+ *  guide, layer out of range, a value not finite, a sigma not > 0),
+ *  BNN_E_SHAPE (a count other than the layer's size). */
+BNN_API bnn_status bnn_guide_set_layer_v2(bnn_guide *guide, size_t layer,
+                                          const float *w_mu,
+                                          const float *w_sigma, size_t w_count,
+                                          const float *b_mu,
+                                          const float *b_sigma, size_t b_count);
+
+/** How bnn_guide_set_layer_from_point chooses each sigma. */
+typedef enum bnn_point_sigma {
+    /** sigma = max(delta |w|, sigma_floor): MOPED (Krishnan et al. 2020;
+     *  bayesian-torch's dnn_to_bnn with moped_enable); delta ~ 0.1. */
+    BNN_POINT_MOPED = 0,
+    /** sigma = max(delta, sigma_floor) for every parameter */
+    BNN_POINT_CONSTANT = 1
+} bnn_point_sigma;
+
+/** Turn a trained deterministic layer into a Bayesian one: mu = w (out x
+ *  in, row-major, as bnn_guide_get_layer) and mu = b for the biases, with
+ *  each sigma chosen by `mode` from the parameter's own value.  The floor
+ *  keeps sigma > 0 where w = 0 (MOPED) or delta = 0; e.g. 1e-6.  b may be
+ *  NULL for a network without biases: they are then 0 with sigma as for a
+ *  zero weight (b_count is not read).  w_count and b_count are the floats
+ *  w and b hold and must equal out x in and out (bnn_model_layer_shape).
+ *  Sigmas below ~1e-30 are stored as ~1e-30 (bnn_guide_set_layer), so with
+ *  delta 0 and a floor of 1e-30 the guide predicts as the point network
+ *  within float rounding.  Call it for every layer; an optimizer made
+ *  afterwards starts from these values (IVON uses the means only: its sigma
+ *  comes from its Hessian estimate).  The guide is unchanged on error.
+ *  Errors: BNN_E_INVALID (NULL guide or w, layer out of range, unknown
+ *  mode, delta NaN, infinite or negative, sigma_floor not finite and > 0, a
+ *  w or b not finite, a sigma above the float range), BNN_E_SHAPE (w_count
+ *  or, with b, b_count other than the layer's size). */
+BNN_API bnn_status bnn_guide_set_layer_from_point(bnn_guide *guide,
+                                                  size_t layer, const float *w,
+                                                  size_t w_count,
+                                                  const float *b,
+                                                  size_t b_count,
+                                                  bnn_point_sigma mode,
+                                                  float delta,
+                                                  float sigma_floor);
 
 /** The flat variational parameter buffer [mu of all layers | rho of all
  *  layers]; within each half, layer by layer, weights (row-major out x in)

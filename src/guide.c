@@ -1,4 +1,5 @@
 /* bnn_guide: mean-field Normal posterior, one flat [mu | rho] buffer. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -195,6 +196,115 @@ BNN_API bnn_status bnn_guide_set_layer(bnn_guide *g, size_t layer, const float *
     if (b_sigma)
         for (size_t i = 0; i < out; i++)
             rho[m->b_off[layer] + i] = rho_of_sigma(b_sigma[i]);
+    return BNN_OK;
+}
+
+/* A buffer of `have` elements where the layer needs `need`; NULL buffers
+ * need nothing. */
+static bnn_status check_count(const void *a, const void *b, size_t have, size_t need, int exact,
+                              const char *what, const char *fn)
+{
+    if (!a && !b)
+        return BNN_OK;
+    if (exact ? have != need : have < need)
+        return error_set(BNN_E_SHAPE, "%s: %s holds %zu elements, the layer %s %zu", fn, what,
+                         have, exact ? "has" : "needs", need);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_guide_get_layer_v2(const bnn_guide *g, size_t layer, float *w_mu,
+                                          float *w_sigma, size_t w_cap, float *b_mu,
+                                          float *b_sigma, size_t b_cap)
+{
+    const char *fn = "bnn_guide_get_layer_v2";
+    bnn_status st = check_layer(g, layer, fn);
+    if (st != BNN_OK)
+        return st;
+    size_t in = model_layer_in(g->model, layer), out = model_layer_out(g->model, layer);
+    if ((st = check_count(w_mu, w_sigma, w_cap, in * out, 0, "w_cap", fn)) != BNN_OK ||
+        (st = check_count(b_mu, b_sigma, b_cap, out, 0, "b_cap", fn)) != BNN_OK)
+        return st;
+    return bnn_guide_get_layer(g, layer, w_mu, w_sigma, b_mu, b_sigma);
+}
+
+BNN_API bnn_status bnn_guide_set_layer_v2(bnn_guide *g, size_t layer, const float *w_mu,
+                                          const float *w_sigma, size_t w_count,
+                                          const float *b_mu, const float *b_sigma,
+                                          size_t b_count)
+{
+    const char *fn = "bnn_guide_set_layer_v2";
+    bnn_status st = check_layer(g, layer, fn);
+    if (st != BNN_OK)
+        return st;
+    size_t in = model_layer_in(g->model, layer), out = model_layer_out(g->model, layer);
+    if ((st = check_count(w_mu, w_sigma, w_count, in * out, 1, "w_count", fn)) != BNN_OK ||
+        (st = check_count(b_mu, b_sigma, b_count, out, 1, "b_count", fn)) != BNN_OK)
+        return st;
+    return bnn_guide_set_layer(g, layer, w_mu, w_sigma, b_mu, b_sigma);
+}
+
+/* MOPED (Krishnan et al. 2020): sigma = delta |w|, floored so that zero
+ * weights keep a proper posterior. */
+static double point_sigma(bnn_point_sigma mode, double delta, double floor_, double w)
+{
+    double s = mode == BNN_POINT_MOPED ? delta * fabs(w) : delta;
+    return s > floor_ ? s : floor_;
+}
+
+static bnn_status check_point(const float *v, size_t n, bnn_point_sigma mode, float delta,
+                              float floor_, const char *what)
+{
+    const char *fn = "bnn_guide_set_layer_from_point";
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(v[i]))
+            return error_set(BNN_E_INVALID, "%s: %s[%zu] is not finite", fn, what, i);
+        if (point_sigma(mode, delta, floor_, v[i]) > FLT_MAX)
+            return error_set(BNN_E_INVALID, "%s: sigma of %s[%zu] = %g x %g overflows a float",
+                             fn, what, i, (double)delta, (double)v[i]);
+    }
+    return BNN_OK;
+}
+
+static void fill_point(float *mu, float *rho, const float *v, size_t n, bnn_point_sigma mode,
+                       float delta, float floor_)
+{
+    for (size_t i = 0; i < n; i++) {
+        float w = v ? v[i] : 0.0f;
+        mu[i] = w;
+        rho[i] = rho_of_sigma(point_sigma(mode, delta, floor_, w));
+    }
+}
+
+BNN_API bnn_status bnn_guide_set_layer_from_point(bnn_guide *g, size_t layer, const float *w,
+                                                  size_t w_count, const float *b,
+                                                  size_t b_count, bnn_point_sigma mode,
+                                                  float delta, float sigma_floor)
+{
+    const char *fn = "bnn_guide_set_layer_from_point";
+    bnn_status st = check_layer(g, layer, fn);
+    if (st != BNN_OK)
+        return st;
+    if (!w)
+        return error_set(BNN_E_INVALID, "%s: w must not be NULL (b may be: zero biases)", fn);
+    if (mode != BNN_POINT_MOPED && mode != BNN_POINT_CONSTANT)
+        return error_set(BNN_E_INVALID, "%s: unknown sigma mode %d", fn, (int)mode);
+    if (!(isfinite(delta) && delta >= 0.0f))
+        return error_set(BNN_E_INVALID, "%s: delta must be finite and >= 0, got %g", fn,
+                         (double)delta);
+    if (!(isfinite(sigma_floor) && sigma_floor > 0.0f))
+        return error_set(BNN_E_INVALID, "%s: sigma_floor must be finite and > 0, got %g", fn,
+                         (double)sigma_floor);
+    const bnn_model *m = g->model;
+    size_t in = model_layer_in(m, layer), out = model_layer_out(m, layer);
+    if ((st = check_count(w, NULL, w_count, in * out, 1, "w_count", fn)) != BNN_OK ||
+        (st = check_count(b, NULL, b_count, out, 1, "b_count", fn)) != BNN_OK ||
+        (st = check_point(w, in * out, mode, delta, sigma_floor, "w")) != BNN_OK ||
+        (b && (st = check_point(b, out, mode, delta, sigma_floor, "b")) != BNN_OK))
+        return st;
+    float *mu = g->params, *rho = g->params + g->n_params;
+    fill_point(mu + m->w_off[layer], rho + m->w_off[layer], w, in * out, mode, delta,
+               sigma_floor);
+    fill_point(mu + m->b_off[layer], rho + m->b_off[layer], b, out, mode, delta, sigma_floor);
     return BNN_OK;
 }
 

@@ -157,6 +157,20 @@ BNN_API size_t bnn_model_layer_count(const bnn_model *m)
     return m ? m->n_sizes - 1 : 0;
 }
 
+BNN_API bnn_status bnn_model_layer_shape(const bnn_model *m, size_t layer, size_t *in,
+                                         size_t *out)
+{
+    if (!m || !in || !out)
+        return error_set(BNN_E_INVALID, "bnn_model_layer_shape: model, in and out must not be "
+                         "NULL");
+    if (layer >= model_n_layers(m))
+        return error_set(BNN_E_INVALID, "bnn_model_layer_shape: layer %zu out of range (model "
+                         "has %zu)", layer, model_n_layers(m));
+    *in = model_layer_in(m, layer);
+    *out = model_layer_out(m, layer);
+    return BNN_OK;
+}
+
 BNN_API size_t bnn_model_param_count(const bnn_model *m)
 {
     return m ? m->n_params : 0;

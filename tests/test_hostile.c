@@ -640,6 +640,165 @@ ROW(set_layer_b_sigma_neg_zero)
     return set_layer_poison(c, 3, 0, -0.0f);
 }
 
+/* ---- layer shapes, capacity-checked layer access, point weights ---------- */
+
+static bnn_status layer_shape_out(hctx *c, const bnn_model *m, size_t layer, int null_in)
+{
+    size_t *in = OUT(size_t, 0), *out = OUT(size_t, 64);
+    arm(c);
+    return bnn_model_layer_shape(m, layer, null_in ? NULL : in, out);
+}
+
+ROW(layer_shape_null_model)
+{
+    return layer_shape_out(c, NULL, 0, 0);
+}
+
+ROW(layer_shape_null_in)
+{
+    return layer_shape_out(c, fx.cm, 0, 1);
+}
+
+ROW(layer_shape_out_of_range)
+{
+    return layer_shape_out(c, fx.cm, 2, 0);
+}
+
+static bnn_status get_v2_out(hctx *c, const bnn_guide *g, size_t layer, size_t w_cap,
+                             size_t b_cap)
+{
+    float *w = OUT(float, 0), *ws = OUT(float, 256), *b = OUT(float, 512),
+          *bs = OUT(float, 768);
+    arm(c);
+    return bnn_guide_get_layer_v2(g, layer, w, ws, w_cap, b, bs, b_cap);
+}
+
+ROW(get_layer_v2_null_guide)
+{
+    return get_v2_out(c, NULL, 0, L0W, L0B);
+}
+
+ROW(get_layer_v2_out_of_range)
+{
+    return get_v2_out(c, fx.cg, 2, 64, 64);
+}
+
+ROW(get_layer_v2_w_cap_short)
+{
+    return get_v2_out(c, fx.cg, 0, L0W - 1, L0B);
+}
+
+ROW(get_layer_v2_b_cap_zero)
+{
+    return get_v2_out(c, fx.cg, 0, L0W, 0);
+}
+
+/* A valid layer 0 with the given counts, one value poisoned if at < L0W. */
+static bnn_status set_v2(hctx *c, size_t layer, size_t w_count, size_t b_count, size_t at)
+{
+    float w[L0W], ws[L0W], b[L0B], bs[L0B];
+    for (size_t i = 0; i < L0W; i++) {
+        w[i] = 0.5f - 0.125f * (float)i;
+        ws[i] = 0.25f;
+    }
+    for (size_t i = 0; i < L0B; i++) {
+        b[i] = 0.1f;
+        bs[i] = 0.5f;
+    }
+    if (at < L0W)
+        ws[at] = -0.25f;
+    arm(c);
+    return bnn_guide_set_layer_v2(fx.cg, layer, w, ws, w_count, b, bs, b_count);
+}
+
+ROW(set_layer_v2_null_guide)
+{
+    float w[L0W] = {0};
+    arm(c);
+    return bnn_guide_set_layer_v2(NULL, 0, w, NULL, L0W, NULL, NULL, 0);
+}
+
+ROW(set_layer_v2_out_of_range)
+{
+    return set_v2(c, 5, L0W, L0B, SIZE_MAX);
+}
+
+ROW(set_layer_v2_w_count_over)
+{
+    return set_v2(c, 0, L0W + 1, L0B, SIZE_MAX);
+}
+
+ROW(set_layer_v2_b_count_short)
+{
+    return set_v2(c, 0, L0W, L0B - 1, SIZE_MAX);
+}
+
+ROW(set_layer_v2_w_count_size_max)
+{
+    return set_v2(c, 0, SIZE_MAX, L0B, SIZE_MAX);
+}
+
+ROW(set_layer_v2_sigma_negative)
+{
+    return set_v2(c, 0, L0W, L0B, 6);
+}
+
+/* Valid point weights for layer 0, then one thing changed. */
+typedef struct point_args {
+    size_t layer, w_count, b_count, poison_at;
+    float poison, delta, floor_;
+    bnn_point_sigma mode;
+    int null_w, null_guide;
+} point_args;
+
+static bnn_status from_point(hctx *c, point_args a)
+{
+    float w[L0W], b[L0B];
+    for (size_t i = 0; i < L0W; i++)
+        w[i] = 0.5f - 0.125f * (float)i;
+    for (size_t i = 0; i < L0B; i++)
+        b[i] = 0.1f * (float)i;
+    if (a.poison_at < L0W)
+        w[a.poison_at] = a.poison;
+    else if (a.poison_at < L0W + L0B)
+        b[a.poison_at - L0W] = a.poison;
+    arm(c);
+    return bnn_guide_set_layer_from_point(a.null_guide ? NULL : fx.cg, a.layer,
+                                          a.null_w ? NULL : w, a.w_count, b, a.b_count, a.mode,
+                                          a.delta, a.floor_);
+}
+
+static point_args point_ok(void)
+{
+    point_args a = {.layer = 0, .w_count = L0W, .b_count = L0B, .poison_at = SIZE_MAX,
+                    .delta = 0.1f, .floor_ = 1e-6f, .mode = BNN_POINT_MOPED};
+    return a;
+}
+
+/* A row changing valid point arguments by one statement on `a`. */
+#define POINT_ROW(name, stmt)                                              \
+    ROW(from_point_##name)                                                 \
+    {                                                                      \
+        point_args a = point_ok();                                         \
+        stmt;                                                              \
+        return from_point(c, a);                                           \
+    }
+
+POINT_ROW(null_guide, a.null_guide = 1)
+POINT_ROW(null_w, a.null_w = 1)
+POINT_ROW(out_of_range, a.layer = 2)
+POINT_ROW(bad_mode, a.mode = (bnn_point_sigma)2)
+POINT_ROW(delta_nan, a.delta = NAN)
+POINT_ROW(delta_negative, a.delta = -0.1f)
+POINT_ROW(floor_zero, a.floor_ = 0.0f)
+POINT_ROW(floor_inf, a.floor_ = INFINITY)
+POINT_ROW(w_count_short, a.w_count = L0W - 1)
+POINT_ROW(b_count_over, a.b_count = L0B + 1)
+POINT_ROW(w_nan, (a.poison_at = 4, a.poison = NAN))
+POINT_ROW(b_inf_last, (a.poison_at = L0W + L0B - 1, a.poison = -INFINITY))
+/* delta |w| = 1e38 x 1e10 is finite in double but not in float. */
+POINT_ROW(sigma_overflow, (a.delta = 1e38f, a.poison_at = 2, a.poison = 1e10f))
+
 /* ---- optimizer ----------------------------------------------------------- */
 
 static bnn_status opt_with(hctx *c, bnn_guide *g,
@@ -2467,6 +2626,32 @@ static const hrow rows[] = {
     R(set_layer_b_mu_neg_inf, BNN_E_INVALID, "b_mu[1]"),
     R(set_layer_b_sigma_nan_last, BNN_E_INVALID, "b_sigma[3]"),
     R(set_layer_b_sigma_neg_zero, BNN_E_INVALID, "b_sigma[0]"),
+    R(layer_shape_null_model, BNN_E_INVALID, "must not be NULL"),
+    R(layer_shape_null_in, BNN_E_INVALID, "must not be NULL"),
+    R(layer_shape_out_of_range, BNN_E_INVALID, "layer 2 out of range"),
+    R(get_layer_v2_null_guide, BNN_E_INVALID, "guide is NULL"),
+    R(get_layer_v2_out_of_range, BNN_E_INVALID, "layer 2 out of range"),
+    R(get_layer_v2_w_cap_short, BNN_E_SHAPE, "w_cap holds 11 elements, the layer needs 12"),
+    R(get_layer_v2_b_cap_zero, BNN_E_SHAPE, "b_cap holds 0"),
+    R(set_layer_v2_null_guide, BNN_E_INVALID, "guide is NULL"),
+    R(set_layer_v2_out_of_range, BNN_E_INVALID, "layer 5 out of range"),
+    R(set_layer_v2_w_count_over, BNN_E_SHAPE, "w_count holds 13 elements, the layer has 12"),
+    R(set_layer_v2_b_count_short, BNN_E_SHAPE, "b_count holds 3"),
+    R(set_layer_v2_w_count_size_max, BNN_E_SHAPE, "w_count"),
+    R(set_layer_v2_sigma_negative, BNN_E_INVALID, "w_sigma[6]"),
+    R(from_point_null_guide, BNN_E_INVALID, "guide is NULL"),
+    R(from_point_null_w, BNN_E_INVALID, "w must not be NULL"),
+    R(from_point_out_of_range, BNN_E_INVALID, "out of range"),
+    R(from_point_bad_mode, BNN_E_INVALID, "sigma mode 2"),
+    R(from_point_delta_nan, BNN_E_INVALID, "delta"),
+    R(from_point_delta_negative, BNN_E_INVALID, "delta"),
+    R(from_point_floor_zero, BNN_E_INVALID, "sigma_floor"),
+    R(from_point_floor_inf, BNN_E_INVALID, "sigma_floor"),
+    R(from_point_w_count_short, BNN_E_SHAPE, "w_count holds 11"),
+    R(from_point_b_count_over, BNN_E_SHAPE, "b_count holds 5"),
+    R(from_point_w_nan, BNN_E_INVALID, "w[4] is not finite"),
+    R(from_point_b_inf_last, BNN_E_INVALID, "b[3] is not finite"),
+    R(from_point_sigma_overflow, BNN_E_INVALID, "overflows a float"),
     /* optimizer */
     R(opt_null_guide, BNN_E_INVALID, "must not be NULL"),
     R(opt_null_out, BNN_E_INVALID, "must not be NULL"),
@@ -2777,6 +2962,10 @@ static const struct {
     const char *prefix, *fn;
 } row_functions[] = {
     {"get_config_", "bnn_model_get_config"},
+    {"get_layer_v2_", "bnn_guide_get_layer_v2"},
+    {"set_layer_v2_", "bnn_guide_set_layer_v2"},
+    {"layer_shape_", "bnn_model_layer_shape"},
+    {"from_point_", "bnn_guide_set_layer_from_point"},
     {"get_layer_", "bnn_guide_get_layer"},
     {"set_layer_", "bnn_guide_set_layer"},
     {"guide_", "bnn_guide_create"},
