@@ -161,9 +161,9 @@ static bnn_status check_values(const float *v, size_t n, int sigma, const char *
         return BNN_OK;
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(v[i]))
-            return error_set(BNN_E_INVALID, "bnn_guide_set_layer: %s[%zu] is not finite", what, i);
+            return error_set(BNN_E_INVALID, "%s[%zu] is not finite", what, i);
         if (sigma && !(v[i] > 0.0f))
-            return error_set(BNN_E_INVALID, "bnn_guide_set_layer: %s[%zu] = %g is not > 0", what,
+            return error_set(BNN_E_INVALID, "%s[%zu] = %g is not > 0", what,
                              i, (double)v[i]);
     }
     return BNN_OK;
@@ -216,6 +216,7 @@ BNN_API bnn_status bnn_guide_get_layer_v2(const bnn_guide *g, size_t layer, floa
                                           float *w_sigma, size_t w_cap, float *b_mu,
                                           float *b_sigma, size_t b_cap)
 {
+    API_ENTRY();
     const char *fn = "bnn_guide_get_layer_v2";
     bnn_status st = check_layer(g, layer, fn);
     if (st != BNN_OK)
@@ -232,6 +233,7 @@ BNN_API bnn_status bnn_guide_set_layer_v2(bnn_guide *g, size_t layer, const floa
                                           const float *b_mu, const float *b_sigma,
                                           size_t b_count)
 {
+    API_ENTRY();
     const char *fn = "bnn_guide_set_layer_v2";
     bnn_status st = check_layer(g, layer, fn);
     if (st != BNN_OK)
@@ -280,6 +282,7 @@ BNN_API bnn_status bnn_guide_set_layer_from_point(bnn_guide *g, size_t layer, co
                                                   size_t b_count, bnn_point_sigma mode,
                                                   float delta, float sigma_floor)
 {
+    API_ENTRY();
     const char *fn = "bnn_guide_set_layer_from_point";
     bnn_status st = check_layer(g, layer, fn);
     if (st != BNN_OK)

@@ -160,6 +160,7 @@ BNN_API size_t bnn_model_layer_count(const bnn_model *m)
 BNN_API bnn_status bnn_model_layer_shape(const bnn_model *m, size_t layer, size_t *in,
                                          size_t *out)
 {
+    API_ENTRY();
     if (!m || !in || !out)
         return error_set(BNN_E_INVALID, "bnn_model_layer_shape: model, in and out must not be "
                          "NULL");
