@@ -1,6 +1,6 @@
 #!/bin/sh
 # Run an example program and check what it prints.
-#   check_example.sh custom_loop|regression|cpp EXE [ARGS...]
+#   check_example.sh custom_loop|regression|cpp|from_point EXE [ARGS...]
 # The output is echoed first, so a failing check can be read in the log.
 set -u
 kind=$1
@@ -69,6 +69,30 @@ regression)
             printf "check: median band on the data %.4f; narrowest at |x| = 2 %.4f (x%.2f); gap %.4f (x%.2f)\n",
                 med, far_min, far_min / med, gap_min, gap_min / med
             if (!(far_min > 3 * med)) { print "FAIL: the band far from the data is not 3 times wider than on it"; exit 1 }
+        }' || exit 1
+    ;;
+from_point)
+    # The converted guide answers as the point network did (MOPED keeps the
+    # means), fine-tuning keeps the accuracy, and far points are more
+    # uncertain than test points afterwards (entropy and MI).
+    printf '%s\n' "$out" | awk '
+        $2 == "accuracy" { acc[$1] = $3; seen[$1] = 1
+            for (i = 4; i < NF; i += 2) v[$1, $i] = $(i + 1) }
+        END {
+            if (!seen["point"] || !seen["converted"] || !seen["finetuned"]) {
+                print "FAIL: missing stage lines"; exit 1
+            }
+            p = acc["point"]; c = acc["converted"]; f = acc["finetuned"]
+            printf "check: accuracy point %s converted %s finetuned %s; MI test %s far %s\n",
+                p, c, f, v["finetuned", "MI"], v["finetuned", "far_MI"]
+            if (p + 0 <= 0.95) { print "FAIL: the point network did not learn"; exit 1 }
+            d = c - p; if (d < 0) d = -d
+            if (d > 0.01) { print "FAIL: the converted guide does not answer as the point network"; exit 1 }
+            if (f + 0 < p - 0.02) { print "FAIL: fine-tuning lost accuracy"; exit 1 }
+            if (!(v["finetuned", "far_MI"] > v["finetuned", "MI"]) ||
+                !(v["finetuned", "far_entropy"] > v["finetuned", "entropy"])) {
+                print "FAIL: far points are not more uncertain"; exit 1
+            }
         }' || exit 1
     ;;
 cpp)
