@@ -89,10 +89,10 @@ void evaluate(const options *o, const bnn_guide *g, const dataset *d,
     r->n_val = d->val.n;
 
     /* The original program's forced answer: argmax of the mean sampled
-     * log-probability over 10 networks. */
+     * log-probability over --forced-samples (10) samples. */
     size_t S = o->forced_samples;
     float *logp = xmalloc(S * t->n, CLASSES * sizeof *logp);
-    CHECK(bnn_predict_samples(g, t->x, t->n, S, o->predict_seed, logp));
+    predict_samples(o, g, t->x, t->n, S, o->predict_seed, logp);
     size_t ok = 0;
     for (size_t i = 0; i < t->n; i++) {
         double mean[CLASSES] = {0};

@@ -46,10 +46,10 @@ static void plot_examples(const options *o, const bnn_guide *g, const slice *t,
     for (size_t k = 0; k < count; k++) {
         size_t i = pick[k].index;
         const bnn_prediction *rec = &tp->rec_median[i];
-        /* Same seed as the evaluation, and sample s does not depend on n:
-         * these are the very networks behind the record. */
-        CHECK(bnn_predict_samples(g, t->x + i * IDX_PIXELS, 1, o->refuse_samples,
-                                  o->predict_seed, logp));
+        /* Same seed and mode as the evaluation, and sample s does not
+         * depend on n: these are the very samples behind the record. */
+        predict_samples(o, g, t->x + i * IDX_PIXELS, 1, o->refuse_samples, o->predict_seed,
+                        logp);
         char path[4096], caption[160], err[512];
         snprintf(path, sizeof path, "%s/%s-%02zu-test%zu.png", o->plots,
                  uncertain ? "uncertain" : "confident", k + 1, i);

@@ -49,6 +49,7 @@ typedef struct options {
     size_t refuse_samples;     /* original program: 100 */
     float refuse_threshold;    /* original program: 0.2 */
     uint64_t predict_seed;
+    bnn_sampling sampling;     /* --sampling */
     double target_accuracy;
     int quiet;
     const char *ood;           /* --ood: NULL for the default, "none" */
@@ -108,9 +109,17 @@ void train(const options *o, const dataset *d, bnn_guide *g, bnn_optimizer *opt,
 /* The library's own threads, for training passes and prediction. */
 size_t lib_threads(const options *o);
 
-/* bnn_predict_with_uncertainty with the program's thread count. */
+/* Records (and pc->mean_probs) of a slice through a predictor with the
+ * program's sampling mode and threads. */
 void predict_uncertainty(const options *o, const bnn_guide *g, const bnn_predict_config *pc,
                          const slice *s, bnn_prediction *rec);
+
+/* S sampled log-probabilities of n inputs (S x n x classes), likewise. */
+void predict_samples(const options *o, const bnn_guide *g, const float *x, size_t n, size_t S,
+                     uint64_t seed, float *logp);
+
+/* "marginal", "networks" or "mean". */
+const char *sampling_name(bnn_sampling s);
 
 /* ---- evaluation (evaluate.c) --------------------------------------------- */
 

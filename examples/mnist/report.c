@@ -63,16 +63,17 @@ void print_config(const options *o, size_t n_train)
 
 void print_report(const options *o, const eval_report *r)
 {
-    printf("\nTest set: %zu images; validation slice: %zu images\n", r->n_test, r->n_val);
+    printf("\nTest set: %zu images; validation slice: %zu images; %s sampling\n", r->n_test,
+           r->n_val, sampling_name(o->sampling));
     printf("Original program's figures:\n");
-    printf("  forced accuracy (%zu networks)          %6.2f%%\n", o->forced_samples,
+    printf("  forced accuracy (%zu samples)           %6.2f%%\n", o->forced_samples,
            100 * r->forced_accuracy);
-    printf("  refused (median rule, %zu nets, t=%.2g)  %6.2f%%  (%zu of %zu)\n",
+    printf("  refused (median rule, %zu samples, t=%.2g) %6.2f%%  (%zu of %zu)\n",
            o->refuse_samples, (double)o->refuse_threshold, 100 * r->median.refused_fraction,
            r->median.refused, r->median.n);
     printf("  accuracy on the accepted                %6.2f%%\n",
            100 * r->median.accepted_accuracy);
-    printf("Mean prediction of %zu networks:\n", o->refuse_samples);
+    printf("Mean prediction of %zu samples:\n", o->refuse_samples);
     printf("  accuracy %.2f%%  NLL %.4f  Brier %.4f  ECE(%d bins) %.2f%%  AURC %.4f\n",
            100 * r->metrics.accuracy, r->metrics.nll, r->metrics.brier, ECE_BINS,
            100 * r->metrics.ece, r->aurc);
@@ -150,6 +151,15 @@ static void json_string(FILE *f, const char *s)
             fputc(ch, f);
     }
     fputc('"', f);
+}
+
+const char *sampling_name(bnn_sampling s)
+{
+    switch (s) {
+    case BNN_SAMPLING_NETWORKS: return "networks";
+    case BNN_SAMPLING_MEAN: return "mean";
+    default: return "marginal";
+    }
 }
 
 const char *estimator_name(bnn_estimator e)
@@ -248,8 +258,10 @@ void write_report(const options *o, const char *path, const blas_info *bi,
                 ts->images_per_second, ts->final_loss, ts->final_nll, ts->final_kl);
     }
     fprintf(f, "  \"evaluation\": {\n");
-    fprintf(f, "    \"test_images\": %zu, \"validation_images\": %zu, \"predict_seed\": %llu,\n",
-            r->n_test, r->n_val, (unsigned long long)o->predict_seed);
+    fprintf(f,
+            "    \"test_images\": %zu, \"validation_images\": %zu, \"predict_seed\": %llu, "
+            "\"sampling\": \"%s\",\n",
+            r->n_test, r->n_val, (unsigned long long)o->predict_seed, sampling_name(o->sampling));
     fprintf(f, "    \"forced\": {\"samples\": %zu, \"accuracy\": %.9g},\n", o->forced_samples,
             r->forced_accuracy);
     fprintf(f,

@@ -5,7 +5,6 @@
 #include "mnist.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,76 +48,52 @@ size_t lib_threads(const options *o)
     return o->blas_threads < 1 ? 1 : (size_t)o->blas_threads;
 }
 
-/* bnn_predict_with_uncertainty shares the networks among threads of its
- * own (bnn_predict_config.num_threads). */
-void predict_uncertainty(const options *o, const bnn_guide *g, const bnn_predict_config *pc,
-                         const slice *s, bnn_prediction *rec)
+/* A predictor with the program's sampling mode and threads: the library
+ * shares each chunk of inputs among its threads, so the program splits
+ * nothing itself. */
+static bnn_predictor *make_predictor(const options *o, const bnn_guide *g,
+                                     const bnn_predict_config *pc, size_t n)
 {
     bnn_predict_config c = *pc;
     c.num_threads = lib_threads(o);
-    bnn_status st = bnn_predict_with_uncertainty(g, &c, s->x, s->n, rec, sizeof *rec, NULL, NULL);
+    c.sampling = o->sampling;
+    bnn_predictor *p = NULL;
+    bnn_status st = bnn_predictor_create(g, &c, n ? n : 1, &p);
     if (st != BNN_OK)
-        die("bnn_predict_with_uncertainty: %s (%s)", bnn_last_error(), bnn_status_string(st));
+        die("bnn_predictor_create: %s (%s)", bnn_last_error(), bnn_status_string(st));
+    return p;
 }
 
-/* bnn_predict has no thread setting, so its inputs are split by rows
- * across threads of this program: the predictors take a const guide and
- * may run concurrently, and what they return does not depend on how the
- * inputs are batched, so the split changes the speed and never a figure. */
-typedef struct pred_part {
-    const bnn_guide *g;
-    size_t samples;
-    uint64_t seed;
-    const float *x;
-    size_t n;
-    float *probs;
-    bnn_status st;
-    char err[256];
-} pred_part;
-
-static void *pred_part_run(void *arg)
+void predict_uncertainty(const options *o, const bnn_guide *g, const bnn_predict_config *pc,
+                         const slice *s, bnn_prediction *rec)
 {
-    pred_part *p = arg;
-    p->st = bnn_predict(p->g, p->x, p->n, p->samples, p->seed, p->probs);
-    if (p->st != BNN_OK) /* the message is per thread */
-        snprintf(p->err, sizeof p->err, "%s", bnn_last_error());
-    return NULL;
+    bnn_predictor *p = make_predictor(o, g, pc, s->n);
+    CHECK(bnn_predictor_run(p, s->x, s->n, rec, sizeof *rec, NULL, NULL, pc->mean_probs));
+    bnn_predictor_free(p);
 }
 
-static void predict_mean_parallel(const options *o, const bnn_guide *g, size_t samples,
-                                  uint64_t seed, const slice *s, float *probs)
+void predict_samples(const options *o, const bnn_guide *g, const float *x, size_t n, size_t S,
+                     uint64_t seed, float *logp)
 {
-    enum { MAX_PARTS = 64 };
-    size_t T = lib_threads(o);
-    if (T > MAX_PARTS)
-        T = MAX_PARTS;
-    if (T > s->n)
-        T = s->n ? s->n : 1;
-    pred_part part[MAX_PARTS];
-    pthread_t tid[MAX_PARTS];
-    int started[MAX_PARTS] = {0};
-    for (size_t t = 0; t < T; t++) {
-        size_t i0 = s->n * t / T, i1 = s->n * (t + 1) / T;
-        pred_part *p = &part[t];
-        memset(p, 0, sizeof *p);
-        p->g = g;
-        p->samples = samples;
-        p->seed = seed;
-        p->x = s->x + i0 * IDX_PIXELS;
-        p->n = i1 - i0;
-        p->probs = probs + i0 * CLASSES;
-        /* part 0, and any part whose thread cannot start, runs here */
-        started[t] = t > 0 && pthread_create(&tid[t], NULL, pred_part_run, p) == 0;
-    }
-    for (size_t t = 0; t < T; t++)
-        if (!started[t])
-            pred_part_run(&part[t]);
-    for (size_t t = 0; t < T; t++)
-        if (started[t])
-            pthread_join(tid[t], NULL);
-    for (size_t t = 0; t < T; t++)
-        if (part[t].st != BNN_OK)
-            die("bnn_predict: %s (%s)", part[t].err, bnn_status_string(part[t].st));
+    bnn_predict_config pc;
+    bnn_predict_config_init(&pc);
+    pc.num_samples = S;
+    pc.seed = seed;
+    bnn_predictor *p = make_predictor(o, g, &pc, n);
+    CHECK(bnn_predictor_samples(p, x, n, logp));
+    bnn_predictor_free(p);
+}
+
+static void predict_mean(const options *o, const bnn_guide *g, size_t samples, uint64_t seed,
+                         const slice *s, float *probs)
+{
+    bnn_predict_config pc;
+    bnn_predict_config_init(&pc);
+    pc.num_samples = samples;
+    pc.seed = seed;
+    bnn_predictor *p = make_predictor(o, g, &pc, s->n);
+    CHECK(bnn_predictor_probs(p, s->x, s->n, probs));
+    bnn_predictor_free(p);
 }
 
 /* Accuracy of the mean prediction of a few networks: a cheap progress
@@ -129,7 +104,7 @@ static double quick_accuracy(const options *o, const bnn_guide *g, const slice *
     if (s->n == 0)
         return NAN;
     float *p = xmalloc(s->n, CLASSES * sizeof *p);
-    predict_mean_parallel(o, g, samples, 12345, s, p);
+    predict_mean(o, g, samples, 12345, s, p);
     size_t ok = 0;
     for (size_t i = 0; i < s->n; i++) {
         size_t best = 0;
