@@ -249,7 +249,7 @@ static int ws_init(pred_ws *w, const bnn_predictor *p)
         GET(w->c, R, ow);
         GET(w->d, R, ow);
         /* the noise of a block, or one input's x^2, m and v rows */
-        size_t ne = R * ow > in + 2 * o0 ? R * ow : in + 2 * o0;
+        size_t ne = R * ow + ow > in + 2 * o0 ? R * ow + ow : in + 2 * o0;
         GET(w->eps, ne, 1);
     } else {
         size_t hw = hidden_width(m);
@@ -354,27 +354,92 @@ static void forward_net(const bnn_predictor *p, pred_ws *w, const float *net,
 
 /* ---- MARGINAL ----------------------------------------------------------------- */
 
-/* Standard normals of layer l for samples [s0, s0 + ns): eps[s * out + j]. */
+/* Standard normals of layer l for samples [s0, s0 + ns), unit-major:
+ * eps[j * ld + s - s0], so that consecutive samples of a unit are
+ * contiguous; tmp holds `out` floats. */
 static void layer_noise(uint64_t seed, size_t l, size_t s0, size_t ns,
-                        size_t out, float *eps)
+                        size_t out, float *eps, size_t ld, float *tmp)
 {
-    for (size_t s = 0; s < ns; s++)
+    for (size_t s = 0; s < ns; s++) {
         rng_normal_fill(seed,
                         rng_stream_id((uint64_t)(s0 + s), MARGINAL_STREAM,
                                       (unsigned)l, RNG_PREDICT),
-                        0, out, eps + s * out);
+                        0, out, tmp);
+        for (size_t j = 0; j < out; j++)
+            eps[j * ld + s] = tmp[j];
+    }
 }
 
-/* The noise of layer l for samples [s0, s0 + ns): from the predictor's
- * cache (drawn once at creation: it does not depend on the input), or
- * drawn into the workspace. */
+/* The noise of layer l for samples [s0, s0 + ns), unit-major with stride
+ * *ld: from the predictor's cache (drawn once at creation: it does not
+ * depend on the input), or drawn into the workspace. */
 static const float *noise_of(const bnn_predictor *p, pred_ws *w, size_t l,
-                             size_t s0, size_t ns, size_t out)
+                             size_t s0, size_t ns, size_t out, size_t *ld)
 {
-    if (p->noise)
-        return p->noise + p->noise_off[l] + s0 * out;
-    layer_noise(p->cfg.seed, l, s0, ns, out, w->eps);
+    if (p->noise) {
+        *ld = p->S;
+        return p->noise + p->noise_off[l] + s0;
+    }
+    *ld = ns;
+    layer_noise(p->cfg.seed, l, s0, ns, out, w->eps, ns, w->eps + ns * out);
     return w->eps;
+}
+
+/* 1 if the DENSE_PANEL rows from q0 are one input's consecutive samples
+ * (row q is sample q % ns of input q / ns), so a unit's noise for the
+ * panel is contiguous. */
+static int panel_is_one_input(size_t q0, size_t rows, size_t ns)
+{
+    return q0 + DENSE_PANEL <= rows && q0 % ns + DENSE_PANEL <= ns;
+}
+
+/* Layer 0's sampled pre-activations z = m + sd eps of (input i, sample s)
+ * rows q < rows of a packed block, padding rows zero; with relu_sq (a
+ * ReLU hidden layer follows) z becomes the activation and h2 its square,
+ * in the same pass.  m and sd: packed per input. */
+CPU_CLONES static void layer0_rows(float *z, float *h2, const float *m,
+                                   const float *sd, const float *eps,
+                                   size_t ld, size_t rows, size_t rp,
+                                   size_t ns, size_t out, int relu_sq)
+{
+    for (size_t q0 = 0; q0 < rp; q0 += DENSE_PANEL) {
+        float *zp = z + q0 * out, *hp = h2 + q0 * out;
+        if (panel_is_one_input(q0, rows, ns)) {
+            size_t o = pk(q0 / ns, 0, out), s = q0 % ns;
+            for (size_t j = 0; j < out; j++) {
+                float mj = m[o + j * DENSE_PANEL], sj = sd[o + j * DENSE_PANEL];
+                const float *ej = eps + j * ld + s;
+                for (size_t r = 0; r < DENSE_PANEL; r++) {
+                    float t = sj * ej[r];
+                    float v = mj + t;
+                    if (relu_sq) {
+                        v = v < 0.0f ? 0.0f : v;
+                        float v2 = v * v;
+                        hp[j * DENSE_PANEL + r] = v2;
+                    }
+                    zp[j * DENSE_PANEL + r] = v;
+                }
+            }
+            continue;
+        }
+        for (size_t r = 0; r < DENSE_PANEL; r++) {
+            size_t q = q0 + r;
+            size_t o = q < rows ? pk(q / ns, 0, out) : 0, s = q < rows ? q % ns : 0;
+            for (size_t j = 0; j < out; j++) {
+                float v = 0.0f;
+                if (q < rows) {
+                    float t = sd[o + j * DENSE_PANEL] * eps[j * ld + s];
+                    v = m[o + j * DENSE_PANEL] + t;
+                }
+                if (relu_sq) {
+                    v = v < 0.0f ? 0.0f : v;
+                    float v2 = v * v;
+                    hp[j * DENSE_PANEL + r] = v2;
+                }
+                zp[j * DENSE_PANEL + r] = v;
+            }
+        }
+    }
 }
 
 /* Up to ROW_KERNEL_MAX inputs per group, layer 0 runs row by row on the
@@ -403,22 +468,33 @@ CPU_CLONES static void dense_row_t(const float *WT, const float *b, size_t out,
 
 /* z = m + sqrt(v) eps for rows q < rows of a packed block (row q is sample
  * q % ns), in place in m; walked in packed order, panel by panel. */
-CPU_CLONES static void add_noise(float *mz, const float *v, const float *eps, size_t rows,
-                      size_t ns, size_t out)
+CPU_CLONES static void add_noise(float *mz, const float *v, const float *eps,
+                                 size_t ld, size_t rows, size_t ns, size_t out)
 {
     for (size_t q0 = 0; q0 < rows; q0 += DENSE_PANEL) {
-        size_t lanes = rows - q0 < DENSE_PANEL ? rows - q0 : DENSE_PANEL;
-        const float *e[DENSE_PANEL];
-        for (size_t r = 0; r < lanes; r++)
-            e[r] = eps + ((q0 + r) % ns) * out;
         float *zp = mz + q0 * out;
         const float *vp = v + q0 * out;
-        for (size_t j = 0; j < out; j++)
-            for (size_t r = 0; r < lanes; r++) {
+        if (panel_is_one_input(q0, rows, ns)) {
+            size_t s = q0 % ns;
+            for (size_t j = 0; j < out; j++) {
+                const float *ej = eps + j * ld + s;
+                for (size_t r = 0; r < DENSE_PANEL; r++) {
+                    float sd = sqrtf(vp[j * DENSE_PANEL + r]);
+                    float t = sd * ej[r];
+                    zp[j * DENSE_PANEL + r] += t;
+                }
+            }
+            continue;
+        }
+        size_t lanes = rows - q0 < DENSE_PANEL ? rows - q0 : DENSE_PANEL;
+        for (size_t r = 0; r < lanes; r++) {
+            size_t s = (q0 + r) % ns;
+            for (size_t j = 0; j < out; j++) {
                 float sd = sqrtf(vp[j * DENSE_PANEL + r]);
-                float t = sd * e[r][j];
+                float t = sd * eps[j * ld + s];
                 zp[j * DENSE_PANEL + r] += t;
             }
+        }
     }
 }
 
@@ -472,45 +548,26 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
             size_t rows = gi * ns, rp = pad_panel(rows);
             size_t rpan = rp / DENSE_PANEL;
             float *z = w->a, *h2 = w->b, *mm = w->c, *vv = w->d;
-            const float *eps = noise_of(p, w, 0, s0, ns, o0);
-            /* layer 0's pre-activations of (input i, sample s) rows; the
-             * padding rows are zero */
-            for (size_t q0 = 0; q0 < rp; q0 += DENSE_PANEL) {
-                const float *e[DENSE_PANEL], *mi[DENSE_PANEL], *si[DENSE_PANEL];
-                size_t lanes = rows > q0 ? rows - q0 : 0;
-                if (lanes > DENSE_PANEL)
-                    lanes = DENSE_PANEL;
-                for (size_t r = 0; r < lanes; r++) {
-                    size_t q = q0 + r, i = q / ns;
-                    e[r] = eps + (q % ns) * o0;
-                    mi[r] = w->m0 + pk(i, 0, o0);
-                    si[r] = w->v0 + pk(i, 0, o0);
-                }
-                float *zp = z + q0 * o0;
-                for (size_t j = 0; j < o0; j++) {
-                    size_t r = 0;
-                    for (; r < lanes; r++) {
-                        float t = si[r][j * DENSE_PANEL] * e[r][j];
-                        zp[j * DENSE_PANEL + r] = mi[r][j * DENSE_PANEL] + t;
-                    }
-                    for (; r < DENSE_PANEL; r++)
-                        zp[j * DENSE_PANEL + r] = 0.0f;
-                }
-            }
+            size_t ld;
+            const float *eps = noise_of(p, w, 0, s0, ns, o0, &ld);
+            int fused = L > 1 && m->activation != BNN_ACT_TANH;
+            layer0_rows(z, h2, w->m0, w->v0, eps, ld, rows, rp, ns, o0, fused);
             for (size_t l = 1; l < L; l++) {
                 size_t lin = model_layer_in(m, l), out = model_layer_out(m, l);
                 size_t n_el = rp * lin;
-                activate(m, z, n_el);
-                for (size_t e = 0; e < n_el; e++) {
-                    float t = z[e] * z[e];
-                    h2[e] = t;
+                if (l > 1 || !fused) {
+                    activate(m, z, n_el);
+                    for (size_t e = 0; e < n_el; e++) {
+                        float t = z[e] * z[e];
+                        h2[e] = t;
+                    }
                 }
                 dense_panels(mu + m->w_off[l], mu + m->b_off[l], out, lin, z,
                              mm, rpan, DENSE_PATH_AUTO);
                 dense_panels(p->s2 + m->w_off[l], p->s2 + m->b_off[l], out,
                              lin, h2, vv, rpan, DENSE_PATH_AUTO);
-                add_noise(mm, vv, noise_of(p, w, l, s0, ns, out), rows, ns,
-                          out);
+                eps = noise_of(p, w, l, s0, ns, out, &ld);
+                add_noise(mm, vv, eps, ld, rows, ns, out);
                 float *t = z;
                 z = mm;
                 mm = t;
@@ -751,14 +808,10 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
         }
         ok = (p->s2 = mem_alloc_array(al, g->n_params, sizeof(float))) &&
              (p->w0t = mem_alloc_array(al, 2 * in, m->sizes[1] * sizeof(float)));
-        /* every sample's noise, when it fits in the budget */
+        /* every sample's noise, when it fits in the budget (drawn below) */
         if (ok && !no_noise_cache && !mem_mul_overflow(units, S, &tmp) &&
-            tmp <= PREDICT_WORKSPACE_BYTES / sizeof(float)) {
+            tmp <= PREDICT_WORKSPACE_BYTES / sizeof(float))
             ok = (p->noise = mem_alloc_array(al, tmp, sizeof(float))) != NULL;
-            for (size_t l = 0; ok && l < model_n_layers(m); l++)
-                layer_noise(cfg.seed, l, 0, S, model_layer_out(m, l),
-                            p->noise + p->noise_off[l]);
-        }
     }
     if (ok && cfg.sampling == BNN_SAMPLING_MEAN)
         ok = (p->w0t = mem_alloc_array(al, in, m->sizes[1] * sizeof(float))) != NULL;
@@ -776,6 +829,9 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
         return error_set(BNN_E_NOMEM, "%s: cannot allocate the workspace",
                          fn);
     }
+    for (size_t l = 0; p->noise && l < model_n_layers(m); l++)
+        layer_noise(cfg.seed, l, 0, S, model_layer_out(m, l),
+                    p->noise + p->noise_off[l], S, p->ws[0].eps);
     if ((st = pool_create(al, T, &p->workers)) ||
         (st = load_guide(p, fn))) {
         bnn_predictor_free(p);

@@ -1936,13 +1936,13 @@ static bnn_predictor *pred_make(const bnn_guide *g, bnn_sampling mode,
  * eps[s, l, j] with m = W_mu h + b_mu, v = W_sigma^2 h^2 + b_sigma^2 and
  * eps from the stream (seed, s, particle 1, layer l): checked against that
  * rule computed in double from the set weights. */
-START_TEST(test_marginal_matches_rule)
+static void check_marginal_rule(bnn_activation act)
 {
     enum { N = 4, S = 6, C = 3 };
     const size_t sizes[4] = {3, 5, 4, 3};
     const float sig = 0.4f;
     tnet t;
-    tnet_make(&t, sizes, 4, BNN_ACT_TANH, BNN_LIK_CATEGORICAL, sig, 31, NULL);
+    tnet_make(&t, sizes, 4, act, BNN_LIK_CATEGORICAL, sig, 31, NULL);
     float x[N * 3], logp[S * N * C];
     tu_rng r = {31};
     tu_fill_uniform(&r, x, N * 3, -2.0f, 2.0f);
@@ -1970,7 +1970,9 @@ START_TEST(test_marginal_matches_rule)
                     a[j] = m + sqrt(v) * eps[j];
                 }
                 for (size_t j = 0; j < out; j++)
-                    h[j] = l == 2 ? a[j] : tanh(a[j]);
+                    h[j] = l == 2                 ? a[j]
+                           : act == BNN_ACT_TANH ? tanh(a[j])
+                                                 : (a[j] > 0 ? a[j] : 0);
                 in = out;
             }
             double mx = h[0], z = 0;
@@ -1986,6 +1988,12 @@ START_TEST(test_marginal_matches_rule)
         }
     ck_assert_msg(spread > 1.0, "samples barely differ: %g", spread);
     tnet_free(&t);
+}
+
+START_TEST(test_marginal_matches_rule)
+{
+    check_marginal_rule(BNN_ACT_TANH);
+    check_marginal_rule(BNN_ACT_RELU);
 }
 END_TEST
 
