@@ -393,43 +393,64 @@ static int panel_is_one_input(size_t q0, size_t rows, size_t ns)
     return q0 + DENSE_PANEL <= rows && q0 % ns + DENSE_PANEL <= ns;
 }
 
+#if defined(__GNUC__)
+/* 8 floats / ints, unaligned and aliasing-safe (as in dense.c): loops of a
+ * panel's 16 lanes written with them vectorize on every build, where the
+ * plain loops were unrolled into scalar code. */
+typedef float pv8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t pi8 __attribute__((vector_size(32), aligned(4), may_alias));
+#endif
+
 /* Layer 0's sampled pre-activations z = m + sd eps of (input i, sample s)
  * rows q < rows of a packed block, padding rows zero; with relu_sq (a
  * ReLU hidden layer follows) z becomes the activation and h2 its square,
- * in the same pass.  m and sd: packed per input. */
+ * in the same pass.  m and sd: packed per input, the block's first input
+ * at index i_off.  ReLU keeps -0 as tensor_relu does (x < 0 ? 0 : x). */
 CPU_CLONES static void layer0_rows(float *z, float *h2, const float *m,
-                                   const float *sd, const float *eps,
-                                   size_t ld, size_t rows, size_t rp,
-                                   size_t ns, size_t out, int relu_sq)
+                                   const float *sd, size_t i_off,
+                                   const float *eps, size_t ld, size_t rows,
+                                   size_t rp, size_t ns, size_t out,
+                                   int relu_sq)
 {
     for (size_t q0 = 0; q0 < rp; q0 += DENSE_PANEL) {
         float *zp = z + q0 * out, *hp = h2 + q0 * out;
+#if defined(__GNUC__)
         if (panel_is_one_input(q0, rows, ns)) {
-            size_t o = pk(q0 / ns, 0, out), s = q0 % ns;
+            size_t o = pk(i_off + q0 / ns, 0, out), s = q0 % ns;
+            const pv8 zero = {0};
             for (size_t j = 0; j < out; j++) {
                 float mj = m[o + j * DENSE_PANEL], sj = sd[o + j * DENSE_PANEL];
-                const float *ej = eps + j * ld + s;
-                for (size_t r = 0; r < DENSE_PANEL; r++) {
-                    float t = sj * ej[r];
-                    float v = mj + t;
+                pv8 mv = zero + mj, sv = zero + sj;
+                const pv8 *ej = (const pv8 *)(eps + j * ld + s);
+                pv8 *zj = (pv8 *)(zp + j * DENSE_PANEL);
+                pv8 *hj = (pv8 *)(hp + j * DENSE_PANEL);
+                for (int h = 0; h < DENSE_PANEL / 8; h++) {
+                    pv8 t = sv * ej[h];
+                    pv8 v = mv + t;
                     if (relu_sq) {
-                        v = v < 0.0f ? 0.0f : v;
-                        float v2 = v * v;
-                        hp[j * DENSE_PANEL + r] = v2;
+                        pi8 keep = v >= zero;
+                        v = (pv8)((pi8)v & keep);
+                        pv8 v2 = v * v;
+                        hj[h] = v2;
                     }
-                    zp[j * DENSE_PANEL + r] = v;
+                    zj[h] = v;
                 }
             }
             continue;
         }
+#endif
+        size_t off[DENSE_PANEL], smp[DENSE_PANEL];
         for (size_t r = 0; r < DENSE_PANEL; r++) {
             size_t q = q0 + r;
-            size_t o = q < rows ? pk(q / ns, 0, out) : 0, s = q < rows ? q % ns : 0;
-            for (size_t j = 0; j < out; j++) {
+            off[r] = q < rows ? pk(i_off + q / ns, 0, out) : 0;
+            smp[r] = q < rows ? q % ns : 0;
+        }
+        for (size_t j = 0; j < out; j++)
+            for (size_t r = 0; r < DENSE_PANEL; r++) {
                 float v = 0.0f;
-                if (q < rows) {
-                    float t = sd[o + j * DENSE_PANEL] * eps[j * ld + s];
-                    v = m[o + j * DENSE_PANEL] + t;
+                if (q0 + r < rows) {
+                    float t = sd[off[r] + j * DENSE_PANEL] * eps[j * ld + smp[r]];
+                    v = m[off[r] + j * DENSE_PANEL] + t;
                 }
                 if (relu_sq) {
                     v = v < 0.0f ? 0.0f : v;
@@ -438,7 +459,6 @@ CPU_CLONES static void layer0_rows(float *z, float *h2, const float *m,
                 }
                 zp[j * DENSE_PANEL + r] = v;
             }
-        }
     }
 }
 
@@ -506,16 +526,16 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
     const bnn_model *m = p->m;
     const float *mu = guide_mu(p->g);
     size_t L = model_n_layers(m), in = p->in, o0 = m->sizes[1], C = p->C;
-    size_t R = p->rows, S = p->S;
+    size_t R = p->rows, S = p->S, G = p->chunk;
+    /* a block: NB inputs x NS samples, at most R rows */
     size_t NS = s_hi - s_lo < R ? s_hi - s_lo : R;
-    size_t NI = R / NS;
-    if (NI > p->chunk)
-        NI = p->chunk;
-    for (size_t i0 = 0; i0 < ni; i0 += NI) {
-        size_t gi = ni - i0 < NI ? ni - i0 : NI;
+    size_t NB = R / NS;
+    int fused = L > 1 && m->activation != BNN_ACT_TANH;
+    for (size_t i0 = 0; i0 < ni; i0 += G) {
+        size_t gi = ni - i0 < G ? ni - i0 : G;
         size_t ipan = pad_panel(gi) / DENSE_PANEL;
         /* m = x.mu + b_mu, v = x^2.sigma^2 + b_sigma^2, for all samples */
-        if (gi <= ROW_KERNEL_MAX) {
+        if (gi <= ROW_KERNEL_MAX && p->w0t) {
             float *xq = w->eps, *mr = xq + in, *vr = mr + o0;
             for (size_t i = 0; i < gi; i++) {
                 const float *xi = x + (i0 + i) * in;
@@ -545,36 +565,38 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
             w->v0[e] = sqrtf(w->v0[e]); /* now the standard deviation */
         for (size_t s0 = s_lo; s0 < s_hi; s0 += NS) {
             size_t ns = s_hi - s0 < NS ? s_hi - s0 : NS;
-            size_t rows = gi * ns, rp = pad_panel(rows);
-            size_t rpan = rp / DENSE_PANEL;
-            float *z = w->a, *h2 = w->b, *mm = w->c, *vv = w->d;
-            size_t ld;
-            const float *eps = noise_of(p, w, 0, s0, ns, o0, &ld);
-            int fused = L > 1 && m->activation != BNN_ACT_TANH;
-            layer0_rows(z, h2, w->m0, w->v0, eps, ld, rows, rp, ns, o0, fused);
-            for (size_t l = 1; l < L; l++) {
-                size_t lin = model_layer_in(m, l), out = model_layer_out(m, l);
-                size_t n_el = rp * lin;
-                if (l > 1 || !fused) {
-                    activate(m, z, n_el);
-                    for (size_t e = 0; e < n_el; e++) {
-                        float t = z[e] * z[e];
-                        h2[e] = t;
+            for (size_t ib = 0; ib < gi; ib += NB) {
+                size_t nb = gi - ib < NB ? gi - ib : NB;
+                size_t rows = nb * ns, rp = pad_panel(rows);
+                size_t rpan = rp / DENSE_PANEL, ld;
+                float *z = w->a, *h2 = w->b, *mm = w->c, *vv = w->d;
+                const float *eps = noise_of(p, w, 0, s0, ns, o0, &ld);
+                layer0_rows(z, h2, w->m0, w->v0, ib, eps, ld, rows, rp, ns, o0,
+                            fused);
+                for (size_t l = 1; l < L; l++) {
+                    size_t lin = model_layer_in(m, l);
+                    size_t out = model_layer_out(m, l), n_el = rp * lin;
+                    if (l > 1 || !fused) {
+                        activate(m, z, n_el);
+                        for (size_t e = 0; e < n_el; e++) {
+                            float t = z[e] * z[e];
+                            h2[e] = t;
+                        }
                     }
+                    dense_panels(mu + m->w_off[l], mu + m->b_off[l], out, lin,
+                                 z, mm, rpan, DENSE_PATH_AUTO);
+                    dense_panels(p->s2 + m->w_off[l], p->s2 + m->b_off[l],
+                                 out, lin, h2, vv, rpan, DENSE_PATH_AUTO);
+                    eps = noise_of(p, w, l, s0, ns, out, &ld);
+                    add_noise(mm, vv, eps, ld, rows, ns, out);
+                    float *t = z;
+                    z = mm;
+                    mm = t;
                 }
-                dense_panels(mu + m->w_off[l], mu + m->b_off[l], out, lin, z,
-                             mm, rpan, DENSE_PATH_AUTO);
-                dense_panels(p->s2 + m->w_off[l], p->s2 + m->b_off[l], out,
-                             lin, h2, vv, rpan, DENSE_PATH_AUTO);
-                eps = noise_of(p, w, l, s0, ns, out, &ld);
-                add_noise(mm, vv, eps, ld, rows, ns, out);
-                float *t = z;
-                z = mm;
-                mm = t;
+                for (size_t q = 0; q < rows; q++)
+                    unpack_row(m, z, q, C,
+                               y + ((i0 + ib + q / ns) * S + s0 + q % ns) * C);
             }
-            for (size_t q = 0; q < rows; q++)
-                unpack_row(m, z, q, C,
-                           y + ((i0 + q / ns) * S + s0 + q % ns) * C);
         }
     }
 }
@@ -611,7 +633,7 @@ static void fill_task(void *vj, size_t t)
         if (lo == hi)
             break;
         const float *xr = NULL;
-        if (hi - lo <= ROW_KERNEL_MAX)
+        if (hi - lo <= ROW_KERNEL_MAX && p->w0t)
             xr = j->x + lo * in;
         else
             pack_inputs(j->x + lo * in, hi - lo, in, w->xp, NULL);
@@ -694,10 +716,13 @@ static bnn_status load_guide(bnn_predictor *p, const char *fn)
     /* layer 0 transposed for dense_row_t: mu, then sigma^2 (MARGINAL) */
     const float *w[2] = {guide_mu(g) + m->w_off[0],
                          p->s2 ? p->s2 + m->w_off[0] : NULL};
+    enum { TILE = 32 }; /* tiles keep both sides of the transpose in cache */
     for (int h = 0; p->w0t && h < 2 && w[h]; h++)
-        for (size_t j = 0; j < o0; j++)
-            for (size_t k = 0; k < in; k++)
-                p->w0t[(h * in + k) * o0 + j] = w[h][j * in + k];
+        for (size_t j0 = 0; j0 < o0; j0 += TILE)
+            for (size_t k0 = 0; k0 < in; k0 += TILE)
+                for (size_t j = j0; j < o0 && j < j0 + TILE; j++)
+                    for (size_t k = k0; k < in && k < k0 + TILE; k++)
+                        p->w0t[(h * in + k) * o0 + j] = w[h][j * in + k];
     return BNN_OK;
 }
 
@@ -726,7 +751,7 @@ BNN_API void bnn_predictor_free(bnn_predictor *p)
 bnn_status predictor_create_chunked(const bnn_guide *g,
                                     const bnn_predict_config *cfg_in,
                                     size_t max_batch, size_t chunk,
-                                    size_t rows, int no_noise_cache,
+                                    size_t rows, unsigned flags,
                                     const char *fn, bnn_predictor **out)
 {
     bnn_predict_config cfg;
@@ -758,13 +783,15 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
     if (cfg.sampling == BNN_SAMPLING_MEAN && T > chunk)
         T = chunk;
     if (cfg.sampling == BNN_SAMPLING_MARGINAL) {
-        /* Rows of one block: the 5 buffers of out_width floats per row
-         * within the budget, at most what the chunk needs, whole panels. */
+        /* Rows of one block (5 buffers of out_width floats per row): at
+         * most what a thread's share of a chunk needs, whole panels. */
         size_t need, row_bytes;
         if (mem_mul_overflow(out_width(m), 5 * sizeof(float), &row_bytes))
             return error_set(BNN_E_SHAPE, "%s: layer too wide", fn);
+        /* Blocks of rows small enough that a layer's buffers stay in
+         * cache between the passes over them: 1 MiB of activations. */
         if (!rows) {
-            rows = PREDICT_WORKSPACE_BYTES / row_bytes;
+            rows = ((size_t)1 << 20) / (row_bytes / 5);
             if (rows < DENSE_PANEL)
                 rows = DENSE_PANEL;
         }
@@ -776,6 +803,10 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
         rows = pad_panel(rows);
     }
 
+    /* Layer 0 transposed, for inputs few enough to run row by row: worth
+     * its making (a transpose of the layer) for predictors that answer a
+     * few inputs at a time, again and again. */
+    int row_kernel = !(flags & PREDICTOR_ONE_SHOT) && max_batch <= 64;
     bnn_predictor *p = mem_alloc(al, sizeof *p);
     if (!p)
         return error_set(BNN_E_NOMEM, "%s: cannot allocate the predictor",
@@ -806,14 +837,15 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
             p->noise_off[l] = units * S;
             units += model_layer_out(m, l);
         }
-        ok = (p->s2 = mem_alloc_array(al, g->n_params, sizeof(float))) &&
-             (p->w0t = mem_alloc_array(al, 2 * in, m->sizes[1] * sizeof(float)));
+        ok = (p->s2 = mem_alloc_array(al, g->n_params, sizeof(float))) != NULL;
+        if (ok && row_kernel)
+            ok = (p->w0t = mem_alloc_array(al, 2 * in, m->sizes[1] * sizeof(float))) != NULL;
         /* every sample's noise, when it fits in the budget (drawn below) */
-        if (ok && !no_noise_cache && !mem_mul_overflow(units, S, &tmp) &&
+        if (ok && !(flags & PREDICTOR_NO_NOISE_CACHE) && !mem_mul_overflow(units, S, &tmp) &&
             tmp <= PREDICT_WORKSPACE_BYTES / sizeof(float))
             ok = (p->noise = mem_alloc_array(al, tmp, sizeof(float))) != NULL;
     }
-    if (ok && cfg.sampling == BNN_SAMPLING_MEAN)
+    if (ok && cfg.sampling == BNN_SAMPLING_MEAN && row_kernel)
         ok = (p->w0t = mem_alloc_array(al, in, m->sizes[1] * sizeof(float))) != NULL;
     if (ok)
         ok = (p->buf = mem_alloc_array(al, chunk, per_row)) != NULL;
@@ -1141,7 +1173,7 @@ bnn_status predict_mean_with_chunk(const bnn_guide *g, const float *x,
     bnn_status st = precheck(fn, g, x, n, S, 1);
     if (!st && !probs)
         st = error_set(BNN_E_INVALID, "%s: NULL probs", fn);
-    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, PREDICTOR_ONE_SHOT, fn, &p)))
         return st;
     st = probs_fn(p, x, n, probs, fn);
     bnn_predictor_free(p);
@@ -1172,7 +1204,7 @@ bnn_status predict_samples_with_chunk(const bnn_guide *g, const float *x,
                 mem_mul_overflow(tmp, sizeof(float), &tmp)))
         st = error_set(BNN_E_SHAPE,
                        "%s: num_samples * n * classes overflows", fn);
-    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, PREDICTOR_ONE_SHOT, fn, &p)))
         return st;
     st = samples_fn(p, x, n, logp, fn);
     bnn_predictor_free(p);
@@ -1199,7 +1231,7 @@ bnn_status predict_regression_with_chunk(const bnn_guide *g, const float *x,
     bnn_status st = precheck(fn, g, x, n, S, 0);
     if (!st && !mean)
         st = error_set(BNN_E_INVALID, "%s: NULL mean", fn);
-    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
+    if (st || (st = predictor_create_chunked(g, &cfg, n, chunk, 0, PREDICTOR_ONE_SHOT, fn, &p)))
         return st;
     st = regression_fn(p, x, n, mean, var, fn);
     bnn_predictor_free(p);
@@ -1244,7 +1276,7 @@ bnn_status predict_with_chunk(const bnn_guide *g,
          mem_mul_overflow(tmp, sizeof(float), &tmp)))
         return error_set(BNN_E_SHAPE,
                          "%s: n * classes * n_quantiles overflows", fn);
-    if ((st = predictor_create_chunked(g, &cfg, n, chunk, 0, 0, fn, &p)))
+    if ((st = predictor_create_chunked(g, &cfg, n, chunk, 0, PREDICTOR_ONE_SHOT, fn, &p)))
         return st;
     st = predictor_run_fn(p, x, n, out, rs, medians, quantiles,
                           cfg.mean_probs, fn);

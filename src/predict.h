@@ -40,14 +40,20 @@ bnn_status predict_samples_with_chunk(const bnn_guide *guide, const float *x,
                                       uint64_t seed, float *logp,
                                       size_t chunk);
 
+/* Flags of predictor_create_chunked. */
+enum {
+    PREDICTOR_NO_NOISE_CACHE = 1, /* draw the noise at every run */
+    PREDICTOR_ONE_SHOT = 2        /* one run: no transposed layer 0 */
+};
+
 /* bnn_predictor_create with an explicit chunk of inputs and rows per
  * block (MARGINAL) for the tests; 0 picks them as bnn_predictor_create
- * does; no_noise_cache draws the noise at every run instead of once.
- * Results depend on none of these.  fn names the caller in messages. */
+ * does.  Results depend on none of these nor on the flags.  fn names the
+ * caller in messages. */
 bnn_status predictor_create_chunked(const bnn_guide *guide,
                                     const bnn_predict_config *cfg,
                                     size_t max_batch, size_t chunk,
-                                    size_t rows, int no_noise_cache,
+                                    size_t rows, unsigned flags,
                                     const char *fn, bnn_predictor **out);
 
 #endif

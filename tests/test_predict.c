@@ -1924,9 +1924,12 @@ static bnn_predictor *pred_make(const bnn_guide *g, bnn_sampling mode,
     cfg.seed = seed;
     cfg.num_threads = threads;
     bnn_predictor *p = NULL;
-    /* an odd number of rows also turns the noise cache off */
+    /* an odd number of rows also turns the noise cache off, and an
+     * odd chunk the transposed layer 0 */
     ck_assert_int_eq(predictor_create_chunked(g, &cfg, max_batch, chunk,
-                                              rows & ~(size_t)1, rows & 1,
+                                              rows & ~(size_t)1,
+                                              (rows & 1 ? PREDICTOR_NO_NOISE_CACHE : 0) |
+                                                  (chunk & 1 ? PREDICTOR_ONE_SHOT : 0),
                                               "test", &p),
                      BNN_OK);
     return p;
@@ -2240,7 +2243,7 @@ START_TEST(test_modes_invariance)
     static float med0[N * C], med[N * C], mp0[N * C], mp[N * C];
     static float p[N * C], l0[S * N * C], l[S * N * C];
     static float m0[N * 2], m[N * 2], v0[N * 2], v[N * 2];
-    const size_t threads[] = {1, 2, 3}, chunks[] = {0, 1, 5}, rows[] = {0, 17, 48};
+    const size_t threads[] = {1, 2, 3}, chunks[] = {0, 1, 4, 5}, rows[] = {0, 17, 48};
     for (int k = 0; k < 3; k++) {
         bnn_predict_config cfg;
         bnn_predict_config_init(&cfg);
@@ -2259,7 +2262,7 @@ START_TEST(test_modes_invariance)
         ck_assert_int_eq(bnn_predictor_regression(q, x, N, m0, v0), BNN_OK);
         bnn_predictor_free(q);
         for (size_t a = 0; a < 3; a++)
-            for (size_t b = 0; b < 3; b++)
+            for (size_t b = 0; b < 4; b++)
                 for (size_t c = 0; c < 3; c++) {
                     q = pred_make(t.g, modes[k], S, 11, threads[a], N,
                                   chunks[b], rows[c]);

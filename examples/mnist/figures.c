@@ -42,14 +42,21 @@ static void plot_examples(const options *o, const bnn_guide *g, const slice *t,
     }
     qsort(pick, m, sizeof *pick, by_score);
     size_t count = m < o->plot_count ? m : o->plot_count;
-    float *logp = xmalloc(o->refuse_samples, CLASSES * sizeof *logp);
+    size_t S = o->refuse_samples;
+    float *logp = xmalloc(S, CLASSES * sizeof *logp);
+    float *all = xmalloc(S * (count ? count : 1), CLASSES * sizeof *all);
+    float *xs = xmalloc(count ? count : 1, IDX_PIXELS * sizeof *xs);
+    for (size_t k = 0; k < count; k++)
+        memcpy(xs + k * IDX_PIXELS, t->x + pick[k].index * IDX_PIXELS, IDX_PIXELS * sizeof *xs);
+    /* Same seed and mode as the evaluation, and an input's samples do not
+     * depend on the batch: these are the very samples behind the records. */
+    if (count)
+        predict_samples(o, g, xs, count, S, o->predict_seed, all);
     for (size_t k = 0; k < count; k++) {
         size_t i = pick[k].index;
         const bnn_prediction *rec = &tp->rec_median[i];
-        /* Same seed and mode as the evaluation, and sample s does not
-         * depend on n: these are the very samples behind the record. */
-        predict_samples(o, g, t->x + i * IDX_PIXELS, 1, o->refuse_samples, o->predict_seed,
-                        logp);
+        for (size_t s = 0; s < S; s++)
+            memcpy(logp + s * CLASSES, all + (s * count + k) * CLASSES, CLASSES * sizeof *logp);
         char path[4096], caption[160], err[512];
         snprintf(path, sizeof path, "%s/%s-%02zu-test%zu.png", o->plots,
                  uncertain ? "uncertain" : "confident", k + 1, i);
@@ -65,6 +72,8 @@ static void plot_examples(const options *o, const bnn_guide *g, const slice *t,
             die("%s", err);
     }
     free(logp);
+    free(all);
+    free(xs);
     free(pick);
 }
 
