@@ -624,11 +624,15 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
  * The one-shot functions below use the defaults of bnn_predict_config_init
  * with their num_samples and seed (so MARGINAL, one thread); a predictor
  * handle takes any configuration.  Workspace: one-shot calls make a
- * predictor for the call; its size is bounded independently of n (per
- * input num_samples x classes floats of samples, plus at most 16 MiB of
- * per-row buffers per thread, or one panel of 16 rows if that is larger;
- * MARGINAL adds 4 bytes per parameter for sigma^2, NETWORKS one sampled
- * network per thread).  Inputs are processed in chunks that fit. */
+ * predictor for the call; its size is bounded independently of n.  Inputs
+ * go through in chunks sized so that their samples (num_samples x classes
+ * floats per input) and one thread's forward buffers fit in 16 MiB (at
+ * least one panel of 16 inputs); each further thread adds its forward
+ * buffers.  MARGINAL adds 4 bytes per parameter (sigma^2), the noise
+ * (num_samples x units floats, kept when within 16 MiB), 5 MiB of row
+ * blocks per thread and, for predictors of max_batch <= 64, layer 0
+ * transposed (8 bytes per weight); NETWORKS one sampled network per
+ * thread. */
 
 /** Mean predictive class probabilities over num_samples samples: probs is
  *  n x classes, written only on success.  Thread-safe on a shared guide.
@@ -692,8 +696,9 @@ typedef struct bnn_predict_config {
     const float *quantiles;
     /** Optional output, not a setting: when not NULL, receives n x classes
      *  mean predictive probabilities over the same samples, bit-identical
-     *  to bnn_predict (or bnn_predictor_probs) with this configuration (one pass instead of
-     *  two).  Default NULL. */
+     *  to bnn_predictor_probs with this configuration (and to bnn_predict
+     *  for the default mode), one pass instead of two.  Ignored by
+     *  bnn_predictor_create.  Default NULL. */
     float *mean_probs;
     /** Threads, counting the calling one (0 or 1: none started; at most
      *  BNN_MAX_THREADS): each chunk of inputs is shared out among them (by
