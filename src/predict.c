@@ -206,7 +206,7 @@ struct bnn_predictor {
     size_t T;
     pool *workers;
     float *s2;     /* MARGINAL: sigma^2 of every parameter */
-    float *w0t;    /* MARGINAL: layer 0's mu then sigma^2, transposed */
+    float *w0t;    /* layer 0 transposed: mu, then sigma^2 (MARGINAL) */
     float *noise;  /* MARGINAL: every eps[s, l, j] when they fit, or NULL */
     size_t noise_off[BNN_MAX_LAYERS];
     float *buf;    /* chunk x S x C: each input's per-sample outputs */
