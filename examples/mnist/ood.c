@@ -63,21 +63,24 @@ void ood_check(const options *o)
 }
 
 /* The other data set beside --data: fashion for digits, mnist10k for
- * fashion; "" when there is none. */
+ * fashion; "" when there is none.  Trailing slashes name the same folder. */
 static void default_partner(const char *data, char *out, size_t len)
 {
-    const char *slash = strrchr(data, '/');
-    const char *base = slash ? slash + 1 : data;
-    int dirlen = slash ? (int)(slash - data) : 0;
-    const char *partner = !strncmp(base, "mnist", 5) ? "fashion"
-                          : !strcmp(base, "fashion") ? "mnist10k" : NULL;
+    size_t end = strlen(data);
+    while (end > 1 && data[end - 1] == '/')
+        end--;
+    size_t start = end; /* the folder's own name is data[start, end) */
+    while (start > 0 && data[start - 1] != '/')
+        start--;
+    const char *base = data + start;
+    size_t n = end - start;
+    const char *partner = n >= 5 && !strncmp(base, "mnist", 5)    ? "fashion"
+                          : n == 7 && !strncmp(base, "fashion", 7) ? "mnist10k"
+                                                                   : NULL;
     out[0] = '\0';
     if (!partner)
         return;
-    if (slash)
-        snprintf(out, len, "%.*s/%s", dirlen, data, partner);
-    else
-        snprintf(out, len, "%s", partner);
+    snprintf(out, len, "%.*s%s", (int)start, data, partner); /* start keeps the '/' */
     if (!has_test_images(out))
         out[0] = '\0';
 }

@@ -387,6 +387,42 @@ START_TEST(val_fraction)
 }
 END_TEST
 
+/* Without --ood, the other data set beside --data is scored: fashion
+ * beside a mnist* folder, however the folder is spelled. */
+START_TEST(default_ood_partner)
+{
+    char dir[256], data[320], fashion[320], log[320], rep[320];
+    make_tmp(dir, sizeof dir);
+    snprintf(data, sizeof data, "%s/mnist-tiny", dir);
+    snprintf(fashion, sizeof fashion, "%s/fashion", dir);
+    snprintf(log, sizeof log, "%s/out.log", dir);
+    snprintf(rep, sizeof rep, "%s/r.json", dir);
+    ck_assert_int_eq(mkdir(data, 0755), 0);
+    ck_assert_int_eq(mkdir(fashion, 0755), 0);
+    write_split(data, "train", 80, 7, 0);
+    write_split(data, "t10k", 20, 8, 0);
+    write_split_as(fashion, "t10k", 20, 9, 0, 1);
+
+    char slashed[330];
+    snprintf(slashed, sizeof slashed, "%s/", data);
+    const char *const spellings[2] = {data, slashed};
+    for (int k = 0; k < 2; k++) {
+        const char *args[] = {"train", "--data", spellings[k], "--hidden", "8", "--epochs", "1",
+                              "--refuse-samples", "5", "--forced-samples", "2",
+                              "--ood-limit", "10", "--report", rep, NULL};
+        int rc = run(log, args);
+        if (rc != 0)
+            show_log(log);
+        ck_assert_int_eq(rc, 0);
+        char *e = evaluation_section(rep);
+        ck_assert_msg(strstr(e, "{\"name\": \"fashion\"") != NULL, "--data %s:\n%s",
+                      spellings[k], e);
+        free(e);
+    }
+    remove_tree(dir);
+}
+END_TEST
+
 START_TEST(bad_inputs_fail_cleanly)
 {
     char dir[256], log[320], path[320], model[320];
@@ -429,6 +465,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 200);
     tcase_add_test(tc, train_then_evaluate);
     tcase_add_test(tc, val_fraction);
+    tcase_add_test(tc, default_ood_partner);
     tcase_add_test(tc, bad_inputs_fail_cleanly);
     suite_add_tcase(s, tc);
     return s;
