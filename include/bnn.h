@@ -981,8 +981,9 @@ typedef struct bnn_ood_report {
      *  ceil(0.95 n_in)-th least-OOD in-distribution score (no
      *  interpolation; OOD inputs tied with it count as accepted). */
     double fpr95;
-    /** Share of in-distribution inputs accepted at threshold95 (>= 0.95;
-     *  above it when ties straddle the 95% point). */
+    /** Share of in-distribution inputs accepted at threshold95: >= 0.95,
+     *  above it when 0.95 n_in is not whole (1 for n_in < 20) or ties
+     *  straddle the 95% point. */
     double tpr95;
     /** In the score's own units: accept when score <= threshold95 for the
      *  entropies, when score >= threshold95 for MAX_PROB and MAX_MEDIAN. */
