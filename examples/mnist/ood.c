@@ -132,7 +132,7 @@ static void make_sets(const options *o, const dataset *d, ood_report *rep)
 
     /* Uniform noise, as many images as the test set gives the others;
      * the program's own stream (splitmix64), seeded by --predict-seed. */
-    ood_set *s = add_set(rep, "noise", "uniform noise in [0, 1]", 0);
+    ood_set *s = add_set(rep, "noise", "uniform noise in [0, 1)", 0);
     size_t m = o->ood_limit && o->ood_limit < t->n ? o->ood_limit : t->n;
     s->s.n = m;
     s->s.x = xmalloc(m ? m : 1, IDX_PIXELS * sizeof(float));
