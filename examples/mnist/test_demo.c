@@ -151,6 +151,98 @@ static double json_number_after(const char *text, const char *key1, const char *
     return strtod(p + strlen(key2), NULL);
 }
 
+/* Strict JSON (RFC 8259) syntax: 1 if p starts with one value, skipping
+ * the text it spans; NaN or Inf written as bare words are not JSON. */
+static void json_ws(const char **p)
+{
+    while (**p == ' ' || **p == '\n' || **p == '\t' || **p == '\r')
+        (*p)++;
+}
+
+static int json_value(const char **p, int depth)
+{
+    json_ws(p);
+    const char *s = *p;
+    if (depth > 64)
+        return 0;
+    if (*s == '{' || *s == '[') {
+        char close = *s == '{' ? '}' : ']';
+        *p = s + 1;
+        json_ws(p);
+        if (**p == close)
+            return (*p)++, 1;
+        for (;;) {
+            if (close == '}') {
+                json_ws(p);
+                if (**p != '"' || !json_value(p, depth + 1))
+                    return 0;
+                json_ws(p);
+                if (*(*p)++ != ':')
+                    return 0;
+            }
+            if (!json_value(p, depth + 1))
+                return 0;
+            json_ws(p);
+            char c = *(*p)++;
+            if (c == close)
+                return 1;
+            if (c != ',')
+                return 0;
+        }
+    }
+    if (*s == '"') {
+        for (s++; *s != '"'; s++) {
+            if ((unsigned char)*s < 0x20)
+                return 0;
+            if (*s == '\\' && !*++s)
+                return 0;
+        }
+        *p = s + 1;
+        return 1;
+    }
+    static const char *const words[3] = {"true", "false", "null"};
+    for (int k = 0; k < 3; k++)
+        if (!strncmp(s, words[k], strlen(words[k])))
+            return *p = s + strlen(words[k]), 1;
+    if (*s == '-')
+        s++;
+    if (*s == '0')
+        s++;
+    else if (*s >= '1' && *s <= '9')
+        while (*s >= '0' && *s <= '9')
+            s++;
+    else
+        return 0;
+    if (*s == '.') {
+        if (!(*++s >= '0' && *s <= '9'))
+            return 0;
+        while (*s >= '0' && *s <= '9')
+            s++;
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-')
+            s++;
+        if (!(*s >= '0' && *s <= '9'))
+            return 0;
+        while (*s >= '0' && *s <= '9')
+            s++;
+    }
+    *p = s;
+    return 1;
+}
+
+static void assert_json(const char *path)
+{
+    char *text = slurp(path);
+    const char *p = text;
+    int ok = json_value(&p, 0);
+    json_ws(&p);
+    ck_assert_msg(ok && !*p, "%s is not valid JSON from byte %zu:\n%.80s", path,
+                  (size_t)(p - text), p);
+    free(text);
+}
+
 /* The out-of-distribution rows of an evaluation section: the two
  * rotations (with an accuracy), the noise and the --ood folder (without),
  * each of --ood-limit images and every figure a share. */
@@ -297,6 +389,8 @@ START_TEST(train_then_evaluate)
         show_log(log2);
     ck_assert_int_eq(rc, 0);
 
+    assert_json(rep1);
+    assert_json(rep2);
     char *e1 = evaluation_section(rep1), *e2 = evaluation_section(rep2);
     ck_assert_msg(strcmp(e1, e2) == 0, "evaluate --load differs from training:\n%s\n%s", e1,
                   e2);
@@ -361,6 +455,7 @@ START_TEST(val_fraction)
     ck_assert_msg(strstr(t, "80 training, 0 validation") != NULL, "%s", t);
     ck_assert_msg(strstr(t, "not calibrated (--val-fraction 0") != NULL, "%s", t);
     free(t);
+    assert_json(rep); /* the rules' NaN figures are not written */
     char *e = evaluation_section(rep);
     ck_assert_msg(strstr(e, "\"calibrated\": false") != NULL, "%s", e);
     ck_assert_msg(strstr(e, "\"chosen\": \"MEDIAN\"") != NULL, "%s", e);
@@ -414,6 +509,7 @@ START_TEST(default_ood_partner)
         if (rc != 0)
             show_log(log);
         ck_assert_int_eq(rc, 0);
+        assert_json(rep);
         char *e = evaluation_section(rep);
         ck_assert_msg(strstr(e, "{\"name\": \"fashion\"") != NULL, "--data %s:\n%s",
                       spellings[k], e);
