@@ -776,6 +776,11 @@ static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
     c->has_opt = (flags & IO_FLAG_OPTIMIZER) != 0;
     if (c->has_opt && (st = parse_optimizer(&r, c)) != BNN_OK)
         return st;
+    /* A writer marks version 2 exactly when it stores IVON state, so every
+     * file has one encoding and loads back to the bytes it came from. */
+    if (c->version >= IO_VERSION_IVON && !(c->has_opt && c->ocfg.kind == BNN_OPT_IVON))
+        return FORMAT_ERR("a version %u file must hold IVON optimizer state, this one does not",
+                          (unsigned)c->version);
     if (rd_left(&r) != 0)
         return FORMAT_ERR("%zu unexpected bytes after the last section",
                           rd_left(&r));

@@ -1130,7 +1130,22 @@ START_TEST(test_versions)
     w32(buf, OFF_VERSION, 0);
     reseal(buf, size);
     ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    /* Version 2 is only ever written with IVON state: a version 2 file
+     * without it (here: no optimizer, then Adam's) has no writer and would
+     * not save back to its own bytes. */
+    w32(buf, OFF_VERSION, 2);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "must hold IVON optimizer state"));
     free(buf);
+    fixture fa;
+    make_fixture(&fa, 1, BNN_OPT_ADAM);
+    buf = save_mem(&fa, 1, &size);
+    w32(buf, OFF_VERSION, 2);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    free(buf);
+    free_fixture(&fa);
     free_fixture(&f);
 }
 END_TEST
