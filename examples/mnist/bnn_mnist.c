@@ -217,8 +217,12 @@ int main(int argc, char **argv)
             o.kl_weight = (float)((double)d.train.n / (double)o.batch);
         bnn_optimizer_config oc;
         bnn_optimizer_config_init(&oc);
-        oc.kind = BNN_OPT_ADAM;
+        oc.kind = o.optimizer;
         oc.lr = o.lr;
+        oc.ivon_beta2 = o.ivon_beta2;
+        oc.ivon_hess_init = o.ivon_hess_init;
+        oc.ivon_clip_radius = o.ivon_clip;
+        oc.ivon_ess = (float)(o.ivon_ess_factor * (double)d.train.n);
         bnn_svi_config sc;
         bnn_svi_config_init(&sc);
         sc.dataset_size = d.train.n;

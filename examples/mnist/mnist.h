@@ -31,7 +31,13 @@ typedef struct options {
     size_t hidden[BNN_MAX_LAYERS];
     size_t n_hidden;
     size_t epochs, batch, particles;
-    float lr;
+    bnn_optimizer_kind optimizer;  /* adam or ivon */
+    float lr;                  /* NaN: the optimizer's default */
+    bnn_lr_decay lr_decay;     /* schedule over the whole run */
+    int lr_decay_set, estimator_set; /* else the optimizer's defaults */
+    float lr_end;              /* NaN: lr / 1000 */
+    float ivon_beta2, ivon_hess_init, ivon_clip;
+    double ivon_ess_factor;    /* lambda = factor x training images */
     bnn_estimator estimator;
     bnn_prior prior;
     float prior_sigma, prior_pi, prior_s1, prior_s2;

@@ -28,8 +28,14 @@ static void usage(FILE *f)
         "model and training (train):\n"
         "  --pyro-config          the original Pyro program's settings (see README)\n"
         "  --hidden L[,L...]      hidden layer sizes [1024]\n"
-        "  --epochs N  --batch N  --lr X\n"
-        "  --estimator lrt|weight|flipout        gradient estimator [lrt]\n"
+        "  --epochs N  --batch N\n"
+        "  --optimizer ivon|adam  [ivon]; IVON needs --estimator weight and a normal prior\n"
+        "  --lr X                 learning rate [ivon 0.2, adam 1e-3]\n"
+        "  --lr-schedule constant|linear|cosine  decay over the run [ivon cosine, adam constant]\n"
+        "  --lr-end X             learning rate at the end of a decay [lr / 1000]\n"
+        "  --ivon-ess F           IVON's effective sample size, F x training images [10]\n"
+        "  --ivon-beta2 X  --ivon-hess-init X  --ivon-clip R   IVON's settings [0.95, 0.1, off]\n"
+        "  --estimator lrt|weight|flipout        gradient estimator [weight; adam: lrt]\n"
         "  --prior normal:S|mixture:PI,S1,S2     prior [normal:1]\n"
         "  --kl analytic|mc       KL term [analytic; mc for the mixture prior]\n"
         "  --kl-weight X          KL scale (1 = one full KL per epoch)\n"
@@ -114,8 +120,14 @@ static void set_defaults(options *o)
     o->epochs = 10;
     o->batch = 128;
     o->particles = 1;
-    o->lr = 1e-3f;
-    o->estimator = BNN_EST_LOCAL_REPARAM;
+    o->optimizer = BNN_OPT_IVON;
+    o->lr = NAN;
+    o->lr_end = NAN;
+    o->ivon_beta2 = 0.95f;
+    o->ivon_hess_init = 0.1f;
+    o->ivon_clip = 0.0f;
+    o->ivon_ess_factor = 10.0;
+    o->estimator = BNN_EST_WEIGHT_SAMPLING; /* Adam's default: lrt (parse_args) */
     o->prior = BNN_PRIOR_NORMAL;
     o->prior_sigma = 1.0f;
     o->prior_pi = 0.5f;
@@ -146,8 +158,12 @@ static void apply_pyro(options *o)
     o->n_hidden = 1;
     o->epochs = 5;
     o->batch = 128;
+    o->optimizer = BNN_OPT_ADAM;
     o->lr = 0.01f;
+    o->lr_decay = BNN_LR_CONSTANT;
+    o->lr_decay_set = 1;
     o->estimator = BNN_EST_WEIGHT_SAMPLING;
+    o->estimator_set = 1;
     o->prior = BNN_PRIOR_NORMAL;
     o->prior_sigma = 1.0f;
     o->kl = BNN_KL_MONTE_CARLO;
@@ -161,7 +177,9 @@ enum {
     OPT_PYRO, OPT_HIDDEN, OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_ESTIMATOR, OPT_PRIOR, OPT_KL,
     OPT_KL_WEIGHT, OPT_INIT, OPT_INIT_SIGMA, OPT_PARTICLES, OPT_SEED, OPT_TARGET,
     OPT_FORCED, OPT_REFUSE, OPT_THRESHOLD, OPT_PREDICT_SEED, OPT_SAMPLING, OPT_THREADS, OPT_QUIET,
-    OPT_OOD, OPT_OOD_LIMIT, OPT_VAL_FRACTION
+    OPT_OOD, OPT_OOD_LIMIT, OPT_VAL_FRACTION,
+    OPT_OPTIMIZER, OPT_LR_SCHEDULE, OPT_LR_END, OPT_IVON_ESS, OPT_IVON_BETA2, OPT_IVON_HESS,
+    OPT_IVON_CLIP
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -196,6 +214,13 @@ static const struct option LONG_OPTIONS[] = {
     {"ood", required_argument, NULL, OPT_OOD},
     {"ood-limit", required_argument, NULL, OPT_OOD_LIMIT},
     {"val-fraction", required_argument, NULL, OPT_VAL_FRACTION},
+    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
+    {"lr-schedule", required_argument, NULL, OPT_LR_SCHEDULE},
+    {"lr-end", required_argument, NULL, OPT_LR_END},
+    {"ivon-ess", required_argument, NULL, OPT_IVON_ESS},
+    {"ivon-beta2", required_argument, NULL, OPT_IVON_BETA2},
+    {"ivon-hess-init", required_argument, NULL, OPT_IVON_HESS},
+    {"ivon-clip", required_argument, NULL, OPT_IVON_CLIP},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -236,6 +261,7 @@ static void apply_option(options *o, int id, const char *a, const char *v)
             o->estimator = BNN_EST_FLIPOUT;
         else
             die("--estimator: '%s' is not lrt, weight or flipout", v);
+        o->estimator_set = 1;
         break;
     case OPT_PRIOR:
         if (!strncmp(v, "normal:", 7)) {
@@ -295,6 +321,30 @@ static void apply_option(options *o, int id, const char *a, const char *v)
         if (!(o->val_fraction >= 0.0 && o->val_fraction <= 0.5))
             die("%s: %s is not in [0, 0.5]", a, v);
         break;
+    case OPT_OPTIMIZER:
+        if (!strcmp(v, "ivon"))
+            o->optimizer = BNN_OPT_IVON;
+        else if (!strcmp(v, "adam"))
+            o->optimizer = BNN_OPT_ADAM;
+        else
+            die("--optimizer: '%s' is not ivon or adam", v);
+        break;
+    case OPT_LR_SCHEDULE:
+        if (!strcmp(v, "constant"))
+            o->lr_decay = BNN_LR_CONSTANT;
+        else if (!strcmp(v, "linear"))
+            o->lr_decay = BNN_LR_LINEAR;
+        else if (!strcmp(v, "cosine"))
+            o->lr_decay = BNN_LR_COSINE;
+        else
+            die("--lr-schedule: '%s' is not constant, linear or cosine", v);
+        o->lr_decay_set = 1;
+        break;
+    case OPT_LR_END: o->lr_end = (float)parse_double(a, v); break;
+    case OPT_IVON_ESS: o->ivon_ess_factor = parse_double(a, v); break;
+    case OPT_IVON_BETA2: o->ivon_beta2 = (float)parse_double(a, v); break;
+    case OPT_IVON_HESS: o->ivon_hess_init = (float)parse_double(a, v); break;
+    case OPT_IVON_CLIP: o->ivon_clip = (float)parse_double(a, v); break;
     default: die("unknown option '%s' (--help for usage)", a);
     }
 }
@@ -349,6 +399,17 @@ void parse_args(int argc, char **argv, options *o)
     if (optind < ac)
         die("unexpected argument '%s' (--help for usage)", av[optind]);
 
+    int ivon = o->optimizer == BNN_OPT_IVON;
+    if (isnan(o->lr))
+        o->lr = ivon ? 0.2f : 1e-3f;
+    if (!o->lr_decay_set)
+        o->lr_decay = ivon ? BNN_LR_COSINE : BNN_LR_CONSTANT;
+    if (isnan(o->lr_end))
+        o->lr_end = o->lr / 1000;
+    if (!o->estimator_set)
+        o->estimator = ivon ? BNN_EST_WEIGHT_SAMPLING : BNN_EST_LOCAL_REPARAM;
+    if (!(o->ivon_ess_factor > 0))
+        die("--ivon-ess must be > 0");
     if (!isnan(o->kl_weight) && !(o->kl_weight >= 0))
         die("--kl-weight must be >= 0");
     if (o->prior == BNN_PRIOR_SCALE_MIXTURE && !o->kl_set)

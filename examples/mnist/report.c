@@ -54,11 +54,20 @@ void print_config(const options *o, size_t n_train)
         printf("prior %g N(0,%g^2) + %g N(0,%g^2)", (double)o->prior_pi, (double)o->prior_s1,
                1.0 - (double)o->prior_pi, (double)o->prior_s2);
     printf(", init %s\n", o->init == BNN_INIT_PYRO ? "pyro (mu, rho ~ N(0,1))" : "default");
-    printf("Training (%s configuration): %zu images, %zu epochs, batch %zu, Adam lr %g, "
-           "%s estimator, %s KL x %g\n",
-           o->pyro ? "pyro" : "default", n_train, o->epochs, o->batch, (double)o->lr,
-           estimator_name(o->estimator), o->kl == BNN_KL_ANALYTIC ? "analytic" : "Monte Carlo",
-           (double)o->kl_weight);
+    static const char *decay[] = {"constant", "linear", "cosine"};
+    printf("Training (%s configuration): %zu images, %zu epochs, batch %zu, %s lr %g (%s",
+           o->pyro ? "pyro" : "default", n_train, o->epochs, o->batch,
+           o->optimizer == BNN_OPT_IVON ? "IVON" : "Adam", (double)o->lr,
+           decay[o->lr_decay]);
+    if (o->lr_decay != BNN_LR_CONSTANT)
+        printf(" to %g", (double)o->lr_end);
+    printf("), %s estimator", estimator_name(o->estimator));
+    if (o->optimizer == BNN_OPT_IVON)
+        printf(", ess %g x N, beta2 %g, h0 %g, clip %g\n", o->ivon_ess_factor,
+               (double)o->ivon_beta2, (double)o->ivon_hess_init, (double)o->ivon_clip);
+    else
+        printf(", %s KL x %g\n", o->kl == BNN_KL_ANALYTIC ? "analytic" : "Monte Carlo",
+               (double)o->kl_weight);
 }
 
 void print_report(const options *o, const eval_report *r)
@@ -249,13 +258,18 @@ void write_report(const options *o, const char *path, const blas_info *bi,
                 "\"kl_weight\": %.9g, \"init\": \"%s\", \"particles\": %zu, \"seed\": %llu, "
                 "\"steps\": %zu, \"seconds\": %.3f, \"images_per_second\": %.1f, "
                 "\"final_loss_per_image\": %.9g, \"final_nll_per_image\": %.9g, "
-                "\"final_kl\": %.9g},\n",
+                "\"final_kl\": %.9g, \"optimizer\": \"%s\", \"lr_schedule\": %d, "
+                "\"lr_end\": %.9g, \"ivon_ess\": %.9g, \"ivon_beta2\": %.9g, "
+                "\"ivon_hess_init\": %.9g, \"ivon_clip_radius\": %.9g},\n",
                 o->pyro ? "pyro" : "default", sc.dataset_size, o->epochs, o->batch,
                 (double)oc.lr, estimator_name(sc.estimator),
                 sc.kl_mode == BNN_KL_ANALYTIC ? "analytic" : "mc", (double)sc.kl_weight,
                 o->init == BNN_INIT_PYRO ? "pyro" : "default", sc.num_particles,
                 (unsigned long long)o->seed, ts->steps, ts->seconds,
-                ts->images_per_second, ts->final_loss, ts->final_nll, ts->final_kl);
+                ts->images_per_second, ts->final_loss, ts->final_nll, ts->final_kl,
+                oc.kind == BNN_OPT_IVON ? "ivon" : "adam", (int)o->lr_decay, (double)o->lr_end,
+                (double)oc.ivon_ess, (double)oc.ivon_beta2, (double)oc.ivon_hess_init,
+                (double)oc.ivon_clip_radius);
     }
     fprintf(f, "  \"evaluation\": {\n");
     fprintf(f,

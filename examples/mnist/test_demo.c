@@ -367,7 +367,7 @@ START_TEST(train_then_evaluate)
     snprintf(plots, sizeof plots, "%s/plots", dir);
 
     const char *train_args[] = {"train", "--data", dir, "--hidden", "32", "--epochs", "1",
-                                "--batch", "32", "--lr", "0.01", "--seed", "3",
+                                "--batch", "32", "--seed", "3",
                                 "--out", model, "--report", rep1, "--refuse-samples", "30",
                                 "--forced-samples", "5", "--target-accuracy", "0.95",
                                 "--ood", other, "--ood-limit", "30", NULL};

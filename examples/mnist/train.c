@@ -145,6 +145,10 @@ void train(const options *o, const dataset *d, bnn_guide *g,
                        IDX_PIXELS * sizeof *xb);
                 yb[k] = d->train.y[j];
             }
+            float lr;
+            CHECK(bnn_lr_schedule(o->lr_decay, o->lr, o->lr_end, ts->steps,
+                                  (uint64_t)(o->epochs * batches), &lr));
+            CHECK(bnn_optimizer_set_lr(opt, lr));
             bnn_svi_stats st = {.struct_size = sizeof st};
             bnn_status rc = bnn_svi_step(opt, xb, yb, NULL, m, &st);
             if (rc != BNN_OK)
