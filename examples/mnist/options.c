@@ -30,7 +30,7 @@ static void usage(FILE *f)
         "  --hidden L[,L...]      hidden layer sizes [1024]\n"
         "  --epochs N  --batch N\n"
         "  --optimizer ivon|adam  [ivon]; IVON needs --estimator weight and a normal prior\n"
-        "  --lr X                 learning rate [ivon 0.2, adam 1e-3]\n"
+        "  --lr X                 learning rate [ivon 0.1, adam 1e-3]\n"
         "  --lr-schedule constant|linear|cosine  decay over the run [ivon cosine, adam constant]\n"
         "  --lr-end X             learning rate at the end of a decay [lr / 1000]\n"
         "  --ivon-ess F           IVON's effective sample size, F x training images [10]\n"
@@ -401,7 +401,7 @@ void parse_args(int argc, char **argv, options *o)
 
     int ivon = o->optimizer == BNN_OPT_IVON;
     if (isnan(o->lr))
-        o->lr = ivon ? 0.2f : 1e-3f;
+        o->lr = ivon ? 0.1f : 1e-3f;
     if (!o->lr_decay_set)
         o->lr_decay = ivon ? BNN_LR_COSINE : BNN_LR_CONSTANT;
     if (isnan(o->lr_end))
