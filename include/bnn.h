@@ -318,8 +318,9 @@ BNN_API bnn_status bnn_guide_set_layer_from_point(bnn_guide *guide,
  *  NULL for a NULL guide (count untouched). */
 BNN_API float *bnn_guide_params(bnn_guide *guide, size_t *count);
 /** The flat gradient buffer, same layout as bnn_guide_params, filled by
- *  bnn_svi_grad (gradient of the negative ELBO).  A host may modify it
- *  (e.g. average it across processes) before bnn_optimizer_step. */
+ *  bnn_svi_grad (gradient of the negative ELBO; for an IVON optimizer the
+ *  gradient and the Hessian estimate [ghat | hhat], see "IVON").  A host
+ *  may modify it (e.g. sum it across processes) before bnn_optimizer_step. */
 BNN_API float *bnn_guide_grads(bnn_guide *guide, size_t *count);
 
 /* ------------------------------------------------------------------------ */
