@@ -124,7 +124,11 @@ typedef struct bnn_model bnn_model;
 
 typedef enum bnn_activation {
     BNN_ACT_RELU = 0,
-    BNN_ACT_TANH = 1
+    BNN_ACT_TANH = 1,
+    /** No activation (a linear layer); in bnn_layer_spec only. */
+    BNN_ACT_IDENTITY = 2,
+    /** The model config's activation; in bnn_layer_spec only (its default). */
+    BNN_ACT_INHERIT = 3
 } bnn_activation;
 
 typedef enum bnn_likelihood {
@@ -134,8 +138,66 @@ typedef enum bnn_likelihood {
 
 typedef enum bnn_prior {
     BNN_PRIOR_NORMAL = 0,       /**< N(0, prior_sigma^2) on every weight/bias */
-    BNN_PRIOR_SCALE_MIXTURE = 1 /**< pi N(0,s1^2) + (1-pi) N(0,s2^2) */
+    BNN_PRIOR_SCALE_MIXTURE = 1, /**< pi N(0,s1^2) + (1-pi) N(0,s2^2) */
+    /** The model config's prior; in bnn_layer_spec only (its default). */
+    BNN_PRIOR_INHERIT = 2
 } bnn_prior;
+
+/** What one entry of bnn_model_config.layers is.  A network is a sequence
+ *  of convolution layers (each optionally followed by one pooling entry),
+ *  then dense layers; the last entry is the dense output layer.
+ *  Activations are NHWC (height, width, channels; channels vary fastest),
+ *  so a host's row-major H x W x C image is the input as it is, a
+ *  convolution is one GEMM of the im2col rows (one per output position,
+ *  kernel_h x kernel_w x channels long) by the kernel, and flattening
+ *  moves no data. */
+typedef enum bnn_layer_kind {
+    /** `units` outputs from the flattened input; weights units x inputs. */
+    BNN_LAYER_DENSE = 0,
+    /** 2-D convolution: `units` output channels, kernel_h x kernel_w,
+     *  stride_h, stride_w, zero padding pad_h rows above and below and pad_w
+     *  columns left and right.  Output height (H + 2 pad_h - kernel_h) /
+     *  stride_h + 1 (rounded down), width likewise.  Weights are row-major
+     *  units x (kernel_h x kernel_w x in_channels), i.e. [o][ky][kx][c]. */
+    BNN_LAYER_CONV2D = 1,
+    /** 2 x 2 max pooling, stride 2, after the previous convolution's
+     *  activation; an odd last row or column is dropped (floor). */
+    BNN_LAYER_MAXPOOL2 = 2,
+    /** 2 x 2 average pooling, stride 2; as BNN_LAYER_MAXPOOL2. */
+    BNN_LAYER_AVGPOOL2 = 3,
+    /** Marks the change from convolutions to dense layers; optional (NHWC
+     *  flattening moves no data), accepted for readability. */
+    BNN_LAYER_FLATTEN = 4
+} bnn_layer_kind;
+
+/** One layer of a network described as a sequence (bnn_model_config.layers).
+ *  Size-versioned: set every entry up with bnn_layer_spec_init; the array's
+ *  stride is its first entry's struct_size, which every entry must repeat.
+ *  Fields a kind does not use are ignored. */
+typedef struct bnn_layer_spec {
+    size_t struct_size;
+    bnn_layer_kind kind;       /**< default BNN_LAYER_DENSE */
+    size_t units;              /**< dense outputs or conv output channels */
+    size_t kernel_h, kernel_w; /**< conv kernel; default 3 x 3 */
+    size_t stride_h, stride_w; /**< conv stride; default 1 */
+    size_t pad_h, pad_w;       /**< conv zero padding per side, < kernel; default 0 */
+    /** After this dense or conv layer (before a pooling entry); default
+     *  BNN_ACT_INHERIT: the model's activation for hidden layers and none
+     *  for the output layer, which takes only INHERIT or IDENTITY. */
+    bnn_activation activation;
+    /** This layer's prior; default BNN_PRIOR_INHERIT (the model's).  The
+     *  scales mean what the model config's fields of the same names mean
+     *  and are read only when prior is not INHERIT. */
+    bnn_prior prior;
+    float prior_sigma;  /**< default 1 */
+    float prior_pi;     /**< default 0.5 */
+    float prior_sigma1; /**< default 1 */
+    float prior_sigma2; /**< default exp(-6) */
+} bnn_layer_spec;
+
+/** Fill spec with defaults (a dense layer with 0 units, which the caller
+ *  sets) and set struct_size.  NULL is ignored. */
+BNN_API void bnn_layer_spec_init(bnn_layer_spec *spec);
 
 /** Maximum number of layer sizes (input + hidden + output). */
 #define BNN_MAX_LAYERS 16
@@ -160,6 +222,17 @@ typedef struct bnn_model_config {
      *  workspace made from it; NULL means malloc/free.  The struct is copied;
      *  its ctx must outlive the model. */
     const bnn_allocator *allocator;
+    /* ---- since 0.2: the network as a sequence of layers ---- */
+    /** Number of entries in layers; 0 (the default) means the network is
+     *  layer_sizes' dense MLP.  When > 0, layers and the input shape
+     *  describe the network and n_sizes / layer_sizes are not read. */
+    size_t n_layers;
+    /** n_layers entries (see bnn_layer_spec); copied by bnn_model_create. */
+    const bnn_layer_spec *layers;
+    /** Input shape for layers: height, width, channels (NHWC; an input is
+     *  height x width x channels floats).  For a dense-only network,
+     *  1 x 1 x inputs. */
+    size_t input_height, input_width, input_channels;
 } bnn_model_config;
 
 /** Fill cfg with defaults (no layer sizes: the caller must set n_sizes and
@@ -168,25 +241,40 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg);
 
 /** Create a model.  On success *out owns a new model; free it with
  *  bnn_model_free after every guide made from it has been freed.
- *  Errors: BNN_E_INVALID (NULL, struct_size too small, bad enum,
- *  non-positive sigma, pi not in (0,1), fewer than 2 sizes, an allocator
- *  without alloc or free), BNN_E_SHAPE (a zero size, too many layers, fewer
- *  than 2 classes for a categorical model, more classes than int32 labels
- *  can hold, or a parameter count that overflows), BNN_E_NOMEM. */
+ *  With n_layers > 0 the network is the layer sequence: convolutions (each
+ *  optionally followed by one pooling entry), an optional flatten, dense
+ *  layers, ending with the dense output layer.  Training, prediction and
+ *  saving refuse, with BNN_E_UNSUPPORTED, a network they do not handle
+ *  (each function's errors say which).
+ *  Errors: BNN_E_INVALID (NULL, struct_size too small, a layer entry's
+ *  struct_size too small or unlike the first entry's, bad enum, an
+ *  activation on the output layer, non-positive sigma, pi not in (0,1),
+ *  fewer than 2 sizes, layers NULL with n_layers > 0, an allocator without
+ *  alloc or free), BNN_E_SHAPE (a zero size, unit count, kernel, stride or
+ *  input dimension; too many layers; padding not below the kernel; a
+ *  kernel larger than its padded input; pooling not directly after a
+ *  convolution or of an input under 2 x 2; a convolution after a dense or
+ *  flatten entry; a last entry that is not dense; fewer than 2 classes for
+ *  a categorical model; more classes than int32 labels can hold; sizes or a
+ *  parameter count that overflow), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_model_create(const bnn_model_config *cfg,
                                     bnn_model **out);
 /** Free a model.  NULL is a no-op. */
 BNN_API void bnn_model_free(bnn_model *model);
 
-/** Input width (first layer size); 0 for NULL. */
+/** Input width (first layer size; height x width x channels for a layer
+ *  sequence); 0 for NULL. */
 BNN_API size_t bnn_model_input_size(const bnn_model *model);
 /** Output width (classes for categorical, targets for Gaussian); 0 for NULL. */
 BNN_API size_t bnn_model_output_size(const bnn_model *model);
-/** Number of weight layers (n_sizes - 1); 0 for NULL. */
+/** Number of weight layers (dense and convolution entries; n_sizes - 1 for
+ *  layer_sizes); 0 for NULL. */
 BNN_API size_t bnn_model_layer_count(const bnn_model *model);
 /** The shape of weight layer `layer` (0-based): *in = layer_sizes[layer],
  *  *out = layer_sizes[layer + 1]; its weights are out x in (row-major) and
- *  it has out biases.  Errors: BNN_E_INVALID (NULL model, in or out, layer
+ *  it has out biases.  For a convolution *out is its output channels and
+ *  *in kernel_h x kernel_w x input channels (the layout in
+ *  BNN_LAYER_CONV2D).  Errors: BNN_E_INVALID (NULL model, in or out, layer
  *  out of range). */
 BNN_API bnn_status bnn_model_layer_shape(const bnn_model *model, size_t layer,
                                          size_t *in, size_t *out);
@@ -195,7 +283,12 @@ BNN_API bnn_status bnn_model_layer_shape(const bnn_model *model, size_t layer,
 BNN_API size_t bnn_model_param_count(const bnn_model *model);
 /** Copy the model's configuration into *cfg (fields covered by
  *  cfg->struct_size, which the caller sets).  layer_sizes points into the
- *  model and stays valid while it lives.  allocator is set to NULL.
+ *  model and stays valid while it lives.  allocator is set to NULL.  For a
+ *  model made from a layer sequence, n_layers and layers (also pointing
+ *  into the model) give the sequence as configured, the input shape is
+ *  set, and layer_sizes holds the flattened widths between weight layers
+ *  (input, after each layer's activation and pooling, outputs); for a
+ *  layer_sizes model n_layers is 0 and the input shape 1 x 1 x inputs.
  *  struct_size (bnn_model_config_init sets it) must cover at
  *  least n_sizes and layer_sizes.
  *  Errors: BNN_E_INVALID (NULL, struct_size not covering layer_sizes). */

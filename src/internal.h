@@ -79,6 +79,27 @@ void sized_write(void *user, const void *src, size_t src_size);
 
 /* ---- model (model.c) ---------------------------------------------------- */
 
+/* Pooling after a convolution's activation (2 x 2, stride 2, floor). */
+enum model_pool { MODEL_POOL_NONE = 0, MODEL_POOL_MAX = 1, MODEL_POOL_AVG = 2 };
+
+/* Most entries a layer sequence may have (weight layers, pools, flattens). */
+#define MODEL_MAX_SPECS (3 * BNN_MAX_LAYERS)
+
+/* Weight layer l, resolved from the config.  A dense layer is the 1 x 1
+ * case of a convolution: in 1 x 1 x inputs, kernel 1 x 1, out 1 x 1 x
+ * units.  Activations are NHWC, flattened in that order. */
+struct model_layer {
+    int conv;                   /* 1: BNN_LAYER_CONV2D, 0: dense */
+    size_t in_h, in_w, in_c;    /* input shape */
+    size_t kh, kw, sh, sw, ph, pw; /* kernel, stride, zero padding */
+    size_t out_h, out_w, out_c; /* pre-activation shape */
+    enum model_pool pool;       /* after the activation */
+    bnn_activation act;         /* RELU, TANH or IDENTITY (the last layer) */
+    int own_prior;              /* 0: the model's prior, copied below */
+    bnn_prior prior;            /* NORMAL or SCALE_MIXTURE, resolved */
+    float prior_sigma, prior_pi, prior_sigma1, prior_sigma2;
+};
+
 struct bnn_model {
     bnn_allocator alloc;
     size_t n_sizes;
@@ -96,14 +117,45 @@ struct bnn_model {
      * one half (mu or rho) of the guide's parameter buffer. */
     size_t w_off[BNN_MAX_LAYERS];
     size_t b_off[BNN_MAX_LAYERS];
-    size_t max_width; /* largest layer size */
+    size_t max_width; /* largest layer size, pre-activations included */
+    /* Per weight layer; for an MLP from layer_sizes, dense layers with the
+     * model's activation and prior.  sizes[l] is layer l's flattened input
+     * width (after the previous layer's pooling) and sizes[L] the outputs. */
+    struct model_layer layer[BNN_MAX_LAYERS];
+    int has_conv; /* any layer[l].conv */
+    /* The sequence as configured (n_specs 0 for layer_sizes models), kept
+     * for bnn_model_get_config and the file format. */
+    size_t n_specs;
+    bnn_layer_spec specs[MODEL_MAX_SPECS];
+    size_t input_shape[3]; /* height, width, channels */
 };
 
+/* Columns of weight layer l's out x in weight matrix: its inputs for a
+ * dense layer, kernel_h x kernel_w x in_channels for a convolution. */
 static inline size_t model_layer_in(const struct bnn_model *m, size_t l)
+{
+    const struct model_layer *y = &m->layer[l];
+    return y->kh * y->kw * y->in_c;
+}
+/* Rows of weight layer l's weight matrix (units or output channels), which
+ * is also its number of biases. */
+static inline size_t model_layer_out(const struct bnn_model *m, size_t l)
+{
+    return m->layer[l].out_c;
+}
+/* Flattened width of layer l's input activation (per example). */
+static inline size_t model_act_in(const struct bnn_model *m, size_t l)
 {
     return m->sizes[l];
 }
-static inline size_t model_layer_out(const struct bnn_model *m, size_t l)
+/* Flattened width of layer l's pre-activation (before pooling). */
+static inline size_t model_act_pre(const struct bnn_model *m, size_t l)
+{
+    const struct model_layer *y = &m->layer[l];
+    return y->out_h * y->out_w * y->out_c;
+}
+/* Flattened width of layer l's output after activation and pooling. */
+static inline size_t model_act_out(const struct bnn_model *m, size_t l)
 {
     return m->sizes[l + 1];
 }
@@ -111,6 +163,12 @@ static inline size_t model_n_layers(const struct bnn_model *m)
 {
     return m->n_sizes - 1;
 }
+
+/* BNN_OK if `what` (e.g. "training") handles m: every module handles a
+ * dense network whose hidden layers share the model's activation and
+ * whose layers share its prior; the rest is refused with
+ * BNN_E_UNSUPPORTED by the modules that do not handle it yet. */
+bnn_status model_check_plain(const struct bnn_model *m, const char *fn, const char *what);
 
 /* ---- guide (guide.c) ---------------------------------------------------- */
 

@@ -397,6 +397,73 @@ ROW(model_bytes_overflow)
     return model_sizes(c, s, 3, BNN_LIK_CATEGORICAL);
 }
 
+/* A layer sequence on an h x w x ch input; seq_edit changes its entries. */
+static bnn_status model_seq(hctx *c, size_t h, size_t w, size_t ch,
+                            void (*seq_edit)(bnn_layer_spec *s, size_t *n))
+{
+    bnn_layer_spec s[6];
+    for (size_t i = 0; i < 6; i++)
+        bnn_layer_spec_init(&s[i]);
+    /* conv 3x3x2, max pool, dense 2 */
+    size_t n = 3;
+    s[0].kind = BNN_LAYER_CONV2D, s[0].units = 2;
+    s[1].kind = BNN_LAYER_MAXPOOL2;
+    s[2].units = 2;
+    seq_edit(s, &n);
+    bnn_model_config k = cat_config();
+    k.n_sizes = 0, k.layer_sizes = NULL;
+    k.n_layers = n, k.layers = s;
+    k.input_height = h, k.input_width = w, k.input_channels = ch;
+    return model_create_out(c, &k);
+}
+
+#define SEQ_EDIT(name, h, w, ch, stmt)                                        \
+    static void seq_##name(bnn_layer_spec *s, size_t *n) { (void)s, (void)n; stmt; } \
+    ROW(model_seq_##name) { return model_seq(c, h, w, ch, seq_##name); }
+
+SEQ_EDIT(kernel_larger, 4, 4, 1, s[0].kernel_h = 7)
+SEQ_EDIT(zero_channels, 6, 6, 0, (void)0)
+SEQ_EDIT(zero_height, 0, 6, 1, (void)0)
+SEQ_EDIT(input_overflow, SIZE_MAX / 2, 4, 1, (void)0)
+SEQ_EDIT(activation_overflow, (size_t)1 << 22, (size_t)1 << 22, 1,
+         s[0].units = (size_t)1 << 22)
+SEQ_EDIT(zero_units, 6, 6, 1, s[0].units = 0)
+SEQ_EDIT(zero_stride, 6, 6, 1, s[0].stride_w = 0)
+SEQ_EDIT(padding_not_below_kernel, 6, 6, 1, s[0].pad_h = 3)
+SEQ_EDIT(pool_first, 6, 6, 1, s[0].kind = BNN_LAYER_MAXPOOL2)
+SEQ_EDIT(pool_twice, 8, 8, 1, (s[2] = s[1], s[3].units = 2, *n = 4))
+SEQ_EDIT(pool_too_small, 3, 3, 1, s[0].pad_h = s[0].pad_w = 0)
+SEQ_EDIT(conv_after_dense, 6, 6, 1,
+         (s[1].kind = BNN_LAYER_DENSE, s[1].units = 3, s[2].kind = BNN_LAYER_CONV2D))
+SEQ_EDIT(last_not_dense, 6, 6, 1, *n = 2)
+SEQ_EDIT(output_activation, 6, 6, 1, s[2].activation = BNN_ACT_RELU)
+SEQ_EDIT(bad_kind, 6, 6, 1, s[1].kind = (bnn_layer_kind)9)
+SEQ_EDIT(bad_layer_activation, 6, 6, 1, s[0].activation = (bnn_activation)7)
+SEQ_EDIT(layer_prior_sigma, 6, 6, 1,
+         (s[0].prior = BNN_PRIOR_NORMAL, s[0].prior_sigma = -1.0f))
+SEQ_EDIT(layer_prior_kind, 6, 6, 1, s[2].prior = (bnn_prior)5)
+SEQ_EDIT(spec_size_small, 6, 6, 1, s[0].struct_size = sizeof(size_t))
+SEQ_EDIT(spec_size_mixed, 6, 6, 1, s[1].struct_size = sizeof s[1] + 8)
+SEQ_EDIT(one_class, 6, 6, 1, s[2].units = 1)
+
+ROW(model_seq_null_layers)
+{
+    bnn_model_config k = cat_config();
+    k.n_layers = 2, k.layers = NULL;
+    k.input_height = k.input_width = k.input_channels = 1;
+    return model_create_out(c, &k);
+}
+
+ROW(model_seq_too_many)
+{
+    bnn_layer_spec s[1];
+    bnn_layer_spec_init(&s[0]);
+    bnn_model_config k = cat_config();
+    k.n_layers = (size_t)1 << 40, k.layers = s;
+    k.input_height = k.input_width = k.input_channels = 1;
+    return model_create_out(c, &k);
+}
+
 static bnn_status model_field(hctx *c, void (*edit)(bnn_model_config *k))
 {
     bnn_model_config k = cat_config();
@@ -2593,6 +2660,29 @@ static const hrow rows[] = {
     R(model_prior_sigma_nan, BNN_E_INVALID, "prior_sigma"),
     R(model_prior_sigma_inf, BNN_E_INVALID, "prior_sigma"),
     R(model_pi_zero, BNN_E_INVALID, "prior_pi"),
+    R(model_seq_kernel_larger, BNN_E_SHAPE, "larger than its padded input 4 x 4"),
+    R(model_seq_zero_channels, BNN_E_SHAPE, "has a zero"),
+    R(model_seq_zero_height, BNN_E_SHAPE, "has a zero"),
+    R(model_seq_input_overflow, BNN_E_SHAPE, "overflows"),
+    R(model_seq_activation_overflow, BNN_E_SHAPE, "overflow"),
+    R(model_seq_zero_units, BNN_E_SHAPE, "layers[0] has 0 units"),
+    R(model_seq_zero_stride, BNN_E_SHAPE, "must be > 0"),
+    R(model_seq_padding_not_below_kernel, BNN_E_SHAPE, "padding 3 x 0"),
+    R(model_seq_pool_first, BNN_E_SHAPE, "layers[0]: pooling must directly follow"),
+    R(model_seq_pool_twice, BNN_E_SHAPE, "layers[2]: pooling must directly follow"),
+    R(model_seq_pool_too_small, BNN_E_SHAPE, "pooling of a 1 x 1 input"),
+    R(model_seq_conv_after_dense, BNN_E_SHAPE, "cannot follow a dense"),
+    R(model_seq_last_not_dense, BNN_E_SHAPE, "last layer must be dense"),
+    R(model_seq_output_activation, BNN_E_INVALID, "output layer takes no activation"),
+    R(model_seq_bad_kind, BNN_E_INVALID, "layers[1]: unknown kind 9"),
+    R(model_seq_bad_layer_activation, BNN_E_INVALID, "layers[0]: unknown activation 7"),
+    R(model_seq_layer_prior_sigma, BNN_E_INVALID, "layers[0]: prior_sigma"),
+    R(model_seq_layer_prior_kind, BNN_E_INVALID, "layers[2]: unknown prior 5"),
+    R(model_seq_spec_size_small, BNN_E_INVALID, "bnn_layer_spec.struct_size"),
+    R(model_seq_spec_size_mixed, BNN_E_INVALID, "differs from layers[0]"),
+    R(model_seq_one_class, BNN_E_SHAPE, "at least 2 classes"),
+    R(model_seq_null_layers, BNN_E_INVALID, "layers is NULL"),
+    R(model_seq_too_many, BNN_E_SHAPE, "at most"),
     R(model_pi_one, BNN_E_INVALID, "prior_pi"),
     R(model_pi_nan, BNN_E_INVALID, "prior_pi"),
     R(model_pi_negative, BNN_E_INVALID, "prior_pi"),
