@@ -164,11 +164,16 @@ static inline size_t model_n_layers(const struct bnn_model *m)
     return m->n_sizes - 1;
 }
 
-/* BNN_OK if `what` (e.g. "training") handles m: every module handles a
- * dense network whose hidden layers share the model's activation and
- * whose layers share its prior; the rest is refused with
- * BNN_E_UNSUPPORTED by the modules that do not handle it yet. */
-bnn_status model_check_plain(const struct bnn_model *m, const char *fn, const char *what);
+/* What a module does not handle (yet), refused with BNN_E_UNSUPPORTED and
+ * "<fn>: <what> of ... is not supported" when m has it.  MODEL_HAS_* bits;
+ * each caller passes the features it lacks. */
+enum {
+    MODEL_HAS_CONV = 1,       /* convolution (and so pooling) layers */
+    MODEL_HAS_LAYER_ACT = 2,  /* an activation other than the model's MLP pattern */
+    MODEL_HAS_LAYER_PRIOR = 4 /* a layer with its own prior */
+};
+bnn_status model_refuse(const struct bnn_model *m, unsigned features, const char *fn,
+                        const char *what);
 
 /* ---- guide (guide.c) ---------------------------------------------------- */
 

@@ -312,7 +312,8 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
 {
     if (!g)
         return error_set(BNN_E_INVALID, "%s: guide is NULL", fn);
-    bnn_status plain = model_check_plain(g->model, fn, "saving");
+    bnn_status plain = model_refuse(
+        g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT | MODEL_HAS_LAYER_PRIOR, fn, "saving");
     if (plain != BNN_OK)
         return plain;
     if (!floats_ok(g->params, 2 * g->n_params, 0))

@@ -381,18 +381,20 @@ BNN_API bnn_status bnn_model_create(const bnn_model_config *user, bnn_model **ou
     return BNN_OK;
 }
 
-bnn_status model_check_plain(const bnn_model *m, const char *fn, const char *what)
+bnn_status model_refuse(const bnn_model *m, unsigned features, const char *fn,
+                        const char *what)
 {
     size_t L = model_n_layers(m);
     for (size_t l = 0; l < L; l++) {
         const struct model_layer *y = &m->layer[l];
-        if (y->conv)
+        if ((features & MODEL_HAS_CONV) && y->conv)
             return error_set(BNN_E_UNSUPPORTED, "%s: %s of convolutional networks is not "
                              "supported", fn, what);
-        if (y->act != (l + 1 < L ? m->activation : BNN_ACT_IDENTITY))
+        if ((features & MODEL_HAS_LAYER_ACT) &&
+            y->act != (l + 1 < L ? m->activation : BNN_ACT_IDENTITY))
             return error_set(BNN_E_UNSUPPORTED, "%s: %s of networks with per-layer "
                              "activations is not supported", fn, what);
-        if (y->own_prior)
+        if ((features & MODEL_HAS_LAYER_PRIOR) && y->own_prior)
             return error_set(BNN_E_UNSUPPORTED, "%s: %s of networks with per-layer priors "
                              "is not supported", fn, what);
     }

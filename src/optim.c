@@ -131,7 +131,8 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     if (!svi)
         return error_set(BNN_E_INVALID, "bnn_optimizer_create: svi must not be NULL (its "
                          "dataset_size, the number of training examples, has no default)");
-    bnn_status plain = model_check_plain(guide->model, "bnn_optimizer_create", "training");
+    bnn_status plain = model_refuse(guide->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT | MODEL_HAS_LAYER_PRIOR,
+                                     "bnn_optimizer_create", "training");
     if (plain != BNN_OK)
         return plain;
     if (guide->optimizer)

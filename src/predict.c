@@ -762,7 +762,7 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
         return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
     if (max_batch == 0)
         return error_set(BNN_E_INVALID, "%s: max_batch is 0", fn);
-    if ((st = model_check_plain(g->model, fn, "prediction")))
+    if ((st = model_refuse(g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT, fn, "prediction")))
         return st;
     if ((st = read_config(cfg_in, &cfg, fn)))
         return st;
@@ -1134,7 +1134,8 @@ static bnn_status precheck(const char *fn, const bnn_guide *g, const float *x,
         return error_set(BNN_E_INVALID, "%s: NULL guide or x", fn);
     if (!g->model)
         return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
-    bnn_status plain = model_check_plain(g->model, fn, "prediction");
+    bnn_status plain =
+        model_refuse(g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT, fn, "prediction");
     if (plain != BNN_OK)
         return plain;
     if (n == 0)
