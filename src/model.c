@@ -5,6 +5,14 @@
 
 #include "internal.h"
 
+#if defined(__ELF__)
+/* Defined under an internal name bound to bnn_model_config_init@@BNN_0.2,
+ * the default that new links use (a static link sees it as the plain
+ * name). */
+BNN_API void model_config_init_v1(bnn_model_config *cfg);
+__asm__(".symver model_config_init_v1, bnn_model_config_init@@BNN_0.2");
+#define bnn_model_config_init model_config_init_v1
+#endif
 BNN_API void bnn_model_config_init(bnn_model_config *cfg)
 {
     if (!cfg)
@@ -19,6 +27,25 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg)
     cfg->prior_pi = 0.5f;
     cfg->prior_sigma1 = 1.0f;
     cfg->prior_sigma2 = expf(-6.0f);
+}
+
+/* bnn_model_config_init writes every field it knows, sizeof(bnn_model_config)
+ * bytes.  A binary built against the struct before n_layers was appended
+ * has a shorter one: the version script gives it its own symbol version
+ * (BNN_0), bound at link time, which writes only the fields it has. */
+#define MODEL_CONFIG_SIZE_V0 offsetof(bnn_model_config, n_layers)
+BNN_API void model_config_init_v0(bnn_model_config *cfg);
+#if defined(__ELF__)
+__asm__(".symver model_config_init_v0, bnn_model_config_init@BNN_0");
+#endif
+BNN_API void model_config_init_v0(bnn_model_config *cfg)
+{
+    if (!cfg)
+        return;
+    bnn_model_config c;
+    bnn_model_config_init(&c);
+    c.struct_size = MODEL_CONFIG_SIZE_V0;
+    memcpy(cfg, &c, MODEL_CONFIG_SIZE_V0);
 }
 
 BNN_API void bnn_layer_spec_init(bnn_layer_spec *spec)

@@ -21,6 +21,7 @@ while read -r line; do
     esac
     # "<value> <type> <name>"; undefined symbols are already excluded.
     read -r _ _ sym _ <<<"$line"
+    sym=${sym%%@*} # bnn_x@BNN_0, bnn_x@@BNN_0.2: the versions of one function
     [ -n "${sym:-}" ] || continue
     # meson names objects after their path, e.g. src_tensor.c.o.
     module=${obj%.c.o}

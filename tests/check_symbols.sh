@@ -20,12 +20,14 @@ grep -E '^BNN_API[[:space:]]' "$root/include/bnn.h" |
     sed -E 's/^BNN_API[^(]*[[:space:]*]([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*\(.*/\1/' |
     LC_ALL=C sort >"$tmp/header"
 
-# Names listed in the global: section of the version script.
+# Names listed in the global: sections of the version script (a function
+# whose struct grew is listed in the old node and the new one).
 awk '/^[[:space:]]*global:/ {g = 1; next}
      /^[[:space:]]*local:/  {g = 0}
+     /^[[:space:]]*}/       {g = 0}
      g && match($0, /[A-Za-z_][A-Za-z0-9_]*[[:space:]]*;/) {
          s = substr($0, RSTART, RLENGTH); sub(/[[:space:]]*;$/, "", s); print s
-     }' "$root/src/bnn.map" | LC_ALL=C sort >"$tmp/map"
+     }' "$root/src/bnn.map" | LC_ALL=C sort -u >"$tmp/map"
 
 grep -vE '^[[:space:]]*(#|$)' "$root/tests/symbols.txt" | LC_ALL=C sort >"$tmp/list"
 
