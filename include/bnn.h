@@ -560,7 +560,10 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
  * across processes, as for Adam, then calls bnn_optimizer_step.
  * bnn_svi_stats reports the usual negative ELBO (with the analytic KL of
  * the posterior the step started from); grad_norm is the norm of the
- * buffer.  State per parameter: g and h (Adam keeps four moments). */
+ * buffer.  State per parameter: g and h (Adam keeps four moments).
+ * bnn_svi_step computes ghat and hhat within the update (the same bits as
+ * bnn_svi_grad + bnn_optimizer_step) and may leave the buffer unwritten:
+ * after it the buffer's contents are unspecified. */
 
 /** Free an optimizer and its workspace, and end its threads (waits for
  *  them); free it before its guide.  NULL is a no-op. */

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cpu.h"
 #include "vmath.h"
@@ -130,6 +131,19 @@ FUSED_INLINE void lanes_add_sq(double *restrict lane, const float *restrict v, s
             lane[k] += (double)v[j + k] * (double)v[j + k];
     for (size_t k = 0; j + k < len; k++)
         lane[k] += (double)v[j + k] * (double)v[j + k];
+}
+
+/* max(m, |v| over v[0..len)) as the bits of a non-negative float: integer
+ * order is float order for them, and NaNs (above +inf) win. */
+FUSED_INLINE uint32_t max_abs_bits(uint32_t m, const float *restrict v, size_t len)
+{
+    for (size_t j = 0; j < len; j++) {
+        uint32_t u;
+        memcpy(&u, v + j, sizeof u);
+        u &= 0x7fffffffu;
+        m = u > m ? u : m;
+    }
+    return m;
 }
 
 static double lanes_total(const double *lane)
@@ -402,7 +416,7 @@ void fused_adam(size_t n, float *p, const float *g, float *m, float *v, const fu
 FUSED_INLINE void ivon_draw_block(const int kl, size_t len, const float *restrict mu,
                                   const float *restrict h, float *restrict eps,
                                   float *restrict w, float lam, float delta, float inv_p2,
-                                  float c0, float *restrict klv)
+                                  float c0, float *restrict klv, uint32_t *restrict fmax)
 {
     for (size_t j = 0; j < len; j++) {
         float prec = lam * (h[j] + delta); /* 1 / s^2 */
@@ -413,25 +427,31 @@ FUSED_INLINE void ivon_draw_block(const int kl, size_t len, const float *restric
         if (kl)
             klv[j] = c0 + 0.5f * log_pos(prec) + 0.5f * (s * s + m * m) * inv_p2;
     }
+    *fmax = max_abs_bits(*fmax, eps, len);
 }
 
 CPU_CLONES
 double fused_ivon_draw(size_t n, const float *mu, const float *h, float *eps, float *w, float lam,
-                       float delta, float kl_inv_p2, float kl_log_p)
+                       float delta, float kl_inv_p2, float kl_log_p, float *fmax)
 {
     double lane[FUSED_LANES] = {0};
     float klv[FUSED_BLOCK];
+    uint32_t fm = 0;
     float c0 = kl_log_p - 0.5f;
     for (size_t i = 0; i < n; i += FUSED_BLOCK) {
         size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
         if (kl_inv_p2 > 0.0f) {
             ivon_draw_block(1, len, mu + i, h + i, eps + i, w + i, lam, delta, kl_inv_p2, c0,
-                            klv);
+                            klv, &fm);
             lanes_add(lane, klv, len);
         } else {
-            ivon_draw_block(0, len, mu + i, h + i, eps + i, w + i, lam, delta, 0.0f, 0.0f, NULL);
+            ivon_draw_block(0, len, mu + i, h + i, eps + i, w + i, lam, delta, 0.0f, 0.0f, NULL,
+                            &fm);
         }
     }
+    float m;
+    memcpy(&m, &fm, sizeof m);
+    *fmax = fm > 0x7f800000u ? INFINITY : m;
     return lanes_total(lane);
 }
 
@@ -538,4 +558,33 @@ void fused_ivon_update(size_t n, float *mu, float *rho, float *g, float *h, cons
         size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
         ivon_update_block(len, mu + i, rho + i, g + i, h + i, ghat + i, hhat + i, a);
     }
+}
+
+/* The backward of fused_ivon_backward and the update in one pass, block by
+ * block through L1: [ghat | hhat] is never written (nor read back), and
+ * every value, the sum of squares included, is the same float operation on
+ * the same operands as the two passes. */
+CPU_CLONES
+void fused_ivon_update_grad(size_t n, float *mu, float *rho, float *g, float *h, const float *gw,
+                            const float *factor, const float *ghat0, const float *hhat0,
+                            const fused_ivon_args *a, double *ss)
+{
+    double lane[FUSED_LANES] = {0};
+    float gh[FUSED_BLOCK], hh[FUSED_BLOCK];
+    for (size_t i = 0; i < n; i += FUSED_BLOCK) {
+        size_t len = n - i < FUSED_BLOCK ? n - i : FUSED_BLOCK;
+        if (ghat0) {
+            for (size_t j = 0; j < len; j++)
+                gh[j] = ghat0[i + j];
+            for (size_t j = 0; j < len; j++)
+                hh[j] = hhat0[i + j];
+            ivon_backward_block(1, len, gw + i, factor + i, gh, hh);
+        } else {
+            ivon_backward_block(0, len, gw + i, factor + i, gh, hh);
+        }
+        lanes_add_sq(lane, gh, len);
+        lanes_add_sq(lane, hh, len);
+        ivon_update_block(len, mu + i, rho + i, g + i, h + i, gh, hh, a);
+    }
+    *ss = lanes_total(lane);
 }

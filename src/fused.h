@@ -87,10 +87,12 @@ void fused_adam(size_t n, float *p, const float *g, float *m, float *v,
 /* One draw with s = 1 / sqrt(lam (h + delta)) from standard normals eps:
  * w = m + s eps, and eps is replaced by eps / s, the factor that turns a
  * gradient at w into Price's Hessian estimate.  If kl_inv_p2 > 0, returns
- * the analytic KL(N(m, s^2) || N(0, p^2)) summed (kl_log_p = log p), else 0. */
+ * the analytic KL(N(m, s^2) || N(0, p^2)) summed (kl_log_p = log p), else 0.
+ * *fmax receives the largest |eps / s| (+inf for a NaN; the bound for the
+ * finiteness check of a fused step). */
 double fused_ivon_draw(size_t n, const float *mu, const float *h, float *eps,
                        float *w, float lam, float delta, float kl_inv_p2,
-                       float kl_log_p);
+                       float kl_log_p, float *fmax);
 
 /* Backward of one layer's parameters for IVON: ghat (=|+=) gw and hhat
  * (=|+=) factor * gw, written when acc == 0 (a particle's first term),
@@ -114,5 +116,16 @@ typedef struct fused_ivon_args {
 void fused_ivon_update(size_t n, float *mu, float *rho, float *g, float *h,
                        const float *ghat, const float *hhat,
                        const fused_ivon_args *a);
+
+/* fused_ivon_backward then fused_ivon_update in one pass, without storing
+ * [ghat | hhat]: ghat = gw (+ ghat0), hhat = factor * gw (+ hhat0), the
+ * accumulated terms of earlier particles read when ghat0 is not NULL.
+ * *ss receives the sum of squares of ghat and hhat, summed exactly as
+ * fused_ivon_backward sums them; mu, rho, g and h as fused_ivon_update
+ * leaves them, bit for bit. */
+void fused_ivon_update_grad(size_t n, float *mu, float *rho, float *g,
+                            float *h, const float *gw, const float *factor,
+                            const float *ghat0, const float *hhat0,
+                            const fused_ivon_args *a, double *ss);
 
 #endif

@@ -248,6 +248,13 @@ struct svi_ws {
     /* Weight sampling for IVON: the backward fills [ghat | hhat] (fused.h),
      * written by the first particle (ivon_acc == 0), added by later ones. */
     int ivon, ivon_acc;
+    /* A fused IVON step (bnn_svi_step): layer_backward leaves the
+     * per-parameter pass of the particle with ivon_defer to the update and
+     * records in ivon_gmax a bound on |dW| and |db| (from the GEMM
+     * operands); ivon_fmax is the draw's bound on |eps / sigma|. */
+    int ivon_fuse, ivon_defer;
+    double ivon_gmax;
+    float ivon_fmax;
     /* The n_params buffers an estimator does not use are NULL. */
     float *dsig;  /* n_params: 2 sigma dsigma/drho (local reparameterization) */
     float *sig2;  /* n_params: sigma^2 (local reparameterization) */
@@ -292,6 +299,10 @@ float optim_ivon_delta(float kl_weight, float prior_sigma, float lam);
 /* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known
  * (finite): bnn_svi_step computes it with the gradient. */
 bnn_status optim_apply(bnn_optimizer *o, double grad_ss);
+/* The IVON update of bnn_svi_step with the last particle's backward fused
+ * into it (the gradient in ws.gw and ws.noise, bounded finite): the
+ * gradient's sum of squares, summed as bnn_svi_grad sums it, into *ss. */
+void optim_apply_ivon_fused(bnn_optimizer *o, double *ss);
 
 /* ---- misc --------------------------------------------------------------- */
 

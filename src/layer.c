@@ -15,6 +15,22 @@ static tensor wview(float *base, const bnn_model *m, size_t l)
     return tensor_mat(base + m->w_off[l], model_layer_out(m, l), model_layer_in(m, l));
 }
 
+/* max |v|, +inf if v holds a NaN: on the bits, where integer order is the
+ * order of non-negative floats and NaNs rank above +inf (vectorizes). */
+static double max_abs(const float *v, size_t n)
+{
+    int32_t m = 0; /* signed: SSE2 has no unsigned compare */
+    for (size_t i = 0; i < n; i++) {
+        int32_t u;
+        memcpy(&u, v + i, sizeof u);
+        u &= 0x7fffffff;
+        m = u > m ? u : m;
+    }
+    float f;
+    memcpy(&f, &m, sizeof f);
+    return m > 0x7f800000 ? INFINITY : (double)f;
+}
+
 void layer_forward(struct svi_ws *ws, const bnn_guide *g, size_t l, const tensor *h,
                    const layer_noise *nz)
 {
@@ -106,10 +122,19 @@ void layer_backward(struct svi_ws *ws, bnn_guide *g, size_t l, const tensor *h, 
         float *gb = ws->gw + m->b_off[l];
         tensor_sum_rows(dA, gb, 0);
         size_t w0 = m->w_off[l];
-        if (ws->ivon) /* ghat = dW, hhat = dW eps / sigma (the factor in ws->noise) */
+        if (ws->ivon && ws->ivon_fuse) {
+            /* |dW| <= n max|dA| max|h|, |db| <= n max|dA|, whatever the
+             * summation order (rounding adds a factor (1 + n u) at most). */
+            double b = (double)n * max_abs(dA->data, n * out) *
+                       fmax(1.0, max_abs(h->data, n * in));
+            ws->ivon_gmax = b > ws->ivon_gmax || b != b ? b : ws->ivon_gmax;
+        }
+        /* IVON: ghat = dW, hhat = dW eps / sigma (the factor in ws->noise),
+         * unless the update makes this pass (optim_apply_ivon_fused). */
+        if (ws->ivon && !ws->ivon_defer)
             pass_ivon_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, grho + w0,
                                ws->ivon_acc, ss);
-        else
+        else if (!ws->ivon)
             pass_backward(ws, nw + out, ws->gw + w0, ws->noise + w0, gmu + w0, 1, grho + w0,
                           ss);
         if (dh) {

@@ -305,6 +305,38 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimize
     return BNN_OK;
 }
 
+/* IVON's settings for step t (counted from 1). */
+static fused_ivon_args ivon_args(const bnn_optimizer *o, uint64_t t)
+{
+    float b1 = o->ocfg.beta1, r = o->ocfg.ivon_clip_radius;
+    fused_ivon_args a = {b1, o->ocfg.ivon_beta2, (float)(1.0 / (1.0 - pow(b1, (double)t))),
+                         (float)((double)o->ocfg.lr * ((double)o->ocfg.ivon_hess_init +
+                                                       (double)o->ivon_delta)),
+                         o->ivon_delta, o->ivon_lam, r > 0.0f ? r : INFINITY};
+    return a;
+}
+
+void optim_apply_ivon_fused(bnn_optimizer *o, double *ss)
+{
+    bnn_guide *g = o->guide;
+    const bnn_model *md = g->model;
+    size_t P = g->n_params;
+    float *p = g->params, *gr = g->grads, *m = o->m;
+    uint64_t t = o->step + 1;
+    fused_ivon_args a = ivon_args(o, t);
+    /* Layer by layer in backward()'s order, so that the sum of squares is
+     * the one bnn_svi_grad computes; earlier particles' terms are in gr. */
+    int acc = o->ws.ivon_acc;
+    for (size_t l = model_n_layers(md); l-- > 0;) {
+        size_t w0 = md->w_off[l], len = model_layer_in(md, l) * model_layer_out(md, l) +
+                                        model_layer_out(md, l);
+        pass_ivon_update_grad(&o->ws, len, p + w0, p + P + w0, m + w0, m + P + w0,
+                              o->ws.gw + w0, o->ws.noise + w0, acc ? gr + w0 : NULL,
+                              acc ? gr + P + w0 : NULL, &a, ss);
+    }
+    o->step = t;
+}
+
 /* The update itself, for a gradient known to be finite with sum of
  * squares ss. */
 static void apply(bnn_optimizer *o, double ss)
@@ -325,11 +357,7 @@ static void apply(bnn_optimizer *o, double ss)
     float *m = o->m;
     if (o->ocfg.kind == BNN_OPT_IVON) {
         size_t P = g->n_params;
-        float b1 = o->ocfg.beta1, r = o->ocfg.ivon_clip_radius;
-        fused_ivon_args a = {b1, o->ocfg.ivon_beta2, (float)(1.0 / (1.0 - pow(b1, (double)t))),
-                             (float)((double)lr * ((double)o->ocfg.ivon_hess_init +
-                                                   (double)o->ivon_delta)),
-                             o->ivon_delta, o->ivon_lam, r > 0.0f ? r : INFINITY};
+        fused_ivon_args a = ivon_args(o, t);
         pass_ivon_update(&o->ws, P, p, p + P, m, m + P, gr, gr + P, &a);
     } else if (o->ocfg.kind == BNN_OPT_ADAM) {
         /* PyTorch's Adam (which Pyro wraps): bias-corrected step size and

@@ -7,7 +7,7 @@
 
 enum pass_kind {
     PASS_DRAW, PASS_LRT, PASS_BACKWARD, PASS_SUM_SQ, PASS_ADAM,
-    PASS_IVON_DRAW, PASS_IVON_BACKWARD, PASS_IVON_UPDATE
+    PASS_IVON_DRAW, PASS_IVON_BACKWARD, PASS_IVON_UPDATE, PASS_IVON_UPDATE_GRAD
 };
 
 typedef struct pass_ctx {
@@ -22,11 +22,12 @@ typedef struct pass_ctx {
     const fused_adam_args *adam;
     /* IVON */
     float *h, *rho_out;
-    const float *hhat;
+    const float *hhat, *ghat0, *hhat0;
     float lam, delta, inv_p2, log_p;
     int acc;
     const fused_ivon_args *ivon;
     double *partial;
+    double *partial_max; /* per-chunk maxima (IVON draw) */
 } pass_ctx;
 
 /* The KL part of a pass restricted to a chunk: its gradient outputs move
@@ -66,11 +67,14 @@ static void pass_task(void *vc, size_t c)
     case PASS_ADAM:
         fused_adam(len, x->p + off, x->g + off, x->m + off, x->v + off, x->adam);
         break;
-    case PASS_IVON_DRAW:
+    case PASS_IVON_DRAW: {
+        float fm;
         rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
         r = fused_ivon_draw(len, x->mu + off, x->h + off, x->eps + off, x->w + off, x->lam,
-                            x->delta, x->inv_p2, x->log_p);
+                            x->delta, x->inv_p2, x->log_p, &fm);
+        x->partial_max[c] = fm;
         break;
+    }
     case PASS_IVON_BACKWARD:
         fused_ivon_backward(len, x->gw + off, x->factor + off, x->gmu + off, x->grho + off,
                             x->acc, x->partial ? &r : NULL);
@@ -78,6 +82,11 @@ static void pass_task(void *vc, size_t c)
     case PASS_IVON_UPDATE:
         fused_ivon_update(len, x->p + off, x->rho_out + off, x->m + off, x->h + off,
                           x->g + off, x->hhat + off, x->ivon);
+        break;
+    case PASS_IVON_UPDATE_GRAD:
+        fused_ivon_update_grad(len, x->p + off, x->rho_out + off, x->m + off, x->h + off,
+                               x->gw + off, x->factor + off, x->ghat0 ? x->ghat0 + off : NULL,
+                               x->hhat0 ? x->hhat0 + off : NULL, x->ivon, &r);
         break;
     }
     if (x->partial)
@@ -141,12 +150,21 @@ void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g, float *m, 
 
 double pass_ivon_draw(struct svi_ws *ws, uint64_t stream, size_t n, const float *mu,
                       const float *h, float *eps, float *w, float lam, float delta,
-                      float kl_inv_p2, float kl_log_p)
+                      float kl_inv_p2, float kl_log_p, float *fmax)
 {
+    size_t chunks = pool_chunks(n);
     pass_ctx x = {.kind = PASS_IVON_DRAW, .n = n, .seed = ws->seed, .stream = stream,
                   .mu = mu, .h = (float *)h, .eps = eps, .w = w, .lam = lam, .delta = delta,
-                  .inv_p2 = kl_inv_p2, .log_p = kl_log_p};
-    return run(ws, &x, kl_inv_p2 > 0.0f);
+                  .inv_p2 = kl_inv_p2, .log_p = kl_log_p,
+                  .partial_max = ws->partial + pool_chunks(2 * n)};
+    double r = run(ws, &x, kl_inv_p2 > 0.0f);
+    float fm = 0.0f;
+    for (size_t c = 0; c < chunks; c++) {
+        float v = (float)x.partial_max[c];
+        fm = v > fm || v != v ? v : fm;
+    }
+    *fmax = fm;
+    return r;
 }
 
 void pass_ivon_backward(struct svi_ws *ws, size_t n, const float *gw, const float *factor,
@@ -165,4 +183,14 @@ void pass_ivon_update(struct svi_ws *ws, size_t n, float *mu, float *rho, float 
     pass_ctx x = {.kind = PASS_IVON_UPDATE, .n = n, .p = mu, .rho_out = rho, .m = g, .h = h,
                   .g = ghat, .hhat = hhat, .ivon = a};
     (void)run(ws, &x, 0);
+}
+
+void pass_ivon_update_grad(struct svi_ws *ws, size_t n, float *mu, float *rho, float *g,
+                           float *h, const float *gw, const float *factor, const float *ghat0,
+                           const float *hhat0, const fused_ivon_args *a, double *ss)
+{
+    pass_ctx x = {.kind = PASS_IVON_UPDATE_GRAD, .n = n, .p = mu, .rho_out = rho, .m = g,
+                  .h = h, .gw = gw, .factor = factor, .ghat0 = ghat0, .hhat0 = hhat0,
+                  .ivon = a};
+    *ss += run(ws, &x, 1);
 }

@@ -32,12 +32,20 @@ void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g,
  * (seed, stream) first, as pass_draw does. */
 double pass_ivon_draw(struct svi_ws *ws, uint64_t stream, size_t n,
                       const float *mu, const float *h, float *eps, float *w,
-                      float lam, float delta, float kl_inv_p2, float kl_log_p);
+                      float lam, float delta, float kl_inv_p2, float kl_log_p,
+                      float *fmax);
 void pass_ivon_backward(struct svi_ws *ws, size_t n, const float *gw,
                         const float *factor, float *ghat, float *hhat, int acc,
                         double *ss);
 void pass_ivon_update(struct svi_ws *ws, size_t n, float *mu, float *rho,
                       float *g, float *h, const float *ghat, const float *hhat,
                       const fused_ivon_args *a);
+/* fused_ivon_update_grad; the sum of squares is added to *ss (one total
+ * per call, as pass_ivon_backward adds it). */
+void pass_ivon_update_grad(struct svi_ws *ws, size_t n, float *mu, float *rho,
+                           float *g, float *h, const float *gw,
+                           const float *factor, const float *ghat0,
+                           const float *hhat0, const fused_ivon_args *a,
+                           double *ss);
 
 #endif

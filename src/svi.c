@@ -1,6 +1,7 @@
 /* bnn_svi_grad / bnn_svi_step: the negative ELBO of a minibatch,
  *   loss = sum_i -log p(y_i | x_i, w) + kl_weight * KL(q || p) * n / N,
  * averaged over particles, and its gradient w.r.t. every mu and rho. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -35,7 +36,8 @@ bnn_status svi_ws_alloc(struct svi_ws *ws, const bnn_model *m, const bnn_svi_con
     ws->tmp_a = mem_alloc_array(a, bw, sizeof(float));
     ws->tmp_b = mem_alloc_array(a, bw, sizeof(float));
     ws->tmp_c = mem_alloc_array(a, bw, sizeof(float));
-    ws->partial = mem_alloc_array(a, pool_chunks(2 * P), sizeof(double));
+    /* Per-chunk sums, then per-chunk maxima (pass_ivon_draw). */
+    ws->partial = mem_alloc_array(a, 2 * pool_chunks(2 * P), sizeof(double));
     if ((lrt && (!ws->dsig || !ws->sig2)) || (noise && !ws->noise) || (!lrt && !ws->wsamp) ||
         !ws->gw || !ws->logp || !ws->tmp_a || !ws->tmp_b || !ws->tmp_c || !ws->partial)
         return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
@@ -153,7 +155,7 @@ static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale, in
         return pass_ivon_draw(&o->ws, rng_stream_id(step, k, 0, RNG_WEIGHTS), P, mu,
                               o->m + P, o->ws.noise, o->ws.wsamp, o->ivon_lam, o->ivon_delta,
                               k == 0 && want_kl ? (float)(1.0 / (p * p)) : 0.0f,
-                              (float)log(p));
+                              (float)log(p), &o->ws.ivon_fmax);
     }
     fused_kl kl = kl_setup(o, analytic ? kl_scale : kl_scale / (double)K, k > 0);
     double r = 0.0;
@@ -241,10 +243,30 @@ static void backward(bnn_optimizer *o, const float *x, size_t n, double *ss)
     }
 }
 
-/* grad_ss, if not NULL, receives the gradient's sum of squares. */
+/* The IVON backward passes that a fused step deferred, layer by layer as
+ * backward() makes them, for the gradient's sum of squares. */
+static void finish_deferred(bnn_optimizer *o, double *ss)
+{
+    const bnn_model *m = o->guide->model;
+    size_t P = o->guide->n_params;
+    float *gr = o->guide->grads;
+    for (size_t l = model_n_layers(m); l-- > 0;) {
+        size_t w0 = m->w_off[l], len = model_layer_in(m, l) * model_layer_out(m, l) +
+                                       model_layer_out(m, l);
+        pass_ivon_backward(&o->ws, len, o->ws.gw + w0, o->ws.noise + w0, gr + w0,
+                           gr + P + w0, o->ws.ivon_acc, ss);
+    }
+}
+
+/* grad_ss, if not NULL, receives the gradient's sum of squares.  With
+ * *fused set (bnn_svi_step, IVON) the last particle's per-parameter
+ * backward is left to the update when the gradient is bounded finite;
+ * *fused is cleared if it was not; if it was, the statistics but the norm
+ * go to *pending instead of stats. */
 static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labels,
                            const float *targets, size_t n, size_t offset, size_t total,
-                           bnn_svi_stats *stats, double *grad_ss)
+                           bnn_svi_stats *stats, double *grad_ss, int *fused,
+                           bnn_svi_stats *pending)
 {
     bnn_status st = check_batch(o, x, labels, targets, n, offset, total);
     if (st != BNN_OK)
@@ -264,14 +286,35 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
      * part); every backward adds to it, and the last one also sums the
      * squares of the finished gradient. */
     double nll = 0.0, kl = 0.0, ss = 0.0;
+    /* Bounds on |ghat| and |hhat| summed over the particles. */
+    double gbound = 0.0, hbound = 0.0;
+    int fuse = ivon && fused && *fused;
+    o->ws.ivon_fuse = fuse;
     for (size_t k = 0; k < K; k++) {
         layer_noise nz = {o->svi.seed, o->step, (unsigned)k, offset};
+        o->ws.ivon_defer = fuse && k + 1 == K;
+        o->ws.ivon_gmax = 0.0;
         kl += prepare_particle(o, (unsigned)k, kl_scale, stats != NULL);
         nll += forward_loss(o, x, labels, targets, n, &nz, inv_k) / (double)K;
         backward(o, x, n, k + 1 == K ? &ss : NULL);
+        gbound += o->ws.ivon_gmax;
+        hbound += o->ws.ivon_gmax * (double)o->ws.ivon_fmax;
     }
+    o->ws.ivon_fuse = o->ws.ivon_defer = 0;
 
     double loss = nll + kl_scale * kl;
+    if (fuse && isfinite(loss)) {
+        /* Twice the bound below the float range: every ghat and hhat, and
+         * so the update's input, is finite. */
+        if (2.0 * gbound < (double)FLT_MAX && 2.0 * hbound < (double)FLT_MAX) {
+            *pending = (bnn_svi_stats){sizeof *pending, loss, nll, kl, kl_scale * kl, 0.0};
+            return BNN_OK;
+        }
+        *fused = 0;
+        finish_deferred(o, &ss);
+    } else if (fused) {
+        *fused = 0;
+    }
     if (!isfinite(loss) || !isfinite(ss))
         return error_set(BNN_E_NUMERIC, "non-finite loss (%g) or gradient: lower the learning "
                          "rate or check the inputs", loss);
@@ -294,7 +337,7 @@ BNN_API bnn_status bnn_svi_grad(bnn_optimizer *o, const float *x, const int32_t 
                                 const float *targets, size_t n, bnn_svi_stats *stats)
 {
     API_ENTRY();
-    return svi_grad(o, x, labels, targets, n, 0, n, stats, NULL);
+    return svi_grad(o, x, labels, targets, n, 0, n, stats, NULL, NULL, NULL);
 }
 
 BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *o, const float *x, const int32_t *labels,
@@ -302,17 +345,27 @@ BNN_API bnn_status bnn_svi_grad_part(bnn_optimizer *o, const float *x, const int
                                      bnn_svi_stats *stats)
 {
     API_ENTRY();
-    return svi_grad(o, x, labels, targets, n, offset, total, stats, NULL);
+    return svi_grad(o, x, labels, targets, n, offset, total, stats, NULL, NULL, NULL);
 }
 
 BNN_API bnn_status bnn_svi_step(bnn_optimizer *o, const float *x, const int32_t *labels,
                                 const float *targets, size_t n, bnn_svi_stats *stats)
 {
     API_ENTRY();
-    double ss;
-    bnn_status st = svi_grad(o, x, labels, targets, n, 0, n, stats, &ss);
+    double ss = 0.0;
+    int fused = 1;
+    bnn_svi_stats s;
+    bnn_status st = svi_grad(o, x, labels, targets, n, 0, n, stats, &ss, &fused, &s);
     if (st != BNN_OK)
         return st;
+    if (fused) {
+        /* The gradient is bounded finite; its norm comes with the update. */
+        optim_apply_ivon_fused(o, &ss);
+        s.grad_norm = sqrt(ss);
+        if (stats)
+            sized_write(stats, &s, sizeof s);
+        return BNN_OK;
+    }
     /* The gradient was just checked and its norm computed. */
     return optim_apply(o, ss);
 }

@@ -533,6 +533,65 @@ START_TEST(test_numeric_failure_untouched)
 }
 END_TEST
 
+/* bnn_svi_step fuses the gradient into the update when the GEMM operands
+ * bound it finite, and otherwise makes the two passes: either way the same
+ * bits as bnn_svi_grad + bnn_optimizer_step (guide, state, loss, norm).
+ * Loop 0: ordinary inputs, the fused step (the buffer is not written).
+ * Loop 1: one input of 1e23 among zeros and 1 / sigma = 4e15 (h0 = 1e30):
+ * the bound n max|dA| max|h| max|eps / sigma| is past FLT_MAX / 2 while
+ * the gradient (one example's term, near 6e21) and hhat (near 2.5e37
+ * |eps|) are finite, so the step takes the two-pass route. */
+START_TEST(test_fused_step_same_bits)
+{
+    const size_t sizes[] = {2, 2, 2};
+    enum { N = 16 };
+    float x[N * 2];
+    int32_t y[N];
+    tu_rng r = {33};
+    tu_fill_uniform(&r, x, N * 2, -1, 1);
+    for (int i = 0; i < N; i++)
+        y[i] = i % 2;
+    bnn_optimizer_config oc = ivon_cfg(0.1f);
+    if (_i == 1) {
+        for (int i = 0; i < N * 2; i++)
+            x[i] = i < 2 ? 1e23f : 0.0f;
+        oc.ivon_hess_init = 1e30f;
+    }
+    bnn_svi_config sc = ivon_svi(N, N, 1);
+    net a, b;
+    net_make(&a, sizes, 3, BNN_LIK_CATEGORICAL, &oc, &sc);
+    net_make(&b, sizes, 3, BNN_LIK_CATEGORICAL, &oc, &sc);
+    size_t P = a.g->n_params;
+    ck_assert_uint_eq(P, 12);
+    if (_i == 1)
+        for (size_t i = 0; i < P; i++)
+            a.g->params[i] = b.g->params[i] = i < 6 ? 0.5f : 1e-3f;
+    /* Loop 1's step overflows h (d^2 in the update): one step. */
+    for (int s = 0; s < (_i == 0 ? 3 : 1); s++) {
+        for (size_t i = 0; i < 2 * P; i++)
+            a.g->grads[i] = 7.0f;
+        bnn_svi_stats sa = {.struct_size = sizeof sa}, sb = {.struct_size = sizeof sb};
+        bnn_status st = bnn_svi_step(a.o, x, y, NULL, N, &sa);
+        ck_assert_msg(st == BNN_OK, "step %d: %s", s, bnn_last_error());
+        ck_assert_int_eq(bnn_svi_grad(b.o, x, y, NULL, N, &sb), BNN_OK);
+        ck_assert_int_eq(bnn_optimizer_step(b.o), BNN_OK);
+        ck_assert_msg(sa.loss == sb.loss && sa.grad_norm == sb.grad_norm,
+                      "step %d: loss %.17g vs %.17g, norm %.17g vs %.17g", s, sa.loss, sb.loss,
+                      sa.grad_norm, sb.grad_norm);
+        ck_assert(isfinite(sa.grad_norm) && sa.grad_norm > 0);
+        ck_assert_int_eq(memcmp(a.g->params, b.g->params, 2 * P * sizeof(float)), 0);
+        ck_assert_int_eq(memcmp(a.o->m, b.o->m, 2 * P * sizeof(float)), 0);
+        if (_i == 0)
+            for (size_t i = 0; i < 2 * P; i++)
+                ck_assert_float_eq(a.g->grads[i], 7.0f);
+        else
+            ck_assert_int_eq(memcmp(a.g->grads, b.g->grads, 2 * P * sizeof(float)), 0);
+    }
+    net_free(&a);
+    net_free(&b);
+}
+END_TEST
+
 /* What IVON refuses, and why. */
 START_TEST(test_refusals)
 {
@@ -612,6 +671,7 @@ static Suite *suite(void)
     tcase_add_test(tt, test_threads_and_routes_same_bits);
     tcase_add_test(tt, test_save_load_continues);
     tcase_add_test(tt, test_numeric_failure_untouched);
+    tcase_add_loop_test(tt, test_fused_step_same_bits, 0, 2);
     tcase_add_test(tt, test_refusals);
     suite_add_tcase(s, tt);
     return s;

@@ -36,6 +36,8 @@ typedef struct options {
     bnn_lr_decay lr_decay;     /* schedule over the whole run */
     int lr_decay_set, estimator_set; /* else the optimizer's defaults */
     float lr_end;              /* NaN: lr / 1000 */
+    double warmup;             /* epochs of linear learning-rate warm-up */
+    size_t shift;              /* training images shifted by up to +-shift pixels */
     float ivon_beta2, ivon_hess_init, ivon_clip;
     double ivon_ess_factor;    /* lambda = factor x training images */
     bnn_estimator estimator;

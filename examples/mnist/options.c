@@ -33,6 +33,8 @@ static void usage(FILE *f)
         "  --lr X                 learning rate [ivon 0.1, adam 1e-3]\n"
         "  --lr-schedule constant|linear|cosine  decay over the run [ivon cosine, adam constant]\n"
         "  --lr-end X             learning rate at the end of a decay [lr / 1000]\n"
+        "  --warmup E             linear learning-rate warm-up over E epochs, then the decay [0]\n"
+        "  --shift N              shift each training image by a random -N..N pixels per axis [0]\n"
         "  --ivon-ess F           IVON's effective sample size, F x training images [10]\n"
         "  --ivon-beta2 X  --ivon-hess-init X  --ivon-clip R   IVON's settings [0.95, 0.1, off]\n"
         "  --estimator lrt|weight|flipout        gradient estimator [weight; adam: lrt]\n"
@@ -179,7 +181,7 @@ enum {
     OPT_FORCED, OPT_REFUSE, OPT_THRESHOLD, OPT_PREDICT_SEED, OPT_SAMPLING, OPT_THREADS, OPT_QUIET,
     OPT_OOD, OPT_OOD_LIMIT, OPT_VAL_FRACTION,
     OPT_OPTIMIZER, OPT_LR_SCHEDULE, OPT_LR_END, OPT_IVON_ESS, OPT_IVON_BETA2, OPT_IVON_HESS,
-    OPT_IVON_CLIP
+    OPT_IVON_CLIP, OPT_WARMUP, OPT_SHIFT
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -221,6 +223,8 @@ static const struct option LONG_OPTIONS[] = {
     {"ivon-beta2", required_argument, NULL, OPT_IVON_BETA2},
     {"ivon-hess-init", required_argument, NULL, OPT_IVON_HESS},
     {"ivon-clip", required_argument, NULL, OPT_IVON_CLIP},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"shift", required_argument, NULL, OPT_SHIFT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -345,6 +349,16 @@ static void apply_option(options *o, int id, const char *a, const char *v)
     case OPT_IVON_BETA2: o->ivon_beta2 = (float)parse_double(a, v); break;
     case OPT_IVON_HESS: o->ivon_hess_init = (float)parse_double(a, v); break;
     case OPT_IVON_CLIP: o->ivon_clip = (float)parse_double(a, v); break;
+    case OPT_WARMUP:
+        o->warmup = parse_double(a, v);
+        if (!(o->warmup >= 0.0 && o->warmup < 1e6))
+            die("%s: %s is not a number of epochs >= 0", a, v);
+        break;
+    case OPT_SHIFT:
+        o->shift = parse_size(a, v);
+        if (o->shift > 8)
+            die("%s: %s is above 8 pixels", a, v);
+        break;
     default: die("unknown option '%s' (--help for usage)", a);
     }
 }

@@ -30,6 +30,30 @@ static void shuffle(size_t *idx, size_t n, uint64_t *state)
     }
 }
 
+/* img shifted by (dx, dy) pixels into out, zeros where nothing moves in:
+ * the same digit a few pixels off, which the test set has too. */
+static void shift_image(const float *img, float *out, int dx, int dy)
+{
+    for (int r = 0; r < IDX_ROWS; r++)
+        for (int q = 0; q < IDX_COLS; q++) {
+            int sr = r - dy, sq = q - dx;
+            out[r * IDX_COLS + q] = sr >= 0 && sr < IDX_ROWS && sq >= 0 && sq < IDX_COLS
+                                        ? img[sr * IDX_COLS + sq]
+                                        : 0.0f;
+        }
+}
+
+/* The learning rate of step t of total: a linear warm-up over the first
+ * `warm` steps, then the decay over the rest. */
+static float step_lr(const options *o, uint64_t t, uint64_t total, uint64_t warm)
+{
+    float lr;
+    if (t < warm)
+        return o->lr * (float)(t + 1) / (float)warm;
+    CHECK(bnn_lr_schedule(o->lr_decay, o->lr, o->lr_end, t - warm, total - warm, &lr));
+    return lr;
+}
+
 static void fmt_duration(char *buf, size_t len, double s)
 {
     if (s < 0 || !isfinite(s))
@@ -126,7 +150,12 @@ void train(const options *o, const dataset *d, bnn_guide *g,
     float *xb = xmalloc(B, IDX_PIXELS * sizeof *xb);
     int32_t *yb = xmalloc(B, sizeof *yb);
     uint64_t rng = o->seed ^ 0x53485546464c45ull; /* "SHUFFLE" */
+    uint64_t shift_rng = o->seed ^ 0x5348494654ull; /* "SHIFT": its own stream */
     const size_t batches = (n + B - 1) / B;
+    const uint64_t total = (uint64_t)(o->epochs * batches);
+    uint64_t warm = (uint64_t)(o->warmup * (double)batches + 0.5);
+    if (warm >= total)
+        die("--warmup %g: not shorter than the run (%zu epochs)", o->warmup, o->epochs);
     double t_start = now(), busy = 0;
 
     for (size_t i = 0; i < n; i++)
@@ -141,14 +170,18 @@ void train(const options *o, const dataset *d, bnn_guide *g,
             size_t m = b + 1 < batches ? B : n - b * B;
             for (size_t k = 0; k < m; k++) {
                 size_t j = order[b * B + k];
-                memcpy(xb + k * IDX_PIXELS, d->train.x + j * IDX_PIXELS,
-                       IDX_PIXELS * sizeof *xb);
+                if (o->shift) {
+                    uint64_t z = mix64(&shift_rng), span = 2 * o->shift + 1;
+                    int dx = (int)((z & 0xffffffffu) * span >> 32) - (int)o->shift;
+                    int dy = (int)((z >> 32) * span >> 32) - (int)o->shift;
+                    shift_image(d->train.x + j * IDX_PIXELS, xb + k * IDX_PIXELS, dx, dy);
+                } else {
+                    memcpy(xb + k * IDX_PIXELS, d->train.x + j * IDX_PIXELS,
+                           IDX_PIXELS * sizeof *xb);
+                }
                 yb[k] = d->train.y[j];
             }
-            float lr;
-            CHECK(bnn_lr_schedule(o->lr_decay, o->lr, o->lr_end, ts->steps,
-                                  (uint64_t)(o->epochs * batches), &lr));
-            CHECK(bnn_optimizer_set_lr(opt, lr));
+            CHECK(bnn_optimizer_set_lr(opt, step_lr(o, ts->steps, total, warm)));
             bnn_svi_stats st = {.struct_size = sizeof st};
             bnn_status rc = bnn_svi_step(opt, xb, yb, NULL, m, &st);
             if (rc != BNN_OK)
