@@ -113,6 +113,15 @@ int main(int argc, char **argv)
          BNN_EST_WEIGHT_SAMPLING},
         {"valid_ivon.bnn", 3, {2, 3, 2}, BNN_ACT_RELU, BNN_LIK_CATEGORICAL,
          BNN_PRIOR_NORMAL, 3, BNN_EST_WEIGHT_SAMPLING},
+        /* version 3: the noise section, and the optimizer's noise moments */
+        {"valid_learned_noise.bnn", 2, {2, 2}, BNN_ACT_RELU,
+         BNN_LIK_GAUSSIAN_LEARNED, BNN_PRIOR_NORMAL, 0, BNN_EST_LOCAL_REPARAM},
+        {"valid_learned_noise_adam.bnn", 3, {2, 3, 2}, BNN_ACT_TANH,
+         BNN_LIK_GAUSSIAN_LEARNED, BNN_PRIOR_NORMAL, 1, BNN_EST_LOCAL_REPARAM},
+        {"valid_learned_noise_ivon.bnn", 3, {1, 2, 1}, BNN_ACT_RELU,
+         BNN_LIK_GAUSSIAN_LEARNED, BNN_PRIOR_NORMAL, 3, BNN_EST_WEIGHT_SAMPLING},
+        {"valid_hetero_sgd.bnn", 3, {1, 3, 2}, BNN_ACT_RELU,
+         BNN_LIK_GAUSSIAN_HETERO, BNN_PRIOR_NORMAL, 2, BNN_EST_FLIPOUT},
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         size_t n;
@@ -137,7 +146,7 @@ int main(int argc, char **argv)
     put("corrupt_bit_flip.bnn", c, n);
 
     memcpy(c, b, n);
-    reseal_set_le(c + 8, 3, 4);
+    reseal_set_le(c + 8, 4, 4);
     put("newer_version.bnn", c, n);
 
     memcpy(c, b, n);
@@ -155,6 +164,23 @@ int main(int argc, char **argv)
     reseal(c, n);
     put("forged_activation.bnn", c, n);
 
+    free(b);
+    free(c);
+
+    /* The learned noise's count (after the guide's 2P floats) forged. */
+    b = make(&specs[7], &n);
+    c = malloc(n);
+    if (!c)
+        die("malloc");
+    size_t p = 3 * 3 + 2 * 4, off = 24 + 4 + 3 * 8 + 32 + 8 + 8 * p;
+    memcpy(c, b, n);
+    reseal_set_le(c + off, 3, 8);
+    reseal(c, n);
+    put("forged_noise_count.bnn", c, n);
+    memcpy(c, b, n);
+    reseal_set_le(c + 8, 2, 4); /* a version 2 file knows no learned noise */
+    reseal(c, n);
+    put("learned_noise_as_version2.bnn", c, n);
     free(b);
     free(c);
     return EXIT_SUCCESS;

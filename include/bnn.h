@@ -133,7 +133,23 @@ typedef enum bnn_activation {
 
 typedef enum bnn_likelihood {
     BNN_LIK_CATEGORICAL = 0, /**< int32 labels in [0, outputs) */
-    BNN_LIK_GAUSSIAN = 1     /**< float targets, N(y | f(x), noise_sigma^2) */
+    BNN_LIK_GAUSSIAN = 1,    /**< float targets, N(y | f(x), noise_sigma^2) */
+    /** Homoscedastic learned noise: N(y_k | f_k(x), sigma_k^2) with one
+     *  sigma per output, learned with the weights and started at
+     *  noise_sigma.  sigma_k = exp(s_k): the guide holds s = log sigma
+     *  after [mu | rho] in bnn_guide_params (read it with
+     *  bnn_guide_get_noise_sigma).  A point estimate (no prior) maximising
+     *  the ELBO; log sigma because -log N(y | f, e^{2s}) has gradient 1 -
+     *  r^2 e^{-2s} and constant Fisher information 2 in s, so a step means
+     *  the same at every noise scale, where softplus's gradient vanishes
+     *  for small sigma.  Every optimizer steps it with Adam (SGD: its own
+     *  SGD step), see bnn_optimizer_create. */
+    BNN_LIK_GAUSSIAN_LEARNED = 2,
+    /** Heteroscedastic: the last layer has 2 D units for D outputs (its
+     *  size must be even); unit k is the mean f_k(x) and unit D + k the
+     *  log-variance g_k(x): N(y_k | f_k(x), exp(g_k(x))).  Targets are n x
+     *  D; bnn_model_output_size is D.  noise_sigma is not used. */
+    BNN_LIK_GAUSSIAN_HETERO = 3
 } bnn_likelihood;
 
 typedef enum bnn_prior {
@@ -212,7 +228,9 @@ typedef struct bnn_model_config {
     const size_t *layer_sizes;
     bnn_activation activation; /**< hidden layers; default ReLU */
     bnn_likelihood likelihood; /**< default categorical */
-    float noise_sigma;         /**< Gaussian likelihood noise, > 0; default 1 */
+    /** Gaussian likelihood noise, > 0; default 1 (for
+     *  BNN_LIK_GAUSSIAN_LEARNED the initial sigma of every output) */
+    float noise_sigma;
     bnn_prior prior;           /**< default Normal */
     float prior_sigma;         /**< Normal prior scale, > 0; default 1 */
     float prior_pi;            /**< mixture weight in (0,1); default 0.5 */
@@ -254,7 +272,8 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg);
  *  input dimension; too many layers; padding not below the kernel; a
  *  kernel larger than its padded input; pooling not directly after a
  *  convolution or of an input under 2 x 2; a convolution after a dense or
- *  flatten entry; a last entry that is not dense; fewer than 2 classes for
+ *  flatten entry; a last entry that is not dense; an odd last size for a
+ *  heteroscedastic model; fewer than 2 classes for
  *  a categorical model; more classes than int32 labels can hold; sizes or a
  *  parameter count that overflow), BNN_E_NOMEM. */
 BNN_API bnn_status bnn_model_create(const bnn_model_config *cfg,
@@ -265,7 +284,8 @@ BNN_API void bnn_model_free(bnn_model *model);
 /** Input width (first layer size; height x width x channels for a layer
  *  sequence); 0 for NULL. */
 BNN_API size_t bnn_model_input_size(const bnn_model *model);
-/** Output width (classes for categorical, targets for Gaussian); 0 for NULL. */
+/** Output width (classes for categorical, targets for Gaussian: half the
+ *  last layer's units for BNN_LIK_GAUSSIAN_HETERO); 0 for NULL. */
 BNN_API size_t bnn_model_output_size(const bnn_model *model);
 /** Number of weight layers (dense and convolution entries; n_sizes - 1 for
  *  layer_sizes); 0 for NULL. */
@@ -406,15 +426,37 @@ BNN_API bnn_status bnn_guide_set_layer_from_point(bnn_guide *guide,
 
 /** The flat variational parameter buffer [mu of all layers | rho of all
  *  layers]; within each half, layer by layer, weights (row-major out x in)
- *  then biases.  *count receives 2 * bnn_model_param_count().  The pointer
- *  stays valid for the guide's lifetime; writes change the posterior.
- *  NULL for a NULL guide (count untouched). */
+ *  then biases.  *count receives 2 * bnn_model_param_count(), plus, for a
+ *  BNN_LIK_GAUSSIAN_LEARNED model, one log noise sigma per output after
+ *  rho (2 P + D).  The pointer stays valid for the guide's lifetime;
+ *  writes change the posterior.  NULL for a NULL guide (count
+ *  untouched). */
 BNN_API float *bnn_guide_params(bnn_guide *guide, size_t *count);
 /** The flat gradient buffer, same layout as bnn_guide_params, filled by
  *  bnn_svi_grad (gradient of the negative ELBO; for an IVON optimizer the
- *  gradient and the Hessian estimate [ghat | hhat], see "IVON").  A host
- *  may modify it (e.g. sum it across processes) before bnn_optimizer_step. */
+ *  gradient and the Hessian estimate [ghat | hhat], see "IVON", and the
+ *  learned noise's gradient of the batch's mean negative log-likelihood).
+ *  A host may modify it (e.g. sum it across processes) before
+ *  bnn_optimizer_step. */
 BNN_API float *bnn_guide_grads(bnn_guide *guide, size_t *count);
+
+/** The noise sigma of each of the D = bnn_model_output_size outputs into
+ *  sigma[0..D): the learned sigma_k = exp(s_k) of a BNN_LIK_GAUSSIAN_LEARNED
+ *  model, noise_sigma for every output of a BNN_LIK_GAUSSIAN one.  cap is
+ *  the floats sigma holds (>= D).  Nothing is written on error.  Errors:
+ *  BNN_E_INVALID (NULL guide or sigma), BNN_E_SHAPE (cap below D),
+ *  BNN_E_UNSUPPORTED (a categorical model, or a heteroscedastic one, whose
+ *  noise depends on the input: bnn_predict_regression_split gives it). */
+BNN_API bnn_status bnn_guide_get_noise_sigma(const bnn_guide *guide,
+                                             float *sigma, size_t cap);
+/** Set the learned noise sigmas of a BNN_LIK_GAUSSIAN_LEARNED model (count
+ *  = D values, each finite and > 0; stored as log sigma), e.g. to start
+ *  from a known noise level.  An optimizer's moments of the noise are not
+ *  reset.  The guide is unchanged on error.  Errors: BNN_E_INVALID (NULL
+ *  guide or sigma, a value not finite and > 0), BNN_E_SHAPE (count other
+ *  than D), BNN_E_UNSUPPORTED (another likelihood). */
+BNN_API bnn_status bnn_guide_set_noise_sigma(bnn_guide *guide,
+                                             const float *sigma, size_t count);
 
 /* ------------------------------------------------------------------------ */
 /* Optimizer and SVI  ("SVI(model, guide, optim, Trace_ELBO())")            */
@@ -528,6 +570,15 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
                                         const bnn_optimizer_config *ocfg,
                                         const bnn_svi_config *svi,
                                         bnn_optimizer **out);
+/* Learned noise (BNN_LIK_GAUSSIAN_LEARNED): every optimizer keeps its own
+ * moments of the D log-sigmas (saved with its state) and steps them as a
+ * point estimate: SGD (and its momentum) with lr for BNN_OPT_SGD, Adam
+ * with lr, beta1, beta2 and eps otherwise, IVON included (IVON's Hessian
+ * estimate and posterior are the weights'; the noise has neither, and an
+ * Adam step, about lr in log sigma, means the same at every noise scale;
+ * for IVON too it reads beta2, default 0.999, not ivon_beta2).  clip_norm
+ * counts the noise's gradient in the norm and scales it too. */
+
 /* IVON (BNN_OPT_IVON).  A Gaussian posterior N(mu, sigma^2) per parameter
  * with sigma = 1 / sqrt(lambda (h + delta)): lambda = ivon_ess (or N =
  * dataset_size), delta = kl_weight / (prior_sigma^2 lambda), so that
@@ -635,8 +686,10 @@ BNN_API void bnn_svi_stats_init(bnn_svi_stats *stats);
 /** Compute the negative ELBO of one minibatch and its gradient into the
  *  guide's gradient buffer (overwritten).  x is n x inputs row-major; for a
  *  categorical model `labels` holds n int32 classes and `targets` must be
- *  NULL; for a Gaussian model `targets` holds n x outputs floats and
- *  `labels` must be NULL.  1 <= n <= max_batch.  stats may be NULL; if not,
+ *  NULL; for a Gaussian model `targets` holds n x outputs floats
+ *  (bnn_model_output_size) and `labels` must be NULL.  A learned noise
+ *  (BNN_LIK_GAUSSIAN_LEARNED) has no prior: its gradient is that of the
+ *  negative log-likelihood only.  1 <= n <= max_batch.  stats may be NULL; if not,
  *  its struct_size must be set.  The parameters are not changed.
  *  Errors: BNN_E_INVALID (NULL, NaN/Inf input, label out of range, labels
  *  and targets not as the likelihood needs, stats->struct_size below
@@ -742,7 +795,10 @@ BNN_API bnn_status bnn_predict(const bnn_guide *guide, const float *x,
                                float *probs);
 
 /** Gaussian models: predictive mean (n x outputs) and variance (n x
- *  outputs, epistemic variance of the sampled outputs + noise_sigma^2).
+ *  outputs, epistemic variance of the sampled outputs + the noise
+ *  variance: noise_sigma^2, the learned sigma_k^2, or the heteroscedastic
+ *  mean of exp(log-variance); bnn_predict_regression_split gives the two
+ *  parts apart).
  *  var may be NULL.  Errors: BNN_E_INVALID (NULL guide, x or mean, n 0,
  *  num_samples 0 or above 2^40, NaN/Inf in x), BNN_E_NUMERIC (non-finite
  *  guide parameters), BNN_E_SHAPE (n x width overflows),
@@ -843,7 +899,9 @@ typedef struct bnn_prediction {
  *  record_size below label and refused, NaN/Inf in
  *  x, num_threads above BNN_MAX_THREADS), BNN_E_NUMERIC (non-finite guide
  *  parameters), BNN_E_SHAPE (n x record_size or the quantile output
- *  overflows), BNN_E_UNSUPPORTED (Gaussian model), BNN_E_NOMEM. */
+ *  overflows), BNN_E_UNSUPPORTED (Gaussian model: use
+ *  bnn_predict_regression_split and bnn_regression_refusal_apply),
+ *  BNN_E_NOMEM. */
 BNN_API bnn_status bnn_predict_with_uncertainty(const bnn_guide *guide,
                                                 const bnn_predict_config *cfg,
                                                 const float *x, size_t n,
@@ -920,6 +978,125 @@ BNN_API bnn_status bnn_predictor_samples(bnn_predictor *p, const float *x,
 BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
                                             size_t n, float *mean,
                                             float *var);
+
+/* Regression: aleatoric and epistemic uncertainty.  For input x and output
+ * k, with S predictive samples s (network draws, see "Sampling"):
+ *   mean      = mean_s f_k(x; w_s)
+ *   epistemic = mean_s (f_k(x; w_s) - mean)^2   (spread of the network)
+ *   aleatoric = noise_sigma^2 (BNN_LIK_GAUSSIAN), sigma_k^2 (LEARNED), or
+ *               mean_s exp(g_k(x; w_s)) (HETERO: the sampled log-variance)
+ *   variance  = aleatoric + epistemic, the predictive variance, as
+ *               bnn_predict_regression's var.
+ * A refusal rule reads one part's central interval at a level:
+ *   width = 2 z sqrt(part), z = Phi^-1((1 + level) / 2)
+ * (the Gaussian approximation of the predictive; level 0.95 gives z =
+ * 1.95996), and refuses when width > threshold (a NaN width is refused):
+ * an interval too wide to be useful, because the noise is large
+ * (ALEATORIC: more data will not help) or the model does not know
+ * (EPISTEMIC: far from the training data) or either (TOTAL). */
+
+/** One (input, output) answer of a Gaussian model.  Written by
+ *  bnn_predict_regression_split (records of record_size bytes each, the
+ *  stride; at least through epistemic; only fields that fit entirely are
+ *  written; refused is set to 0) and by bnn_regression_refusal_apply
+ *  (refused). */
+typedef struct bnn_regression_prediction {
+    float mean;      /**< predictive mean */
+    float variance;  /**< aleatoric + epistemic */
+    float aleatoric; /**< expected noise variance */
+    float epistemic; /**< variance of the sampled means */
+    int32_t refused; /**< 1 if the rule refuses this record, else 0 */
+} bnn_regression_prediction;
+
+/** Per input and output, the predictive mean, aleatoric and epistemic
+ *  variance of a Gaussian model (any of the three likelihoods): n x D
+ *  records, input-major (record i D + k is input i, output k).  cfg may be
+ *  NULL (defaults); it is read and checked as by
+ *  bnn_predict_with_uncertainty, and its num_samples, seed, num_threads
+ *  and sampling are used (its rule and quantiles are for categorical
+ *  models: apply a regression rule with bnn_regression_refusal_apply).
+ *  Thread-safe on a shared guide.  Errors: BNN_E_INVALID (NULL guide, x or
+ *  out, n 0, any invalid cfg field, record_size not covering epistemic,
+ *  NaN/Inf in x), BNN_E_NUMERIC (non-finite guide parameters), BNN_E_SHAPE
+ *  (n x inputs or n x D x record_size overflows), BNN_E_UNSUPPORTED
+ *  (categorical model), BNN_E_NOMEM. */
+BNN_API bnn_status bnn_predict_regression_split(const bnn_guide *guide,
+                                                const bnn_predict_config *cfg,
+                                                const float *x, size_t n,
+                                                bnn_regression_prediction *out,
+                                                size_t record_size);
+/** bnn_predict_regression_split with the predictor's configuration,
+ *  bit-identical to it.  Errors: BNN_E_INVALID (NULL p, x or out, n 0,
+ *  record_size not covering epistemic, NaN/Inf in x), BNN_E_SHAPE (n x
+ *  inputs or n x D x record_size overflows), BNN_E_UNSUPPORTED
+ *  (categorical model). */
+BNN_API bnn_status bnn_predictor_regression_split(bnn_predictor *p,
+                                                  const float *x, size_t n,
+                                                  bnn_regression_prediction *out,
+                                                  size_t record_size);
+
+/** Which variance a regression refusal rule reads. */
+typedef enum bnn_interval_part {
+    BNN_INTERVAL_TOTAL = 0,     /**< variance */
+    BNN_INTERVAL_ALEATORIC = 1, /**< aleatoric */
+    BNN_INTERVAL_EPISTEMIC = 2  /**< epistemic */
+} bnn_interval_part;
+
+/** Set refused in n records (stride record_size, covering refused): 1 when
+ *  the central interval of `part` at `level` is wider than threshold (see
+ *  "Regression" above), else 0.  Errors: BNN_E_INVALID (NULL records, n 0,
+ *  record_size not covering refused, unknown part, level not in (0, 1),
+ *  threshold NaN or negative), BNN_E_SHAPE (n x record_size overflows). */
+BNN_API bnn_status bnn_regression_refusal_apply(
+    bnn_regression_prediction *records, size_t record_size, size_t n,
+    bnn_interval_part part, float level, float threshold);
+
+typedef enum bnn_regression_target {
+    /** the threshold whose accepted set has a root-mean-square error of
+     *  the mean at most the target, with the largest coverage */
+    BNN_REGRESSION_CALIBRATE_RMSE = 0,
+    /** the threshold that accepts at least the target fraction */
+    BNN_REGRESSION_CALIBRATE_COVERAGE = 1
+} bnn_regression_target;
+
+/** What bnn_regression_refusal_calibrate chose and what it achieves on
+ *  the validation records.  Prepare with bnn_regression_calibration_init;
+ *  struct_size must cover at least coverage. */
+typedef struct bnn_regression_calibration {
+    size_t struct_size;
+    float threshold;   /**< interval width (bnn_regression_refusal_apply) */
+    double coverage;   /**< fraction of records accepted */
+    double rmse;       /**< RMSE of the accepted means (0 if none) */
+    /** fraction of accepted targets inside their total predictive
+     *  interval, mean +- z sqrt(variance) at the level (0 if none): about
+     *  the level when the variances are calibrated */
+    double interval_coverage;
+} bnn_regression_calibration;
+
+/** Zero *c and set its struct_size.  NULL is ignored. */
+BNN_API void bnn_regression_calibration_init(bnn_regression_calibration *c);
+
+/** Choose a width threshold for `part` at `level` from validation records
+ *  (stride record_size, covering epistemic) and their targets (n floats,
+ *  target i for record i: for D outputs, the n x D targets in the records'
+ *  order): accepting the narrowest intervals first, the largest accepted
+ *  set whose RMSE is at most value (RMSE target; if none, the strictest
+ *  threshold, which accepts the narrowest interval and its ties, and
+ *  BNN_OK: out->rmse tells), or the smallest that accepts at least the
+ *  fraction value (COVERAGE target, value in (0, 1]).  Records with equal
+ *  widths are accepted or refused together; bnn_regression_refusal_apply
+ *  with the threshold accepts exactly the set reported.  Writes the fields
+ *  out->struct_size covers.  Uses malloc/free.  Errors: BNN_E_INVALID
+ *  (NULL records, targets or out, n 0, record_size not covering epistemic,
+ *  out->struct_size too small, unknown part or target, level not in (0,
+ *  1), value not in (0, 1] for COVERAGE or not finite and > 0 for RMSE, a
+ *  record's mean or variances not finite or negative, a target not
+ *  finite), BNN_E_SHAPE (n x record_size overflows), BNN_E_NOMEM. */
+BNN_API bnn_status bnn_regression_refusal_calibrate(
+    const bnn_regression_prediction *records, size_t record_size,
+    const float *targets, size_t n, bnn_interval_part part, float level,
+    bnn_regression_target target, double value,
+    bnn_regression_calibration *out);
 
 /** Re-apply a rule and threshold to existing records (sets refused and, for
  *  the median rule, nothing else: label is set at prediction time).  The

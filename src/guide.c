@@ -88,17 +88,21 @@ BNN_API bnn_status bnn_guide_create(const bnn_model *m, const bnn_guide_config *
     g->model = m;
     g->optimizer = NULL;
     g->n_params = m->n_params;
-    g->params = mem_alloc_array(a, 2 * m->n_params, sizeof(float));
-    g->grads = mem_calloc_array(a, 2 * m->n_params, sizeof(float));
+    g->n_noise = model_n_noise(m);
+    /* 2 P + D cannot overflow: the model bounds P by SIZE_MAX / 16. */
+    size_t total = 2 * m->n_params + g->n_noise;
+    g->params = mem_alloc_array(a, total, sizeof(float));
+    g->grads = mem_calloc_array(a, total, sizeof(float));
     if (!g->params || !g->grads) {
         bnn_guide_free(g);
-        return error_set(BNN_E_NOMEM, "out of memory allocating %zu guide parameters",
-                         2 * m->n_params);
+        return error_set(BNN_E_NOMEM, "out of memory allocating %zu guide parameters", total);
     }
     if (c.init == BNN_INIT_PYRO)
         init_pyro(g, &c);
     else
         init_default(g, &c);
+    for (size_t k = 0; k < g->n_noise; k++)
+        g->params[2 * g->n_params + k] = logf(m->noise_sigma);
     *out = g;
     return BNN_OK;
 }
@@ -316,7 +320,7 @@ BNN_API float *bnn_guide_params(bnn_guide *g, size_t *count)
     if (!g)
         return NULL;
     if (count)
-        *count = 2 * g->n_params;
+        *count = 2 * g->n_params + g->n_noise;
     return g->params;
 }
 
@@ -325,8 +329,59 @@ BNN_API float *bnn_guide_grads(bnn_guide *g, size_t *count)
     if (!g)
         return NULL;
     if (count)
-        *count = 2 * g->n_params;
+        *count = 2 * g->n_params + g->n_noise;
     return g->grads;
+}
+
+/* The model's noise is one sigma per output only for the homoscedastic
+ * likelihoods. */
+static bnn_status check_noise(const bnn_guide *g, const void *buf, int learned_only,
+                              const char *fn)
+{
+    if (!g || !buf)
+        return error_set(BNN_E_INVALID, "%s: guide and sigma must not be NULL", fn);
+    bnn_likelihood lik = g->model->likelihood;
+    if (lik == BNN_LIK_GAUSSIAN_LEARNED || (!learned_only && lik == BNN_LIK_GAUSSIAN))
+        return BNN_OK;
+    return error_set(BNN_E_UNSUPPORTED, "%s: needs a %s model (this one's likelihood is %d)", fn,
+                     learned_only ? "BNN_LIK_GAUSSIAN_LEARNED"
+                                  : "BNN_LIK_GAUSSIAN or BNN_LIK_GAUSSIAN_LEARNED",
+                     (int)lik);
+}
+
+BNN_API bnn_status bnn_guide_get_noise_sigma(const bnn_guide *g, float *sigma, size_t cap)
+{
+    API_ENTRY();
+    bnn_status st = check_noise(g, sigma, 0, "bnn_guide_get_noise_sigma");
+    if (st != BNN_OK)
+        return st;
+    size_t D = model_n_targets(g->model);
+    if (cap < D)
+        return error_set(BNN_E_SHAPE, "bnn_guide_get_noise_sigma: cap %zu is below the %zu "
+                         "outputs", cap, D);
+    const float *s = g->params + 2 * g->n_params;
+    for (size_t k = 0; k < D; k++)
+        sigma[k] = g->n_noise ? expf(s[k]) : g->model->noise_sigma;
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_guide_set_noise_sigma(bnn_guide *g, const float *sigma, size_t count)
+{
+    API_ENTRY();
+    bnn_status st = check_noise(g, sigma, 1, "bnn_guide_set_noise_sigma");
+    if (st != BNN_OK)
+        return st;
+    if (count != g->n_noise)
+        return error_set(BNN_E_SHAPE, "bnn_guide_set_noise_sigma: count %zu is not the %zu "
+                         "outputs", count, g->n_noise);
+    for (size_t k = 0; k < count; k++)
+        if (!(isfinite(sigma[k]) && sigma[k] > 0.0f))
+            return error_set(BNN_E_INVALID, "bnn_guide_set_noise_sigma: sigma[%zu] = %g is not "
+                             "finite and > 0", k, (double)sigma[k]);
+    float *s = g->params + 2 * g->n_params;
+    for (size_t k = 0; k < count; k++)
+        s[k] = logf(sigma[k]);
+    return BNN_OK;
 }
 
 void guide_sample_network(const bnn_guide *g, uint64_t seed, uint64_t stream, float *out)

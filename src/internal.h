@@ -163,6 +163,19 @@ static inline size_t model_n_layers(const struct bnn_model *m)
 {
     return m->n_sizes - 1;
 }
+/* Targets per example of a Gaussian model (the heteroscedastic one's last
+ * layer holds a mean and a log-variance per target); classes otherwise. */
+static inline size_t model_n_targets(const struct bnn_model *m)
+{
+    size_t last = m->sizes[m->n_sizes - 1];
+    return m->likelihood == BNN_LIK_GAUSSIAN_HETERO ? last / 2 : last;
+}
+/* Learned log-sigmas the guide keeps after [mu | rho]: one per target for
+ * BNN_LIK_GAUSSIAN_LEARNED, else none. */
+static inline size_t model_n_noise(const struct bnn_model *m)
+{
+    return m->likelihood == BNN_LIK_GAUSSIAN_LEARNED ? m->sizes[m->n_sizes - 1] : 0;
+}
 
 /* What a module does not handle (yet), refused with BNN_E_UNSUPPORTED and
  * "<fn>: <what> of ... is not supported" when m has it.  MODEL_HAS_* bits;
@@ -179,8 +192,10 @@ bnn_status model_refuse(const struct bnn_model *m, unsigned features, const char
 
 struct bnn_guide {
     const struct bnn_model *model;
-    size_t n_params; /* == model->n_params; the buffers hold 2 * n_params */
-    float *params;   /* [mu | rho] */
+    size_t n_params; /* == model->n_params */
+    /* == model_n_noise(model); the buffers hold 2 * n_params + n_noise */
+    size_t n_noise;
+    float *params;   /* [mu | rho | log noise sigma] */
     float *grads;    /* same layout */
     /* The one optimizer that writes grads and steps params, if any: a
      * second would share the gradient buffer with it. */
@@ -288,6 +303,10 @@ struct bnn_optimizer {
      * [momentum g | Hessian estimate h] */
     float *m;
     float *v; /* Adam second moment, 2 * n_params; NULL for IVON */
+    /* The learned noise's own first and second moments (n_noise each; NULL
+     * without): a point estimate, stepped by Adam (SGD: momentum in
+     * noise_m) whatever the optimizer. */
+    float *noise_m, *noise_v;
     float ivon_lam, ivon_delta; /* bnn.h "IVON": lambda and delta */
     struct svi_ws ws;
 };
@@ -303,6 +322,9 @@ bnn_status optim_apply(bnn_optimizer *o, double grad_ss);
  * into it (the gradient in ws.gw and ws.noise, bounded finite): the
  * gradient's sum of squares, summed as bnn_svi_grad sums it, into *ss. */
 void optim_apply_ivon_fused(bnn_optimizer *o, double *ss);
+
+/* Sum of squares of the learned noise's gradient (0 without). */
+double optim_noise_grad_ss(const struct bnn_guide *g);
 
 /* ---- misc --------------------------------------------------------------- */
 

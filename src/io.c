@@ -23,10 +23,13 @@ _Static_assert(sizeof(float) == 4 && FLT_RADIX == 2 && FLT_MANT_DIG == 24 &&
                    FLT_MAX_EXP == 128,
                "libbnn files need IEEE-754 binary32 floats");
 
-#define IO_VERSION 2u
+#define IO_VERSION 3u
 /* Version 2 adds the IVON optimizer section; files without IVON state are
  * written as version 1, which every reader since 0.1 loads. */
 #define IO_VERSION_IVON 2u
+/* Version 3: the learned-noise and heteroscedastic likelihoods, with the
+ * noise section; written exactly for those models. */
+#define IO_VERSION_NOISE 3u
 #define IO_FLAG_OPTIMIZER 1u
 #define IO_KNOWN_FLAGS IO_FLAG_OPTIMIZER
 
@@ -209,6 +212,10 @@ static size_t io_file_size(const bnn_guide *g, const bnn_optimizer *o)
     if (mem_mul_overflow(g->n_params, 8, &p8) || p8 > SIZE_MAX - total)
         return 0;
     total += p8;
+    /* The learned noise: its count and D floats; the optimizer's noise
+     * moments 2D more.  D <= P, so none of this can overflow. */
+    if (g->n_noise)
+        total += 8 + 4 * g->n_noise + (o ? 8 * g->n_noise : 0);
     if (o && o->ocfg.kind == BNN_OPT_IVON) {
         if (p8 > SIZE_MAX - total - IO_OPT_FIXED_BYTES - IO_IVON_BYTES)
             return 0;
@@ -268,10 +275,20 @@ static void put_optimizer(io_sink *s, const bnn_optimizer *o, size_t n_state)
         put_f32(s, c->ivon_ess);
         put_f32(s, c->ivon_clip_radius);
         put_f32_array(s, o->m, n_state);
-        return;
+    } else {
+        put_f32_array(s, o->m, n_state);
+        put_f32_array(s, o->v, n_state);
     }
-    put_f32_array(s, o->m, n_state);
-    put_f32_array(s, o->v, n_state);
+    put_f32_array(s, o->noise_m, o->guide->n_noise);
+    put_f32_array(s, o->noise_v, o->guide->n_noise);
+}
+
+static uint32_t file_version(const bnn_guide *g, const bnn_optimizer *o)
+{
+    bnn_likelihood lik = g->model->likelihood;
+    if (lik == BNN_LIK_GAUSSIAN_LEARNED || lik == BNN_LIK_GAUSSIAN_HETERO)
+        return IO_VERSION_NOISE;
+    return o && o->ocfg.kind == BNN_OPT_IVON ? IO_VERSION_IVON : 1u;
 }
 
 /* Everything but the CRC. */
@@ -279,12 +296,16 @@ static void put_file(io_sink *s, const bnn_guide *g, const bnn_optimizer *o,
                      size_t file_size)
 {
     put_bytes(s, io_magic, sizeof io_magic);
-    put_u32(s, o && o->ocfg.kind == BNN_OPT_IVON ? IO_VERSION_IVON : 1u);
+    put_u32(s, file_version(g, o));
     put_u32(s, o ? IO_FLAG_OPTIMIZER : 0u);
     put_u64(s, (uint64_t)file_size);
     put_model(s, g->model);
     put_u64(s, (uint64_t)g->n_params);
     put_f32_array(s, g->params, 2 * g->n_params);
+    if (g->n_noise) {
+        put_u64(s, (uint64_t)g->n_noise);
+        put_f32_array(s, g->params + 2 * g->n_params, g->n_noise);
+    }
     if (o)
         put_optimizer(s, o, 2 * g->n_params);
 }
@@ -316,7 +337,7 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
         g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT | MODEL_HAS_LAYER_PRIOR, fn, "saving");
     if (plain != BNN_OK)
         return plain;
-    if (!floats_ok(g->params, 2 * g->n_params, 0))
+    if (!floats_ok(g->params, 2 * g->n_params + g->n_noise, 0))
         return error_set(BNN_E_INVALID,
                          "%s: the guide's parameters hold NaN or Inf", fn);
     if (o) {
@@ -332,7 +353,8 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
                              fn, o->svi.max_batch, g->model->max_width,
                              (unsigned long long)IO_MAX_BATCH_X_WIDTH);
         size_t n = 2 * g->n_params;
-        if (!floats_ok(o->m, n, 0) || (o->v && !floats_ok(o->v, n, 1)))
+        if (!floats_ok(o->m, n, 0) || (o->v && !floats_ok(o->v, n, 1)) ||
+            !floats_ok(o->noise_m, g->n_noise, 0) || !floats_ok(o->noise_v, g->n_noise, 1))
             return error_set(BNN_E_INVALID,
                              "%s: the optimizer state holds NaN, Inf or a "
                              "negative second moment", fn);
@@ -574,6 +596,9 @@ typedef struct io_contents {
     bnn_svi_config svi;
     uint64_t step;
     const unsigned char *m, *v; /* 2 * n_params LE floats each; v NULL for IVON */
+    size_t n_noise;              /* learned noise: one per output, else 0 */
+    const unsigned char *noise;  /* n_noise LE floats: log sigma */
+    const unsigned char *noise_m, *noise_v; /* the optimizer's, n_noise each */
     uint32_t version;
 } io_contents;
 
@@ -660,8 +685,9 @@ static bnn_status parse_model(io_reader *r, io_contents *c)
         !rd_f32(r, &m->prior_sigma2))
         return FORMAT_ERR("truncated model section or non-finite model "
                           "parameter");
-    if (act > BNN_ACT_TANH || lik > BNN_LIK_GAUSSIAN ||
-        prior > BNN_PRIOR_SCALE_MIXTURE)
+    uint32_t max_lik = c->version >= IO_VERSION_NOISE ? BNN_LIK_GAUSSIAN_HETERO
+                                                      : BNN_LIK_GAUSSIAN;
+    if (act > BNN_ACT_TANH || lik > max_lik || prior > BNN_PRIOR_SCALE_MIXTURE)
         return FORMAT_ERR("unknown activation %u, likelihood %u or prior %u",
                           (unsigned)act, (unsigned)lik, (unsigned)prior);
     m->activation = (bnn_activation)act;
@@ -688,6 +714,38 @@ static bnn_status parse_model(io_reader *r, io_contents *c)
     c->params = rd_take(r, 8 * c->n_params);
     if (!check_f32_block(c->params, 2 * c->n_params, 0))
         return FORMAT_ERR("the guide's parameters hold NaN or Inf");
+    if (lik != BNN_LIK_GAUSSIAN_LEARNED)
+        return BNN_OK;
+    /* The noise section: one log sigma per output. */
+    uint64_t d;
+    if (!rd_u64(r, &d))
+        return FORMAT_ERR("truncated noise section");
+    if (d != sizes[n_sizes - 1])
+        return FORMAT_ERR("noise count %llu does not match the %llu outputs",
+                          (unsigned long long)d,
+                          (unsigned long long)sizes[n_sizes - 1]);
+    /* d is a layer size, so 4d cannot overflow */
+    if (!(c->noise = rd_take(r, 4 * (size_t)d)))
+        return FORMAT_ERR("truncated noise section");
+    c->n_noise = (size_t)d;
+    if (!check_f32_block(c->noise, c->n_noise, 0))
+        return FORMAT_ERR("the learned noise holds NaN or Inf");
+    return BNN_OK;
+}
+
+/* The optimizer's moments of the learned noise, after its own state. */
+static bnn_status parse_noise_state(io_reader *r, io_contents *c)
+{
+    if (!c->n_noise)
+        return BNN_OK;
+    c->noise_m = rd_take(r, 4 * c->n_noise);
+    c->noise_v = rd_take(r, 4 * c->n_noise);
+    if (!c->noise_m || !c->noise_v)
+        return FORMAT_ERR("truncated noise optimizer state");
+    if (!check_f32_block(c->noise_m, c->n_noise, 0) ||
+        !check_f32_block(c->noise_v, c->n_noise, 1))
+        return FORMAT_ERR("the noise optimizer state holds NaN, Inf or a "
+                          "negative second moment");
     return BNN_OK;
 }
 
@@ -757,7 +815,7 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
         for (size_t i = 0; i < P; i++)
             if (!(bits_to_f32(le_u32(c->m + 4 * (P + i))) + delta > 0.0f))
                 return FORMAT_ERR("IVON Hessian estimate %zu is not above -delta", i);
-        return BNN_OK;
+        return parse_noise_state(r, c);
     }
     c->v = rd_take(r, 4 * (size_t)n_state);
     /* Adam's second moment is a running mean of squares. */
@@ -765,7 +823,7 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
         !check_f32_block(c->v, (size_t)n_state, 1))
         return FORMAT_ERR("the optimizer state holds NaN, Inf or a "
                           "negative second moment");
-    return BNN_OK;
+    return parse_noise_state(r, c);
 }
 
 static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
@@ -782,9 +840,14 @@ static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
         return st;
     /* A writer marks version 2 exactly when it stores IVON state, so every
      * file has one encoding and loads back to the bytes it came from. */
-    if (c->version >= IO_VERSION_IVON && !(c->has_opt && c->ocfg.kind == BNN_OPT_IVON))
+    if (c->version == IO_VERSION_IVON && !(c->has_opt && c->ocfg.kind == BNN_OPT_IVON))
         return FORMAT_ERR("a version %u file must hold IVON optimizer state, this one does not",
                           (unsigned)c->version);
+    bnn_likelihood lik = c->mcfg.likelihood;
+    if (c->version == IO_VERSION_NOISE && lik != BNN_LIK_GAUSSIAN_LEARNED &&
+        lik != BNN_LIK_GAUSSIAN_HETERO)
+        return FORMAT_ERR("a version %u file must hold a learned-noise or heteroscedastic "
+                          "model, this one does not", (unsigned)c->version);
     if (rd_left(&r) != 0)
         return FORMAT_ERR("%zu unexpected bytes after the last section",
                           rd_left(&r));
@@ -843,6 +906,12 @@ BNN_API bnn_status bnn_load_from_memory(const void *buf, size_t size,
         goto fail;
     }
     decode_f32(c.params, 2 * c.n_params, g->params);
+    if (g->n_noise != c.n_noise) {
+        st = error_set(BNN_E_INTERNAL, "the model has %zu noise parameters, "
+                       "the file %zu", g->n_noise, c.n_noise);
+        goto fail;
+    }
+    decode_f32(c.noise, c.n_noise, g->params + 2 * c.n_params);
     if (c.has_opt && opt_out) {
         st = bnn_optimizer_create(g, &c.ocfg, &c.svi, &o);
         if (st != BNN_OK) {
@@ -853,6 +922,8 @@ BNN_API bnn_status bnn_load_from_memory(const void *buf, size_t size,
         decode_f32(c.m, 2 * c.n_params, o->m);
         if (o->v)
             decode_f32(c.v, 2 * c.n_params, o->v);
+        decode_f32(c.noise_m, c.n_noise, o->noise_m);
+        decode_f32(c.noise_v, c.n_noise, o->noise_v);
     }
     *model_out = m;
     *guide_out = g;

@@ -115,9 +115,11 @@ static bnn_status validate(const bnn_model_config *c)
     }
     if (c->activation != BNN_ACT_RELU && c->activation != BNN_ACT_TANH)
         return error_set(BNN_E_INVALID, "unknown activation %d", (int)c->activation);
-    if (c->likelihood != BNN_LIK_CATEGORICAL && c->likelihood != BNN_LIK_GAUSSIAN)
+    if (c->likelihood != BNN_LIK_CATEGORICAL && c->likelihood != BNN_LIK_GAUSSIAN &&
+        c->likelihood != BNN_LIK_GAUSSIAN_LEARNED && c->likelihood != BNN_LIK_GAUSSIAN_HETERO)
         return error_set(BNN_E_INVALID, "unknown likelihood %d", (int)c->likelihood);
-    if (c->likelihood == BNN_LIK_GAUSSIAN && !positive_finite(c->noise_sigma))
+    if ((c->likelihood == BNN_LIK_GAUSSIAN || c->likelihood == BNN_LIK_GAUSSIAN_LEARNED) &&
+        !positive_finite(c->noise_sigma))
         return error_set(BNN_E_INVALID, "noise_sigma must be finite and > 0, got %g",
                          (double)c->noise_sigma);
     bnn_status st = validate_prior(c->prior, c->prior_sigma, c->prior_pi, c->prior_sigma1,
@@ -321,6 +323,9 @@ static bnn_status build(bnn_model *m, const bnn_model_config *c, const struct mo
         return error_set(BNN_E_SHAPE, "a categorical model needs at least 2 classes");
     if (c->likelihood == BNN_LIK_CATEGORICAL && classes > INT32_MAX)
         return error_set(BNN_E_SHAPE, "too many classes for int32 labels");
+    if (c->likelihood == BNN_LIK_GAUSSIAN_HETERO && classes % 2)
+        return error_set(BNN_E_SHAPE, "a heteroscedastic model's last layer holds a mean and a "
+                         "log-variance per output: its size must be even, got %zu", classes);
     size_t total = 0, max_width = 0;
     m->n_sizes = p->n_w + 1;
     for (size_t l = 0; l < p->n_w; l++) {
@@ -443,7 +448,7 @@ BNN_API size_t bnn_model_input_size(const bnn_model *m)
 
 BNN_API size_t bnn_model_output_size(const bnn_model *m)
 {
-    return m ? m->sizes[m->n_sizes - 1] : 0;
+    return m ? model_n_targets(m) : 0;
 }
 
 BNN_API size_t bnn_model_layer_count(const bnn_model *m)

@@ -170,7 +170,11 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     o->m = mem_calloc_array(a, 2 * P, sizeof(float));
     /* v is saved with the state, even for SGD; IVON has none. */
     o->v = ivon ? NULL : mem_calloc_array(a, 2 * P, sizeof(float));
-    if (!o->m || (!ivon && !o->v))
+    if (guide->n_noise) {
+        o->noise_m = mem_calloc_array(a, guide->n_noise, sizeof(float));
+        o->noise_v = mem_calloc_array(a, guide->n_noise, sizeof(float));
+    }
+    if (!o->m || (!ivon && !o->v) || (guide->n_noise && (!o->noise_m || !o->noise_v)))
         st = error_set(BNN_E_NOMEM, "out of memory allocating the optimizer state");
     if (st == BNN_OK && ivon) {
         double lam = oc.ivon_ess > 0.0f ? (double)oc.ivon_ess : (double)sc.dataset_size;
@@ -200,6 +204,8 @@ BNN_API void bnn_optimizer_free(bnn_optimizer *o)
     svi_ws_free(&o->ws, a);
     mem_free(a, o->m);
     mem_free(a, o->v);
+    mem_free(a, o->noise_m);
+    mem_free(a, o->noise_v);
     mem_free(a, o);
 }
 
@@ -305,6 +311,44 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *o, bnn_optimize
     return BNN_OK;
 }
 
+double optim_noise_grad_ss(const bnn_guide *g)
+{
+    const float *gs = g->grads + 2 * g->n_params;
+    double ss = 0.0;
+    for (size_t k = 0; k < g->n_noise; k++)
+        ss += (double)gs[k] * gs[k];
+    return ss;
+}
+
+/* The learned noise log-sigmas, a point estimate: SGD's own step for SGD,
+ * else Adam with the configuration's lr, beta1, beta2 and eps, for IVON
+ * too (its Hessian estimate and posterior belong to the weights; the
+ * noise has neither, and Adam's step, about lr in log sigma, is
+ * scale-free).  `scale` is the clipping factor. */
+static void noise_update(bnn_optimizer *o, float scale, uint64_t t)
+{
+    bnn_guide *g = o->guide;
+    size_t D = g->n_noise;
+    float *s = g->params + 2 * g->n_params, *gs = g->grads + 2 * g->n_params;
+    float lr = o->ocfg.lr, *m = o->noise_m, *v = o->noise_v;
+    if (o->ocfg.kind == BNN_OPT_SGD) {
+        float keep = t == 1 ? 0.0f : o->ocfg.momentum;
+        for (size_t k = 0; k < D; k++) {
+            m[k] = keep * m[k] + gs[k] * scale;
+            s[k] -= lr * m[k];
+        }
+        return;
+    }
+    double b1 = o->ocfg.beta1, b2 = o->ocfg.beta2;
+    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    for (size_t k = 0; k < D; k++) {
+        double gk = (double)gs[k] * scale;
+        m[k] = (float)(b1 * m[k] + (1.0 - b1) * gk);
+        v[k] = (float)(b2 * v[k] + (1.0 - b2) * gk * gk);
+        s[k] -= (float)(lr / bc1 * m[k] / (sqrt(v[k] / bc2) + o->ocfg.eps));
+    }
+}
+
 /* IVON's settings for step t (counted from 1). */
 static fused_ivon_args ivon_args(const bnn_optimizer *o, uint64_t t)
 {
@@ -334,6 +378,8 @@ void optim_apply_ivon_fused(bnn_optimizer *o, double *ss)
                               o->ws.gw + w0, o->ws.noise + w0, acc ? gr + w0 : NULL,
                               acc ? gr + P + w0 : NULL, &a, ss);
     }
+    *ss += optim_noise_grad_ss(g);
+    noise_update(o, 1.0f, t);
     o->step = t;
 }
 
@@ -381,6 +427,7 @@ static void apply(bnn_optimizer *o, double ss)
                 p[i] -= lr * gr[i] * scale;
         }
     }
+    noise_update(o, scale, t);
     o->step = t;
 }
 
@@ -397,7 +444,8 @@ BNN_API bnn_status bnn_optimizer_step(bnn_optimizer *o)
         return error_set(BNN_E_INVALID, "bnn_optimizer_step: optimizer is NULL");
     /* One pass gives both the finiteness check (NaN and Inf propagate into
      * the sum; finite floats cannot overflow it) and the clipping norm. */
-    double ss = pass_sum_sq(&o->ws, 2 * o->guide->n_params, o->guide->grads);
+    double ss = pass_sum_sq(&o->ws, 2 * o->guide->n_params, o->guide->grads) +
+                optim_noise_grad_ss(o->guide);
     if (!isfinite(ss))
         return error_set(BNN_E_NUMERIC, "gradient holds NaN or Inf: parameters left unchanged");
     apply(o, ss);

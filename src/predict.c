@@ -676,7 +676,7 @@ static bnn_status check_run(const char *fn, const bnn_predictor *p,
     if (want_categorical && m->likelihood != BNN_LIK_CATEGORICAL)
         return error_set(BNN_E_UNSUPPORTED,
                          "%s: needs a categorical model", fn);
-    if (!want_categorical && m->likelihood != BNN_LIK_GAUSSIAN)
+    if (!want_categorical && m->likelihood == BNN_LIK_CATEGORICAL)
         return error_set(BNN_E_UNSUPPORTED, "%s: needs a Gaussian model",
                          fn);
     if (mem_mul_overflow(n, p->in, &tmp))
@@ -702,7 +702,7 @@ static bnn_status load_guide(bnn_predictor *p, const char *fn)
     /* Reading the parameters once costs less than drawing one network, and
      * it turns a diverged guide (or a bad write through bnn_guide_params)
      * into an error instead of NaN probabilities that look like answers. */
-    if (!tensor_all_finite(g->params, 2 * g->n_params))
+    if (!tensor_all_finite(g->params, 2 * g->n_params + g->n_noise))
         return error_set(BNN_E_NUMERIC,
                          "%s: the guide's parameters hold NaN or Inf", fn);
     const bnn_model *m = p->m;
@@ -921,26 +921,69 @@ static void probs_task(void *vj, size_t t)
         }
 }
 
-/* Welford over the samples in order: no cancellation when the spread is
- * small next to the mean. */
+/* Output k of the chunk's input i over its samples: the mean and the
+ * variance (epistemic) of the sampled means, Welford in sample order (no
+ * cancellation when the spread is small next to the mean), and the noise
+ * variance (aleatoric): fixed, learned exp(2 s_k), or heteroscedastic, the
+ * mean of the sampled exp(log-variance). */
+static void regression_moments(const bnn_predictor *p, size_t i, size_t k,
+                               double *mean, double *epi, double *ale)
+{
+    const bnn_model *m = p->m;
+    size_t S = p->S, C = p->C;
+    double mu = 0.0, m2 = 0.0, a = 0.0;
+    for (size_t s = 0; s < S; s++) {
+        double v = (double)p->buf[(i * S + s) * C + k], d = v - mu;
+        mu += d / (double)(s + 1);
+        m2 += d * (v - mu);
+    }
+    if (m->likelihood == BNN_LIK_GAUSSIAN_HETERO) {
+        for (size_t s = 0; s < S; s++)
+            a += exp((double)p->buf[(i * S + s) * C + C / 2 + k]);
+        a /= (double)S;
+    } else if (m->likelihood == BNN_LIK_GAUSSIAN_LEARNED) {
+        a = exp(2.0 * (double)p->g->params[2 * p->g->n_params + k]);
+    } else {
+        a = (double)m->noise_sigma * (double)m->noise_sigma;
+    }
+    *mean = mu;
+    *epi = m2 / (double)S;
+    *ale = a;
+}
+
 static void regression_task(void *vj, size_t t)
 {
     const reduce_job *j = vj;
     const bnn_predictor *p = j->p;
-    size_t S = p->S, C = p->C;
+    size_t D = model_n_targets(p->m);
     size_t lo = j->ni * t / p->T, hi = j->ni * (t + 1) / p->T;
-    double noise2 = (double)p->m->noise_sigma * (double)p->m->noise_sigma;
     for (size_t i = lo; i < hi; i++)
-        for (size_t c = 0; c < C; c++) {
-            double mu = 0.0, m2 = 0.0;
-            for (size_t s = 0; s < S; s++) {
-                double v = (double)p->buf[(i * S + s) * C + c], d = v - mu;
-                mu += d / (double)(s + 1);
-                m2 += d * (v - mu);
-            }
-            j->o1[(j->i0 + i) * C + c] = (float)mu;
+        for (size_t c = 0; c < D; c++) {
+            double mu, epi, ale;
+            regression_moments(p, i, c, &mu, &epi, &ale);
+            j->o1[(j->i0 + i) * D + c] = (float)mu;
             if (j->o2)
-                j->o2[(j->i0 + i) * C + c] = (float)(m2 / (double)S + noise2);
+                j->o2[(j->i0 + i) * D + c] = (float)(epi + ale);
+        }
+}
+
+/* One bnn_regression_prediction per (input, output); refused 0. */
+static void split_task(void *vj, size_t t)
+{
+    const reduce_job *j = vj;
+    const bnn_predictor *p = j->p;
+    size_t D = model_n_targets(p->m);
+    size_t lo = j->ni * t / p->T, hi = j->ni * (t + 1) / p->T;
+    /* all fields are 4 bytes: those that fit entirely */
+    size_t nb = j->rs < sizeof(bnn_regression_prediction) ? j->rs / 4 * 4
+                                                           : sizeof(bnn_regression_prediction);
+    for (size_t i = lo; i < hi; i++)
+        for (size_t c = 0; c < D; c++) {
+            double mu, epi, ale;
+            regression_moments(p, i, c, &mu, &epi, &ale);
+            bnn_regression_prediction r = {(float)mu, (float)(epi + ale), (float)ale,
+                                           (float)epi, 0};
+            memcpy(j->rec + ((j->i0 + i) * D + c) * j->rs, &r, nb);
         }
 }
 
@@ -1122,6 +1165,44 @@ BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
     return regression_fn(p, x, n, mean, var, "bnn_predictor_regression");
 }
 
+static bnn_status split_fn(bnn_predictor *p, const float *x, size_t n,
+                           bnn_regression_prediction *out, size_t rs,
+                           const char *fn)
+{
+    size_t tmp;
+    bnn_status st = check_run(fn, p, x, n, 0);
+    if (st)
+        return st;
+    if (!out)
+        return error_set(BNN_E_INVALID, "%s: NULL out", fn);
+    if (rs < SIZED_END(bnn_regression_prediction, epistemic))
+        return error_set(BNN_E_INVALID,
+                         "%s: record_size %zu does not cover mean, variance, "
+                         "aleatoric and epistemic", fn, rs);
+    if (mem_mul_overflow(n, model_n_targets(p->m), &tmp) ||
+        mem_mul_overflow(tmp, rs, &tmp))
+        return error_set(BNN_E_SHAPE, "%s: n * outputs * record_size "
+                         "overflows", fn);
+    if ((st = check_x(fn, p, x, n)))
+        return st;
+    reduce_job j;
+    memset(&j, 0, sizeof j);
+    j.rec = (unsigned char *)out;
+    j.rs = rs;
+    run_chunks(p, x, n, split_task, &j);
+    return BNN_OK;
+}
+
+BNN_API bnn_status bnn_predictor_regression_split(bnn_predictor *p,
+                                                  const float *x, size_t n,
+                                                  bnn_regression_prediction *out,
+                                                  size_t record_size)
+{
+    API_ENTRY();
+    return split_fn(p, x, n, out, record_size,
+                    "bnn_predictor_regression_split");
+}
+
 /* ---- one-shot predictors: a predictor for the call ------------------------------- */
 
 /* The checks that need no predictor come first, so that a bad call does
@@ -1149,7 +1230,7 @@ static bnn_status precheck(const char *fn, const bnn_guide *g, const float *x,
     if (want_categorical && m->likelihood != BNN_LIK_CATEGORICAL)
         return error_set(BNN_E_UNSUPPORTED,
                          "%s: needs a categorical model", fn);
-    if (!want_categorical && m->likelihood != BNN_LIK_GAUSSIAN)
+    if (!want_categorical && m->likelihood == BNN_LIK_CATEGORICAL)
         return error_set(BNN_E_UNSUPPORTED, "%s: needs a Gaussian model",
                          fn);
     if (mem_mul_overflow(n, m->sizes[0], &tmp))
@@ -1252,6 +1333,29 @@ BNN_API bnn_status bnn_predict_regression(const bnn_guide *guide,
     API_ENTRY();
     return predict_regression_with_chunk(guide, x, n, num_samples, seed,
                                          mean, var, 0);
+}
+
+BNN_API bnn_status bnn_predict_regression_split(const bnn_guide *guide,
+                                                const bnn_predict_config *cfg_in,
+                                                const float *x, size_t n,
+                                                bnn_regression_prediction *out,
+                                                size_t record_size)
+{
+    API_ENTRY();
+    static const char fn[] = "bnn_predict_regression_split";
+    bnn_predict_config cfg;
+    bnn_predictor *p;
+    bnn_status st = read_config(cfg_in, &cfg, fn);
+    if (st || (st = precheck(fn, guide, x, n, cfg.num_samples, 0)))
+        return st;
+    if (!out)
+        return error_set(BNN_E_INVALID, "%s: NULL out", fn);
+    if ((st = predictor_create_chunked(guide, &cfg, n, 0, 0, PREDICTOR_ONE_SHOT,
+                                       fn, &p)))
+        return st;
+    st = split_fn(p, x, n, out, record_size, fn);
+    bnn_predictor_free(p);
+    return st;
 }
 
 bnn_status predict_with_chunk(const bnn_guide *g,

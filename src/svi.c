@@ -87,7 +87,7 @@ static bnn_status check_batch(const bnn_optimizer *o, const float *x, const int3
     if (total < n || offset > total - n)
         return error_set(BNN_E_SHAPE, "part [%zu, %zu) does not fit in a batch of %zu", offset,
                          offset + n, total);
-    size_t in = m->sizes[0], out = m->sizes[m->n_sizes - 1];
+    size_t in = m->sizes[0], out = model_n_targets(m);
     if (!tensor_all_finite(x, n * in))
         return error_set(BNN_E_INVALID, "x holds NaN or Inf");
     if (m->likelihood == BNN_LIK_CATEGORICAL) {
@@ -205,6 +205,35 @@ static double forward_loss(bnn_optimizer *o, const float *x, const int32_t *labe
                 dr[k] = weight * expf(lr[k]);
             dr[labels[i]] -= weight;
         }
+    } else if (m->likelihood == BNN_LIK_GAUSSIAN_HETERO) {
+        /* Units [0, D) are means f, [D, 2D) log-variances v:
+         * -log N(y | f, e^v) = (r^2 e^-v + v + log 2pi) / 2, r = f - y;
+         * d/df = r e^-v, d/dv = (1 - r^2 e^-v) / 2. */
+        size_t D = out / 2;
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < D; k++) {
+                double f = a[i * out + k], v = a[i * out + D + k];
+                double r = f - (double)targets[i * D + k], p = exp(-v);
+                nll += 0.5 * (r * r * p + v + LOG_2PI);
+                da[i * out + k] = (float)(weight * r * p);
+                da[i * out + D + k] = (float)(weight * 0.5 * (1.0 - r * r * p));
+            }
+    } else if (m->likelihood == BNN_LIK_GAUSSIAN_LEARNED) {
+        /* s = log sigma per output, after [mu | rho] in the guide:
+         * d/ds -log N(y | f, e^2s) = 1 - r^2 e^-2s, added to its gradient
+         * (zeroed before the first particle). */
+        const float *ls = o->guide->params + 2 * o->guide->n_params;
+        float *gs = o->guide->grads + 2 * o->guide->n_params;
+        for (size_t k = 0; k < out; k++) {
+            double lsig = ls[k], inv_s2 = exp(-2.0 * lsig), gsum = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                double r = (double)a[i * out + k] - targets[i * out + k];
+                nll += 0.5 * r * r * inv_s2 + lsig + 0.5 * LOG_2PI;
+                da[i * out + k] = (float)(weight * r * inv_s2);
+                gsum += 1.0 - r * r * inv_s2;
+            }
+            gs[k] += (float)(weight * gsum);
+        }
     } else {
         double s = m->noise_sigma, inv_s2 = 1.0 / (s * s);
         for (size_t i = 0; i < n * out; i++) {
@@ -290,6 +319,7 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
     double gbound = 0.0, hbound = 0.0;
     int fuse = ivon && fused && *fused;
     o->ws.ivon_fuse = fuse;
+    memset(o->guide->grads + 2 * o->guide->n_params, 0, o->guide->n_noise * sizeof(float));
     for (size_t k = 0; k < K; k++) {
         layer_noise nz = {o->svi.seed, o->step, (unsigned)k, offset};
         o->ws.ivon_defer = fuse && k + 1 == K;
@@ -301,9 +331,12 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
         hbound += o->ws.ivon_gmax * (double)o->ws.ivon_fmax;
     }
     o->ws.ivon_fuse = o->ws.ivon_defer = 0;
+    /* The learned noise's gradient is complete: not part of the deferral
+     * (optim_apply_ivon_fused adds its squares and steps it). */
+    double noise_ss = optim_noise_grad_ss(o->guide);
 
     double loss = nll + kl_scale * kl;
-    if (fuse && isfinite(loss)) {
+    if (fuse && isfinite(loss) && isfinite(noise_ss)) {
         /* Twice the bound below the float range: every ghat and hhat, and
          * so the update's input, is finite. */
         if (2.0 * gbound < (double)FLT_MAX && 2.0 * hbound < (double)FLT_MAX) {
@@ -315,6 +348,7 @@ static bnn_status svi_grad(bnn_optimizer *o, const float *x, const int32_t *labe
     } else if (fused) {
         *fused = 0;
     }
+    ss += noise_ss;
     if (!isfinite(loss) || !isfinite(ss))
         return error_set(BNN_E_NUMERIC, "non-finite loss (%g) or gradient: lower the learning "
                          "rate or check the inputs", loss);

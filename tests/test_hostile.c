@@ -2505,8 +2505,8 @@ ROW(load_memory_bit_flip)
 
 ROW(load_memory_newer_version)
 {
-    const unsigned char v3[4] = {3, 0, 0, 0};
-    unsigned char *b = patched_file(8, v3, 4, 1);
+    const unsigned char v4[4] = {4, 0, 0, 0};
+    unsigned char *b = patched_file(8, v4, 4, 1);
     bnn_status st = load_mem(c, b, fx.file_size, &fx.al);
     free(b);
     return st;
@@ -2630,6 +2630,430 @@ ROW(save_over_char_device) { return save_over(c, SPECIAL_CHAR); }
 ROW(save_over_block_device) { return save_over(c, SPECIAL_BLOCK); }
 
 #define R(fn, st, needle) {#fn, fn, st, needle}
+
+
+/* ---- learned noise and the regression split ------------------------------ */
+
+ROW(noise_get_null_guide)
+{
+    arm(c);
+    return bnn_guide_get_noise_sigma(NULL, OUT(float, 0), GOUT);
+}
+
+ROW(noise_get_null_sigma)
+{
+    arm(c);
+    return bnn_guide_get_noise_sigma(fx.gg, NULL, GOUT);
+}
+
+ROW(noise_get_cap_small)
+{
+    arm(c);
+    return bnn_guide_get_noise_sigma(fx.gg, OUT(float, 0), GOUT - 1);
+}
+
+ROW(noise_get_on_categorical)
+{
+    arm(c);
+    return bnn_guide_get_noise_sigma(fx.cg, OUT(float, 0), 16);
+}
+
+ROW(noise_get_on_hetero)
+{
+    static const size_t hs[] = {GIN, 3, 2 * GOUT};
+    bnn_model_config k = cat_config();
+    k.layer_sizes = hs;
+    k.likelihood = BNN_LIK_GAUSSIAN_HETERO;
+    bnn_model *m;
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_model_create(&k, &m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    arm(c);
+    bnn_status st = bnn_guide_get_noise_sigma(g, OUT(float, 0), 16);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+    return st;
+}
+
+/* A learned-noise guide of the row's own: set must leave it unchanged. */
+static bnn_status noise_set_out(hctx *c, int null_guide, const float *sigma, size_t count)
+{
+    bnn_model_config k = cat_config();
+    k.layer_sizes = gauss_sizes;
+    k.likelihood = BNN_LIK_GAUSSIAN_LEARNED;
+    bnn_model *m;
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_model_create(&k, &m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    size_t n;
+    const float *p = bnn_guide_params(g, &n);
+    float before = p[n - 1];
+    arm(c);
+    bnn_status st = bnn_guide_set_noise_sigma(null_guide ? NULL : g, sigma, count);
+    ck_assert(p[n - 1] == before);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+    return st;
+}
+
+static const float noise_ok[GOUT] = {0.5f, 0.25f};
+
+ROW(noise_set_null_guide)
+{
+    return noise_set_out(c, 1, noise_ok, GOUT);
+}
+
+ROW(noise_set_null_sigma)
+{
+    return noise_set_out(c, 0, NULL, GOUT);
+}
+
+ROW(noise_set_count_wrong)
+{
+    return noise_set_out(c, 0, noise_ok, GOUT + 1);
+}
+
+ROW(noise_set_sigma_zero)
+{
+    static const float z[GOUT] = {0.5f, 0.0f};
+    return noise_set_out(c, 0, z, GOUT);
+}
+
+ROW(noise_set_sigma_nan)
+{
+    const float z[GOUT] = {NAN, 0.5f};
+    return noise_set_out(c, 0, z, GOUT);
+}
+
+ROW(noise_set_on_fixed)
+{
+    arm(c);
+    return bnn_guide_set_noise_sigma(fx.gg, noise_ok, GOUT);
+}
+
+static bnn_status split_out(hctx *c, const bnn_guide *g, const bnn_predict_config *k,
+                            const float *x, size_t n, int null_out, size_t rs)
+{
+    bnn_regression_prediction *r = null_out ? NULL : OUT(bnn_regression_prediction, 0);
+    arm(c);
+    return bnn_predict_regression_split(g, k, x, n, r, rs);
+}
+
+#define SPLIT_RS sizeof(bnn_regression_prediction)
+
+ROW(split_null_guide)
+{
+    return split_out(c, NULL, NULL, fx.xg, NB, 0, SPLIT_RS);
+}
+
+ROW(split_null_x)
+{
+    return split_out(c, fx.gg, NULL, NULL, NB, 0, SPLIT_RS);
+}
+
+ROW(split_null_out)
+{
+    return split_out(c, fx.gg, NULL, fx.xg, NB, 1, SPLIT_RS);
+}
+
+ROW(split_n_zero)
+{
+    return split_out(c, fx.gg, NULL, fx.xg, 0, 0, SPLIT_RS);
+}
+
+ROW(split_on_categorical)
+{
+    return split_out(c, fx.cg, NULL, fx.x, NB, 0, SPLIT_RS);
+}
+
+ROW(split_record_size_small)
+{
+    return split_out(c, fx.gg, NULL, fx.xg, NB, 0,
+                     offsetof(bnn_regression_prediction, epistemic));
+}
+
+ROW(split_samples_zero)
+{
+    bnn_predict_config k;
+    bnn_predict_config_init(&k);
+    k.num_samples = 0;
+    return split_out(c, fx.gg, &k, fx.xg, NB, 0, SPLIT_RS);
+}
+
+ROW(split_bad_sampling)
+{
+    bnn_predict_config k;
+    bnn_predict_config_init(&k);
+    k.sampling = (bnn_sampling)7;
+    return split_out(c, fx.gg, &k, fx.xg, NB, 0, SPLIT_RS);
+}
+
+ROW(split_x_nan)
+{
+    float x[NB * GIN];
+    memcpy(x, fx.xg, sizeof x);
+    x[1] = NAN;
+    return split_out(c, fx.gg, NULL, x, NB, 0, SPLIT_RS);
+}
+
+ROW(split_n_overflow)
+{
+    return split_out(c, fx.gg, NULL, fx.xg, SIZE_MAX / 2 + 1, 0, SPLIT_RS);
+}
+
+ROW(split_records_overflow)
+{
+    return split_out(c, fx.gg, NULL, fx.xg, SIZE_MAX / 16, 0, SPLIT_RS);
+}
+
+static bnn_status pred_split_out(hctx *c, const bnn_guide *g, int null_p, const float *x,
+                                 size_t n, int null_out, size_t rs)
+{
+    bnn_predictor *p = NULL;
+    ck_assert_int_eq(bnn_predictor_create(g, NULL, NB, &p), BNN_OK);
+    bnn_regression_prediction *r = null_out ? NULL : OUT(bnn_regression_prediction, 0);
+    arm(c);
+    bnn_status st = bnn_predictor_regression_split(null_p ? NULL : p, x, n, r, rs);
+    bnn_predictor_free(p);
+    return st;
+}
+
+ROW(pred_split_null_predictor)
+{
+    return pred_split_out(c, fx.gg, 1, fx.xg, NB, 0, SPLIT_RS);
+}
+
+ROW(pred_split_null_out)
+{
+    return pred_split_out(c, fx.gg, 0, fx.xg, NB, 1, SPLIT_RS);
+}
+
+ROW(pred_split_n_zero)
+{
+    return pred_split_out(c, fx.gg, 0, fx.xg, 0, 0, SPLIT_RS);
+}
+
+ROW(pred_split_record_size_small)
+{
+    return pred_split_out(c, fx.gg, 0, fx.xg, NB, 0, 4);
+}
+
+ROW(pred_split_on_categorical)
+{
+    return pred_split_out(c, fx.cg, 0, fx.x, NB, 0, SPLIT_RS);
+}
+
+ROW(pred_split_x_inf)
+{
+    float x[NB * GIN];
+    memcpy(x, fx.xg, sizeof x);
+    x[0] = -INFINITY;
+    return pred_split_out(c, fx.gg, 0, x, NB, 0, SPLIT_RS);
+}
+
+ROW(pred_split_records_overflow)
+{
+    return pred_split_out(c, fx.gg, 0, fx.xg, SIZE_MAX / 16, 0, SPLIT_RS);
+}
+
+/* Valid regression records of the fixture's Gaussian guide in `out`: the
+ * rows' input (and, for apply, output) that a rejected call leaves. */
+static bnn_regression_prediction *reg_records(hctx *c)
+{
+    bnn_regression_prediction *r = OUT(bnn_regression_prediction, 0);
+    ck_assert_int_eq(bnn_predict_regression_split(fx.gg, NULL, fx.xg, NB, r, sizeof *r),
+                     BNN_OK);
+    return r;
+}
+
+#define REG_N (NB * GOUT)
+
+ROW(reg_apply_null_records)
+{
+    arm(c);
+    return bnn_regression_refusal_apply(NULL, SPLIT_RS, REG_N, BNN_INTERVAL_TOTAL, 0.9f, 1.0f);
+}
+
+ROW(reg_apply_n_zero)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, 0, BNN_INTERVAL_TOTAL, 0.9f, 1.0f);
+}
+
+ROW(reg_apply_record_size_small)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, offsetof(bnn_regression_prediction, refused), REG_N,
+                                        BNN_INTERVAL_TOTAL, 0.9f, 1.0f);
+}
+
+ROW(reg_apply_bad_part)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, REG_N, (bnn_interval_part)3, 0.9f, 1.0f);
+}
+
+ROW(reg_apply_level_one)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, REG_N, BNN_INTERVAL_EPISTEMIC, 1.0f, 1.0f);
+}
+
+ROW(reg_apply_level_nan)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, REG_N, BNN_INTERVAL_EPISTEMIC, NAN, 1.0f);
+}
+
+ROW(reg_apply_threshold_negative)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, REG_N, BNN_INTERVAL_ALEATORIC, 0.9f,
+                                        -1.0f);
+}
+
+ROW(reg_apply_threshold_nan)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, REG_N, BNN_INTERVAL_ALEATORIC, 0.9f, NAN);
+}
+
+ROW(reg_apply_overflow)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_apply(r, SPLIT_RS, SIZE_MAX / 8, BNN_INTERVAL_TOTAL, 0.9f,
+                                        1.0f);
+}
+
+static const float reg_targets[REG_N] = {0.1f, -0.2f, 0.3f, 0.0f, 0.5f, -0.5f, 1.0f, 0.2f};
+
+static bnn_status reg_cal_out(hctx *c, const bnn_regression_prediction *r, size_t rs,
+                              const float *t, size_t n, bnn_interval_part part, float level,
+                              bnn_regression_target target, double value, size_t out_size)
+{
+    bnn_regression_calibration *o = OUT(bnn_regression_calibration, 2048);
+    o->struct_size = out_size;
+    arm(c);
+    return bnn_regression_refusal_calibrate(r, rs, t, n, part, level, target, value, o);
+}
+
+#define REG_CAL_SIZE sizeof(bnn_regression_calibration)
+
+ROW(reg_cal_null_records)
+{
+    return reg_cal_out(c, NULL, SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_null_targets)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, NULL, REG_N, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_null_out)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    arm(c);
+    return bnn_regression_refusal_calibrate(r, SPLIT_RS, reg_targets, REG_N,
+                                            BNN_INTERVAL_TOTAL, 0.9f,
+                                            BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, NULL);
+}
+
+ROW(reg_cal_n_zero)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, 0, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_record_size_small)
+{
+    return reg_cal_out(c, reg_records(c), 12, reg_targets, REG_N, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_struct_size_small)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL,
+                       0.9f, BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5,
+                       offsetof(bnn_regression_calibration, coverage));
+}
+
+ROW(reg_cal_bad_part)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, REG_N, (bnn_interval_part)-1,
+                       0.9f, BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_level_zero)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL,
+                       0.0f, BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_bad_target)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL,
+                       0.9f, (bnn_regression_target)2, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_coverage_above_one)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL,
+                       0.9f, BNN_REGRESSION_CALIBRATE_COVERAGE, 1.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_rmse_zero)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL,
+                       0.9f, BNN_REGRESSION_CALIBRATE_RMSE, 0.0, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_record_nan)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    r[3].epistemic = NAN;
+    return reg_cal_out(c, r, SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_record_negative)
+{
+    bnn_regression_prediction *r = reg_records(c);
+    r[2].aleatoric = -1.0f;
+    return reg_cal_out(c, r, SPLIT_RS, reg_targets, REG_N, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_target_inf)
+{
+    float t[REG_N];
+    memcpy(t, reg_targets, sizeof t);
+    t[5] = INFINITY;
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, t, REG_N, BNN_INTERVAL_TOTAL, 0.9f,
+                       BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5, REG_CAL_SIZE);
+}
+
+ROW(reg_cal_overflow)
+{
+    return reg_cal_out(c, reg_records(c), SPLIT_RS, reg_targets, SIZE_MAX / 8,
+                       BNN_INTERVAL_TOTAL, 0.9f, BNN_REGRESSION_CALIBRATE_COVERAGE, 0.5,
+                       REG_CAL_SIZE);
+}
+
+ROW(model_hetero_odd_outputs)
+{
+    static const size_t odd[] = {GIN, 3, 3};
+    return model_sizes(c, odd, 3, BNN_LIK_GAUSSIAN_HETERO);
+}
 
 static const hrow rows[] = {
     /* model */
@@ -3008,11 +3432,65 @@ static const hrow rows[] = {
     R(load_memory_size_zero, BNN_E_FORMAT, "too short"),
     R(load_memory_truncated, BNN_E_FORMAT, "truncated"),
     R(load_memory_bit_flip, BNN_E_FORMAT, "CRC"),
-    R(load_memory_newer_version, BNN_E_VERSION, "version 3"),
+    R(load_memory_newer_version, BNN_E_VERSION, "version 4"),
     R(load_memory_sizes_do_not_chain, BNN_E_FORMAT, "does not match"),
     R(load_null_path, BNN_E_INVALID, "NULL"),
     R(load_missing_file, BNN_E_IO, MISSING_DIR),
     R(load_directory, BNN_E_IO, "not a regular file"),
+    R(noise_get_null_guide, BNN_E_INVALID, "must not be NULL"),
+    R(noise_get_null_sigma, BNN_E_INVALID, "must not be NULL"),
+    R(noise_get_cap_small, BNN_E_SHAPE, "cap 1"),
+    R(noise_get_on_categorical, BNN_E_UNSUPPORTED, "BNN_LIK_GAUSSIAN"),
+    R(noise_get_on_hetero, BNN_E_UNSUPPORTED, "likelihood is 3"),
+    R(noise_set_null_guide, BNN_E_INVALID, "must not be NULL"),
+    R(noise_set_null_sigma, BNN_E_INVALID, "must not be NULL"),
+    R(noise_set_count_wrong, BNN_E_SHAPE, "count 3"),
+    R(noise_set_sigma_zero, BNN_E_INVALID, "sigma[1] = 0"),
+    R(noise_set_sigma_nan, BNN_E_INVALID, "sigma[0] = nan"),
+    R(noise_set_on_fixed, BNN_E_UNSUPPORTED, "BNN_LIK_GAUSSIAN_LEARNED"),
+    R(split_null_guide, BNN_E_INVALID, "NULL guide"),
+    R(split_null_x, BNN_E_INVALID, "NULL guide or x"),
+    R(split_null_out, BNN_E_INVALID, "NULL out"),
+    R(split_n_zero, BNN_E_INVALID, "n is 0"),
+    R(split_on_categorical, BNN_E_UNSUPPORTED, "Gaussian"),
+    R(split_record_size_small, BNN_E_INVALID, "record_size 12"),
+    R(split_samples_zero, BNN_E_INVALID, "num_samples is 0"),
+    R(split_bad_sampling, BNN_E_INVALID, "sampling mode 7"),
+    R(split_x_nan, BNN_E_INVALID, "x holds NaN"),
+    R(split_n_overflow, BNN_E_SHAPE, "n * inputs"),
+    R(split_records_overflow, BNN_E_SHAPE, "record_size"),
+    R(pred_split_null_predictor, BNN_E_INVALID, "NULL predictor"),
+    R(pred_split_null_out, BNN_E_INVALID, "NULL out"),
+    R(pred_split_n_zero, BNN_E_INVALID, "n is 0"),
+    R(pred_split_record_size_small, BNN_E_INVALID, "record_size 4"),
+    R(pred_split_on_categorical, BNN_E_UNSUPPORTED, "Gaussian"),
+    R(pred_split_x_inf, BNN_E_INVALID, "x holds NaN or Inf"),
+    R(pred_split_records_overflow, BNN_E_SHAPE, "record_size"),
+    R(reg_apply_null_records, BNN_E_INVALID, "records is NULL"),
+    R(reg_apply_n_zero, BNN_E_INVALID, "n is 0"),
+    R(reg_apply_record_size_small, BNN_E_INVALID, "record_size 16"),
+    R(reg_apply_bad_part, BNN_E_INVALID, "interval part 3"),
+    R(reg_apply_level_one, BNN_E_INVALID, "level 1"),
+    R(reg_apply_level_nan, BNN_E_INVALID, "level nan"),
+    R(reg_apply_threshold_negative, BNN_E_INVALID, "threshold -1"),
+    R(reg_apply_threshold_nan, BNN_E_INVALID, "threshold nan"),
+    R(reg_apply_overflow, BNN_E_SHAPE, "overflows"),
+    R(reg_cal_null_records, BNN_E_INVALID, "records is NULL"),
+    R(reg_cal_null_targets, BNN_E_INVALID, "must not be NULL"),
+    R(reg_cal_null_out, BNN_E_INVALID, "must not be NULL"),
+    R(reg_cal_n_zero, BNN_E_INVALID, "n is 0"),
+    R(reg_cal_record_size_small, BNN_E_INVALID, "record_size 12"),
+    R(reg_cal_struct_size_small, BNN_E_INVALID, "struct_size"),
+    R(reg_cal_bad_part, BNN_E_INVALID, "interval part -1"),
+    R(reg_cal_level_zero, BNN_E_INVALID, "level 0"),
+    R(reg_cal_bad_target, BNN_E_INVALID, "target 2"),
+    R(reg_cal_coverage_above_one, BNN_E_INVALID, "coverage target 1.5"),
+    R(reg_cal_rmse_zero, BNN_E_INVALID, "RMSE target 0"),
+    R(reg_cal_record_nan, BNN_E_INVALID, "record 3"),
+    R(reg_cal_record_negative, BNN_E_INVALID, "record 2"),
+    R(reg_cal_target_inf, BNN_E_INVALID, "targets[5]"),
+    R(reg_cal_overflow, BNN_E_SHAPE, "overflows"),
+    R(model_hetero_odd_outputs, BNN_E_SHAPE, "must be even"),
 };
 
 #define N_ROWS (sizeof rows / sizeof rows[0])
@@ -3095,6 +3573,12 @@ static const struct {
     {"save_", "bnn_save"},
     {"load_memory_", "bnn_load_from_memory"},
     {"load_", "bnn_load"},
+    {"noise_get_", "bnn_guide_get_noise_sigma"},
+    {"noise_set_", "bnn_guide_set_noise_sigma"},
+    {"split_", "bnn_predict_regression_split"},
+    {"pred_split_", "bnn_predictor_regression_split"},
+    {"reg_apply_", "bnn_regression_refusal_apply"},
+    {"reg_cal_", "bnn_regression_refusal_calibrate"},
 };
 
 static const char *row_function(const char *row)
@@ -3461,6 +3945,51 @@ static bnn_status op_regression(void)
     return bnn_predict_regression(fx.gg, fx.xg, NB, 5, 3, mean, var);
 }
 
+static bnn_status op_split(void)
+{
+    memset(inj.out, PATTERN, sizeof inj.out);
+    bnn_predict_config k;
+    bnn_predict_config_init(&k);
+    k.num_samples = 5;
+    return bnn_predict_regression_split(fx.gg, &k, fx.xg, NB,
+                                        (bnn_regression_prediction *)(void *)inj.out,
+                                        sizeof(bnn_regression_prediction));
+}
+
+/* A learned-noise model with Adam state, saved (malloc): its file carries
+ * the noise section and the optimizer's noise moments. */
+static unsigned char *learned_file;
+static size_t learned_size;
+
+static bnn_status op_load_learned(void)
+{
+    reset_handles();
+    return bnn_load_from_memory(learned_file, learned_size, &fx.al, &inj.m, &inj.g, &inj.o);
+}
+
+static void make_learned_file(void)
+{
+    bnn_model_config k = cat_config();
+    k.layer_sizes = gauss_sizes;
+    k.likelihood = BNN_LIK_GAUSSIAN_LEARNED;
+    bnn_model *m;
+    bnn_guide *g;
+    bnn_optimizer *o;
+    ck_assert_int_eq(bnn_model_create(&k, &m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    bnn_svi_config sc = small_svi();
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o), BNN_OK);
+    ck_assert_int_eq(bnn_svi_step(o, fx.xg, NULL, fx.tg, NB, NULL), BNN_OK);
+    ck_assert_int_eq(bnn_save_size(g, o, &learned_size), BNN_OK);
+    learned_file = malloc(learned_size);
+    ck_assert_ptr_nonnull(learned_file);
+    ck_assert_int_eq(bnn_save_to_memory(g, o, learned_file, learned_size, &learned_size),
+                     BNN_OK);
+    bnn_optimizer_free(o);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+}
+
 static bnn_status op_save_memory(void)
 {
     memset(inj.out, PATTERN, sizeof inj.out);
@@ -3680,6 +4209,9 @@ START_TEST(test_alloc_failures_train_predict)
     ck_assert_uint_ge(drive("bnn_predict_regression", op_regression, nothing,
                             out_untouched),
                       1);
+    ck_assert_uint_ge(drive("bnn_predict_regression_split", op_split, nothing,
+                            out_untouched),
+                      1);
     /* one block for the scores and the sort */
     ck_assert_uint_eq(drive("bnn_eval_ood", op_eval_ood, nothing, ood_untouched), 1);
     fx_teardown();
@@ -3758,6 +4290,12 @@ START_TEST(test_alloc_failures_io)
                             op_load_memory_no_opt, undo_load,
                             handles_untouched),
                       2);
+    /* learned noise: the optimizer's two noise moment buffers besides */
+    make_learned_file();
+    size_t learned = drive("bnn_load_from_memory learned noise", op_load_learned,
+                           free_handles, handles_untouched);
+    free(learned_file);
+    ck_assert_uint_ge(learned, 5);
 
     make_temp_dir();
 

@@ -1120,7 +1120,7 @@ START_TEST(test_versions)
     make_fixture(&f, 0, BNN_OPT_ADAM);
     size_t size;
     unsigned char *buf = save_mem(&f, 0, &size);
-    w32(buf, OFF_VERSION, 3);
+    w32(buf, OFF_VERSION, 4);
     ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_VERSION);
     /* A newer version is recognised from its header alone, whatever
      * follows (its layout is unknown). */
@@ -1137,6 +1137,12 @@ START_TEST(test_versions)
     reseal(buf, size);
     ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
     ck_assert_ptr_nonnull(strstr(bnn_last_error(), "must hold IVON optimizer state"));
+    /* Version 3 is only ever written for the learned-noise and
+     * heteroscedastic likelihoods. */
+    w32(buf, OFF_VERSION, 3);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "learned-noise or heteroscedastic"));
     free(buf);
     fixture fa;
     make_fixture(&fa, 1, BNN_OPT_ADAM);
