@@ -474,11 +474,19 @@ typedef enum bnn_optimizer_kind {
 
 typedef enum bnn_estimator {
     /** Local reparameterization (Kingma et al. 2015): noise on the
-     *  pre-activations, independent per example.  Default. */
+     *  pre-activations, independent per example.  Default.  Dense networks
+     *  only: the positions of an image share a convolution's kernel, so
+     *  their pre-activations are not independent, and bnn_optimizer_create
+     *  refuses it for a network with a convolution (BNN_E_UNSUPPORTED). */
     BNN_EST_LOCAL_REPARAM = 0,
-    /** One weight draw per step shared by the batch (Pyro random_module). */
+    /** One weight draw per step shared by the batch (Pyro random_module);
+     *  for a convolution, one kernel draw per step and particle. */
     BNN_EST_WEIGHT_SAMPLING = 1,
-    /** Flipout (Wen et al. 2018): one draw, decorrelated by random signs. */
+    /** Flipout (Wen et al. 2018): one draw, decorrelated by random signs.
+     *  A convolution's signs are per example and channel (input and
+     *  output), the same at every position: each example sees one whole
+     *  kernel mu + delta o (s_out s_in^T), as in TensorFlow Probability's
+     *  Convolution2DFlipout. */
     BNN_EST_FLIPOUT = 2
 } bnn_estimator;
 
@@ -563,8 +571,11 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
  *  guide, svi or out, dataset_size 0, bad values, analytic KL with the scale-mixture prior, num_threads above
  *  BNN_MAX_THREADS; for IVON, kl_weight 0 or clip_norm set),
  *  BNN_E_UNSUPPORTED (IVON with another estimator than weight sampling or
- *  another prior than Normal), BNN_E_SHAPE
- *  (max_batch so large that the workspace size overflows), BNN_E_NOMEM
+ *  another prior than Normal; local reparameterization for a network with
+ *  a convolution), BNN_E_SHAPE
+ *  (max_batch so large that the workspace size overflows, or that a
+ *  convolution's im2col matrix, max_batch x out_h x out_w rows, exceeds
+ *  INT_MAX rows for CBLAS), BNN_E_NOMEM
  *  (also when the system refuses a thread). */
 BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
                                         const bnn_optimizer_config *ocfg,

@@ -249,6 +249,10 @@ struct svi_layer_ws {
     float *std;   /* B x out: local reparameterization sqrt(variance) */
     float *eps;   /* B x out: LRT pre-activation noise / flipout output signs */
     float *s_in;  /* B x in: flipout input signs */
+    /* Convolutions (widths per example: pre = out_h out_w out_c, in = the
+     * input activation's; the buffers above are sized by those). */
+    float *act;   /* B x pre: activation before pooling (NULL: no pool) */
+    uint8_t *arg; /* B x out: which window entry max pooling took */
 };
 
 struct pool;
@@ -280,6 +284,7 @@ struct svi_ws {
     float *tmp_a; /* B x max_width: gradient wrt pre-activations */
     float *tmp_b; /* B x max_width: gradient wrt layer input */
     float *tmp_c; /* B x max_width: scratch (h*h, h*s_in) */
+    float *col;   /* im2col rows of the widest convolution; NULL if none */
     struct svi_layer_ws layer[BNN_MAX_LAYERS];
     struct pool *pool; /* NULL: the per-parameter passes run on the caller */
     double *partial;   /* per-chunk sums of a pass (pass.c) */

@@ -106,6 +106,11 @@ static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
     if (c->estimator != BNN_EST_LOCAL_REPARAM && c->estimator != BNN_EST_WEIGHT_SAMPLING &&
         c->estimator != BNN_EST_FLIPOUT)
         return error_set(BNN_E_INVALID, "unknown estimator %d", (int)c->estimator);
+    if (c->estimator == BNN_EST_LOCAL_REPARAM && m->has_conv)
+        return error_set(BNN_E_UNSUPPORTED, "local reparameterization is not supported for "
+                         "convolutional networks (the positions of an image share a kernel, so "
+                         "their pre-activations are not independent): use BNN_EST_FLIPOUT or "
+                         "BNN_EST_WEIGHT_SAMPLING");
     if (c->kl_mode != BNN_KL_ANALYTIC && c->kl_mode != BNN_KL_MONTE_CARLO)
         return error_set(BNN_E_INVALID, "unknown KL mode %d", (int)c->kl_mode);
     if (c->kl_mode == BNN_KL_ANALYTIC && m->prior != BNN_PRIOR_NORMAL)
@@ -131,8 +136,8 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     if (!svi)
         return error_set(BNN_E_INVALID, "bnn_optimizer_create: svi must not be NULL (its "
                          "dataset_size, the number of training examples, has no default)");
-    bnn_status plain = model_refuse(guide->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT | MODEL_HAS_LAYER_PRIOR,
-                                     "bnn_optimizer_create", "training");
+    bnn_status plain = model_refuse(guide->model, MODEL_HAS_LAYER_PRIOR, "bnn_optimizer_create",
+                                    "training");
     if (plain != BNN_OK)
         return plain;
     if (guide->optimizer)

@@ -2,6 +2,7 @@
  *   loss = sum_i -log p(y_i | x_i, w) + kl_weight * KL(q || p) * n / N,
  * averaged over particles, and its gradient w.r.t. every mu and rho. */
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -41,19 +42,39 @@ bnn_status svi_ws_alloc(struct svi_ws *ws, const bnn_model *m, const bnn_svi_con
     if ((lrt && (!ws->dsig || !ws->sig2)) || (noise && !ws->noise) || (!lrt && !ws->wsamp) ||
         !ws->gw || !ws->logp || !ws->tmp_a || !ws->tmp_b || !ws->tmp_c || !ws->partial)
         return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
+    int flip = cfg->estimator == BNN_EST_FLIPOUT;
+    size_t col = 0; /* floats of the widest im2col matrix */
     for (size_t l = 0; l < model_n_layers(m); l++) {
+        const struct model_layer *y = &m->layer[l];
         struct svi_layer_ws *w = &ws->layer[l];
-        size_t nin = B * model_layer_in(m, l), nout = B * model_layer_out(m, l);
-        int flip = cfg->estimator == BNN_EST_FLIPOUT;
-        w->pre = mem_alloc_array(a, nout, sizeof(float));
+        /* Each width is at most max_width, so B times it does not wrap. */
+        size_t nin = B * model_act_in(m, l), npre = B * model_act_pre(m, l);
+        size_t nout = B * model_act_out(m, l), rows, k;
+        if (y->conv) {
+            /* cblas_sgemm takes int sizes: rows and columns of the im2col
+             * matrix and of the products. */
+            k = model_layer_in(m, l);
+            if (mem_mul_overflow(B, y->out_h * y->out_w, &rows) || rows > INT_MAX ||
+                k > INT_MAX || mem_mul_overflow(rows, k, &k) || k > SIZE_MAX / 8)
+                return error_set(BNN_E_SHAPE, "max_batch %zu is too large for layer %zu's "
+                                 "im2col matrix", B, l);
+            if (k > col)
+                col = k;
+        }
+        w->pre = mem_alloc_array(a, npre, sizeof(float));
         w->post = mem_alloc_array(a, nout, sizeof(float));
-        w->std = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
-        w->eps = lrt || flip ? mem_alloc_array(a, nout, sizeof(float)) : NULL;
+        w->act = y->pool ? mem_alloc_array(a, npre, sizeof(float)) : NULL;
+        w->arg = y->pool == MODEL_POOL_MAX ? mem_alloc_array(a, nout, 1) : NULL;
+        w->std = lrt || flip ? mem_alloc_array(a, npre, sizeof(float)) : NULL;
+        w->eps = lrt || flip ? mem_alloc_array(a, npre, sizeof(float)) : NULL;
         w->s_in = flip ? mem_alloc_array(a, nin, sizeof(float)) : NULL;
         if (!w->pre || !w->post || ((lrt || flip) && (!w->std || !w->eps)) ||
-            (flip && !w->s_in))
+            (flip && !w->s_in) || (y->pool && !w->act) ||
+            (y->pool == MODEL_POOL_MAX && !w->arg))
             return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
     }
+    if (col && !(ws->col = mem_alloc_array(a, col, sizeof(float))))
+        return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
     return pool_create(a, cfg->num_threads, &ws->pool);
 }
 
@@ -62,7 +83,7 @@ void svi_ws_free(struct svi_ws *ws, const bnn_allocator *a)
     pool_free(ws->pool);
     mem_free(a, ws->partial);
     float **bufs[] = {&ws->dsig, &ws->sig2, &ws->noise, &ws->wsamp, &ws->gw,
-                      &ws->logp, &ws->tmp_a, &ws->tmp_b, &ws->tmp_c};
+                      &ws->logp, &ws->tmp_a, &ws->tmp_b, &ws->tmp_c, &ws->col};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         mem_free(a, *bufs[i]);
     for (size_t l = 0; l < BNN_MAX_LAYERS; l++) {
@@ -72,6 +93,8 @@ void svi_ws_free(struct svi_ws *ws, const bnn_allocator *a)
         mem_free(a, w->std);
         mem_free(a, w->eps);
         mem_free(a, w->s_in);
+        mem_free(a, w->act);
+        mem_free(a, w->arg);
     }
 }
 
@@ -188,7 +211,7 @@ static double forward_loss(bnn_optimizer *o, const float *x, const int32_t *labe
     tensor h = tensor_mat((float *)x, n, m->sizes[0]);
     for (size_t l = 0; l < L; l++) {
         layer_forward(&o->ws, o->guide, l, &h, nz);
-        h = tensor_mat(o->ws.layer[l].post, n, model_layer_out(m, l));
+        h = tensor_mat(o->ws.layer[l].post, n, model_act_out(m, l));
     }
     const float *a = o->ws.layer[L - 1].pre;
     float *da = o->ws.tmp_a;
@@ -251,24 +274,18 @@ static void backward(bnn_optimizer *o, const float *x, size_t n, double *ss)
     size_t L = model_n_layers(m);
     float *da = o->ws.tmp_a, *dh = o->ws.tmp_b;
     for (size_t l = L; l-- > 0;) {
-        size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
+        size_t in = model_act_in(m, l);
         tensor h = l == 0 ? tensor_mat((float *)x, n, in) : tensor_mat(o->ws.layer[l - 1].post, n, in);
-        tensor dat = tensor_mat(da, n, out);
+        tensor dat = tensor_mat(da, n, model_act_pre(m, l));
         if (l == 0) {
             layer_backward(&o->ws, o->guide, l, &h, &dat, NULL, ss);
             break;
         }
         tensor dht = tensor_mat(dh, n, in);
         layer_backward(&o->ws, o->guide, l, &h, &dat, &dht, ss);
-        /* Through the activation of layer l-1 into its pre-activation. */
-        tensor dprev = tensor_mat(da, n, in);
-        if (m->activation == BNN_ACT_RELU) {
-            tensor pre = tensor_mat(o->ws.layer[l - 1].pre, n, in);
-            tensor_relu_backward(&pre, &dht, &dprev);
-        } else {
-            tensor post = tensor_mat(o->ws.layer[l - 1].post, n, in);
-            tensor_tanh_backward(&post, &dht, &dprev);
-        }
+        /* Through the pooling and activation of layer l-1 into its
+         * pre-activation. */
+        layer_act_backward(&o->ws, m, l - 1, n, dh, da);
     }
 }
 
