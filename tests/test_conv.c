@@ -546,13 +546,13 @@ static float *train_wide(int c, size_t threads, size_t *np)
     return out;
 }
 
-/* Same seed, same bits; and the same bits with 1, 2 or 3 threads. */
+/* The same bits with 1, 2 or 3 threads (so also run after run). */
 START_TEST(test_threads_same_bits)
 {
     size_t n0, n;
     float *ref = train_wide(_i, 1, &n0);
-    static const size_t th[] = {1, 2, 3};
-    for (size_t k = 0; k < 3; k++) {
+    static const size_t th[] = {2, 3};
+    for (size_t k = 0; k < 2; k++) {
         float *p = train_wide(_i, th[k], &n);
         ck_assert_uint_eq(n, n0);
         ck_assert_msg(memcmp(p, ref, n * sizeof *p) == 0, "case %d, %zu threads", _i, th[k]);
