@@ -562,6 +562,41 @@ START_TEST(test_threads_same_bits)
 }
 END_TEST
 
+/* bnn_svi_step and bnn_svi_grad + bnn_optimizer_step give the same bits
+ * (for IVON the step fuses the gradient finish into the update). */
+START_TEST(test_step_equals_two_calls)
+{
+    static const struct {
+        bnn_estimator est;
+        bnn_optimizer_kind kind;
+    } v[] = {{BNN_EST_WEIGHT_SAMPLING, BNN_OPT_IVON},
+             {BNN_EST_FLIPOUT, BNN_OPT_ADAM},
+             {BNN_EST_WEIGHT_SAMPLING, BNN_OPT_SGD}};
+    net a, b;
+    net_make(&a, &small_net, BNN_PRIOR_NORMAL, v[_i].est, BNN_KL_ANALYTIC, v[_i].kind, 5, 1,
+             0.2f);
+    net_make(&b, &small_net, BNN_PRIOR_NORMAL, v[_i].est, BNN_KL_ANALYTIC, v[_i].kind, 5, 1,
+             0.2f);
+    float x[5 * 84];
+    int32_t y[5] = {2, 0, 1, 1, 0};
+    tu_rng r = {21};
+    tu_fill_uniform(&r, x, 5 * 84, -1, 1);
+    for (int s = 0; s < 4; s++) {
+        bnn_svi_stats sa = {.struct_size = sizeof sa}, sb = {.struct_size = sizeof sb};
+        ck_assert_int_eq(bnn_svi_step(a.o, x, y, NULL, 5, &sa), BNN_OK);
+        ck_assert_int_eq(bnn_svi_grad(b.o, x, y, NULL, 5, &sb), BNN_OK);
+        ck_assert_int_eq(bnn_optimizer_step(b.o), BNN_OK);
+        ck_assert(sa.loss == sb.loss && sa.grad_norm == sb.grad_norm);
+    }
+    size_t np;
+    const float *pa = bnn_guide_params(a.g, &np), *pb = bnn_guide_params(b.g, NULL);
+    ck_assert_int_eq(memcmp(pa, pb, np * sizeof *pa), 0);
+    ck_assert_int_eq(memcmp(a.o->m, b.o->m, np * sizeof *pa), 0);
+    net_free(&a);
+    net_free(&b);
+}
+END_TEST
+
 /* ---- refusals and failures ------------------------------------------------------- */
 
 START_TEST(test_local_reparam_refused)
@@ -685,6 +720,7 @@ int main(void)
     tcase_add_loop_test(tc, test_grad_parts_sum, 0, 2);
     tcase_add_loop_test(tc, test_learns_bars, 0, 3);
     tcase_add_loop_test(tc, test_threads_same_bits, 0, 3);
+    tcase_add_loop_test(tc, test_step_equals_two_calls, 0, 3);
     tcase_add_test(tc, test_local_reparam_refused);
     tcase_add_loop_test(tc, test_numeric_failure_keeps_params, 0, 2);
     tcase_add_test(tc, test_alloc_failures_create);
