@@ -44,12 +44,15 @@ custom_loop)
 regression)
     # Learned noise and the split (rows of the grid table: x mean sd_alea
     # true_sd sd_epis width95 refused).  On the data [-1, 0.2] U [0.6, 1]
-    # (leaving out 0.05 at the ends): the aleatoric sd within 25% of the
+    # (leaving out 0.05 at the ends): the aleatoric sd within 15% of the
     # true noise in the median and growing with it (true ratio 3.3 from
-    # x = -0.9 to 0.9); far from it, at |x| = 2 and 1.5 or more: an
-    # epistemic sd 5 times the median on the data and every input refused.
-    # The single learned sigma within 25% of the noise's root mean square,
-    # the 95% interval covering 90 to 99% of held-out data, and a PNG.
+    # x = -0.9 to 0.9; above 2.4 asked); far from it, at |x| = 2 and 1.5 or
+    # more: an epistemic sd 5 times the median on the data and every input
+    # refused.  The single learned sigma within 15% of the noise's root mean
+    # square, the 95% interval covering 92 to 99% of held-out data, and a
+    # PNG.  (Over data seeds 1 to 6 and three OpenBLAS kernels: sigma within
+    # 8%, median error at most 7.8%, ratio at least 2.92, coverage 0.950 to
+    # 0.978.)
     png=$2
     printf '%s\n' "$out" | awk '
         /^learned sigma [0-9]/ { sig = $3; rms = $7 }
@@ -83,13 +86,13 @@ regression)
             printf "check: sigma %s vs rms %s (%.1f%%); aleatoric median error %.1f%%, x0.9/x-0.9 %.2f; epistemic far %s %s vs %.4f; refused far %d/%d, on data %d/%d; held-out coverage %s\n",
                 sig, rms, 100 * s, 100 * r, a_hi / a_lo, far_epi[0], far_epi[1], me,
                 refused_far, n_far, refused_in, n_in, cover
-            if (!(s < 0.25)) { print "FAIL: learned sigma off the noise rms"; exit 1 }
-            if (!(r < 0.25)) { print "FAIL: aleatoric sd off the true noise"; exit 1 }
-            if (!(a_hi / a_lo > 1.8)) { print "FAIL: aleatoric sd does not grow with the noise"; exit 1 }
+            if (!(s < 0.15)) { print "FAIL: learned sigma off the noise rms"; exit 1 }
+            if (!(r < 0.15)) { print "FAIL: aleatoric sd off the true noise"; exit 1 }
+            if (!(a_hi / a_lo > 2.4)) { print "FAIL: aleatoric sd does not grow with the noise"; exit 1 }
             if (!(far_epi[0] > 5 * me && far_epi[1] > 5 * me)) { print "FAIL: epistemic sd does not grow away from the data"; exit 1 }
             if (refused_far != n_far) { print "FAIL: inputs far from the data accepted"; exit 1 }
             if (!(refused_in < n_in / 4)) { print "FAIL: too many inputs on the data refused"; exit 1 }
-            if (!(cover > 0.90 && cover < 0.99)) { print "FAIL: held-out coverage of the 95% interval"; exit 1 }
+            if (!(cover > 0.92 && cover < 0.99)) { print "FAIL: held-out coverage of the 95% interval"; exit 1 }
         }' || exit 1
     sig=$(od -An -tx1 -N8 "$png" | tr -d ' \n')
     if [ "$sig" != "89504e470d0a1a0a" ]; then

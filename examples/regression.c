@@ -246,7 +246,7 @@ static int draw(const char *path, const float *xd, const float *yd, size_t nd,
 /* ---- training ------------------------------------------------------------ */
 
 /* A ReLU 1-32-32-out network with the given likelihood, trained by Adam
- * on the data in shuffled minibatches. */
+ * (lr 0.01, cosine-decayed) on the data in shuffled minibatches. */
 static bnn_status train(bnn_likelihood lik, const float *xd, const float *yd, host_rng *rng,
                         bnn_model **model, bnn_guide **guide)
 {
@@ -276,6 +276,12 @@ static bnn_status train(bnn_likelihood lik, const float *xd, const float *yd, ho
     for (size_t i = 0; i < N_DATA; i++)
         order[i] = i;
     for (int epoch = 1; st == BNN_OK && epoch <= EPOCHS; epoch++) {
+        /* lr cosine-decayed to a hundredth: Adam's last iterates settle
+         * instead of jumping about the optimum */
+        float lr;
+        st = bnn_lr_schedule(BNN_LR_COSINE, 0.01f, 1e-4f, (uint64_t)epoch - 1, EPOCHS, &lr);
+        if (st == BNN_OK)
+            st = bnn_optimizer_set_lr(opt, lr);
         for (size_t i = N_DATA - 1; i > 0; i--) {
             size_t j = (size_t)(rng_next(rng) % (i + 1)), t = order[i];
             order[i] = order[j];
