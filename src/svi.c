@@ -24,6 +24,22 @@ bnn_status svi_ws_alloc(struct svi_ws *ws, const bnn_model *m, const bnn_svi_con
     ws->seed = cfg->seed;
     if (mem_mul_overflow(B, m->max_width, &bw) || bw > SIZE_MAX / 8)
         return error_set(BNN_E_SHAPE, "max_batch %zu is too large", B);
+    size_t col = 0; /* floats of the widest im2col matrix */
+    for (size_t l = 0; l < model_n_layers(m); l++) {
+        const struct model_layer *y = &m->layer[l];
+        size_t rows, k = model_layer_in(m, l);
+        if (!y->conv)
+            continue;
+        /* cblas_sgemm takes int sizes: rows and columns of the im2col
+         * matrix and of the products. */
+        if (mem_mul_overflow(B, y->out_h * y->out_w, &rows) || rows > INT_MAX || k > INT_MAX ||
+            mem_mul_overflow(rows, k, &k) || k > SIZE_MAX / 8)
+            return error_set(BNN_E_SHAPE, "max_batch %zu is too large for layer %zu's im2col "
+                             "matrix (max_batch x %zu x %zu rows, at most INT_MAX)", B, l,
+                             y->out_h, y->out_w);
+        if (k > col)
+            col = k;
+    }
     /* Only the per-parameter buffers this estimator uses: they dominate
      * the training footprint. */
     int lrt = cfg->estimator == BNN_EST_LOCAL_REPARAM;
@@ -43,24 +59,12 @@ bnn_status svi_ws_alloc(struct svi_ws *ws, const bnn_model *m, const bnn_svi_con
         !ws->gw || !ws->logp || !ws->tmp_a || !ws->tmp_b || !ws->tmp_c || !ws->partial)
         return error_set(BNN_E_NOMEM, "out of memory allocating the training workspace");
     int flip = cfg->estimator == BNN_EST_FLIPOUT;
-    size_t col = 0; /* floats of the widest im2col matrix */
     for (size_t l = 0; l < model_n_layers(m); l++) {
         const struct model_layer *y = &m->layer[l];
         struct svi_layer_ws *w = &ws->layer[l];
         /* Each width is at most max_width, so B times it does not wrap. */
         size_t nin = B * model_act_in(m, l), npre = B * model_act_pre(m, l);
-        size_t nout = B * model_act_out(m, l), rows, k;
-        if (y->conv) {
-            /* cblas_sgemm takes int sizes: rows and columns of the im2col
-             * matrix and of the products. */
-            k = model_layer_in(m, l);
-            if (mem_mul_overflow(B, y->out_h * y->out_w, &rows) || rows > INT_MAX ||
-                k > INT_MAX || mem_mul_overflow(rows, k, &k) || k > SIZE_MAX / 8)
-                return error_set(BNN_E_SHAPE, "max_batch %zu is too large for layer %zu's "
-                                 "im2col matrix", B, l);
-            if (k > col)
-                col = k;
-        }
+        size_t nout = B * model_act_out(m, l);
         w->pre = mem_alloc_array(a, npre, sizeof(float));
         w->post = mem_alloc_array(a, nout, sizeof(float));
         w->act = y->pool ? mem_alloc_array(a, npre, sizeof(float)) : NULL;

@@ -599,7 +599,7 @@ END_TEST
 
 /* ---- refusals and failures ------------------------------------------------------- */
 
-START_TEST(test_local_reparam_refused)
+START_TEST(test_refusals)
 {
     bnn_model *m = make_model(&small_net, BNN_LIK_CATEGORICAL, BNN_PRIOR_NORMAL, BNN_ACT_RELU,
                               NULL);
@@ -613,6 +613,14 @@ START_TEST(test_local_reparam_refused)
     ck_assert_ptr_nonnull(strstr(bnn_last_error(), "bnn_optimizer_create: local "
                                                    "reparameterization is not supported for "
                                                    "convolutional networks"));
+    /* A batch whose im2col matrix has more rows than CBLAS can take is
+     * refused before anything is allocated. */
+    sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+    sc.max_batch = 60000000; /* x 7 x 6 positions > INT_MAX */
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o), BNN_E_SHAPE);
+    ck_assert_ptr_eq(o, (bnn_optimizer *)0x1);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "im2col"));
+    sc.max_batch = 16;
     /* The guide is free for another optimizer. */
     sc.estimator = BNN_EST_FLIPOUT;
     ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o), BNN_OK);
@@ -721,7 +729,7 @@ int main(void)
     tcase_add_loop_test(tc, test_learns_bars, 0, 3);
     tcase_add_loop_test(tc, test_threads_same_bits, 0, 3);
     tcase_add_loop_test(tc, test_step_equals_two_calls, 0, 3);
-    tcase_add_test(tc, test_local_reparam_refused);
+    tcase_add_test(tc, test_refusals);
     tcase_add_loop_test(tc, test_numeric_failure_keeps_params, 0, 2);
     tcase_add_test(tc, test_alloc_failures_create);
     suite_add_tcase(s, tc);
