@@ -92,6 +92,79 @@ static unsigned char *make(const spec *s, size_t *size)
     return b;
 }
 
+/* Version 4 files: a small convolutional network (stride, padding, both
+ * poolings, per-layer activations and priors) without optimizer (kind 0),
+ * a dense sequence with IVON state (1), and one with learned noise (2). */
+static unsigned char *make_sequence(int kind, size_t *size)
+{
+    int dense = kind != 0;
+    bnn_layer_spec s[7];
+    for (int i = 0; i < 7; i++)
+        bnn_layer_spec_init(&s[i]);
+    size_t n = 3;
+    if (dense) {
+        s[0].kind = BNN_LAYER_FLATTEN;
+        s[1].units = 3;
+        s[2].units = 2;
+    } else {
+        s[0].kind = BNN_LAYER_CONV2D, s[0].units = 2, s[0].stride_h = 2;
+        s[0].pad_h = s[0].pad_w = 1, s[0].activation = BNN_ACT_TANH;
+        s[0].prior = BNN_PRIOR_SCALE_MIXTURE;
+        s[1].kind = BNN_LAYER_MAXPOOL2;
+        s[2].kind = BNN_LAYER_CONV2D, s[2].units = 2, s[2].kernel_h = 1, s[2].kernel_w = 2;
+        s[2].activation = BNN_ACT_IDENTITY, s[2].prior = BNN_PRIOR_NORMAL;
+        s[2].prior_sigma = 0.5f;
+        s[3].kind = BNN_LAYER_AVGPOOL2;
+        s[4].kind = BNN_LAYER_FLATTEN;
+        s[5].units = 3;
+        s[6].units = 2;
+        n = 7;
+    }
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_layers = n;
+    mc.layers = s;
+    mc.input_height = dense ? 2 : 7;
+    mc.input_width = dense ? 1 : 6;
+    mc.input_channels = 2;
+    if (kind == 2)
+        mc.likelihood = BNN_LIK_GAUSSIAN_LEARNED;
+    bnn_model *m;
+    bnn_guide *g;
+    bnn_optimizer *o = NULL;
+    if (bnn_model_create(&mc, &m) != BNN_OK)
+        die("sequence model");
+    if (bnn_guide_create(m, NULL, &g) != BNN_OK)
+        die("guide");
+    if (kind == 1) {
+        bnn_optimizer_config oc;
+        bnn_optimizer_config_init(&oc);
+        oc.kind = BNN_OPT_IVON;
+        bnn_svi_config sc;
+        bnn_svi_config_init(&sc);
+        sc.dataset_size = 100;
+        sc.max_batch = 8;
+        sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+        if (bnn_optimizer_create(g, &oc, &sc, &o) != BNN_OK)
+            die("optimizer");
+        size_t np;
+        float *gr = bnn_guide_grads(g, &np);
+        for (size_t i = 0; i < np; i++)
+            gr[i] = (float)((int)(i * 5 % 7) - 3) / 4;
+        if (bnn_optimizer_step(o) != BNN_OK)
+            die("step");
+    }
+    if (bnn_save_size(g, o, size) != BNN_OK)
+        die("size");
+    unsigned char *b = malloc(*size);
+    if (!b || bnn_save_to_memory(g, o, b, *size, size) != BNN_OK)
+        die("save");
+    bnn_optimizer_free(o);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+    return b;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -146,7 +219,7 @@ int main(int argc, char **argv)
     put("corrupt_bit_flip.bnn", c, n);
 
     memcpy(c, b, n);
-    reseal_set_le(c + 8, 4, 4);
+    reseal_set_le(c + 8, 5, 4);
     put("newer_version.bnn", c, n);
 
     memcpy(c, b, n);
@@ -183,5 +256,28 @@ int main(int argc, char **argv)
     put("learned_noise_as_version2.bnn", c, n);
     free(b);
     free(c);
+
+    b = make_sequence(0, &n);
+    put("valid_sequence_conv.bnn", b, n);
+    c = malloc(n);
+    if (!c)
+        die("malloc");
+    /* entry 0 (at 84 = 24 + 32 + 28): kernel_h at +12 */
+    memcpy(c, b, n);
+    reseal_set_le(c + 84 + 12, 9, 8);
+    reseal(c, n);
+    put("forged_sequence_kernel.bnn", c, n);
+    memcpy(c, b, n);
+    reseal_set_le(c + 80, 6, 4); /* entry count */
+    reseal(c, n);
+    put("forged_sequence_count.bnn", c, n);
+    free(b);
+    free(c);
+    b = make_sequence(1, &n);
+    put("valid_sequence_ivon.bnn", b, n);
+    free(b);
+    b = make_sequence(2, &n);
+    put("valid_sequence_learned_noise.bnn", b, n);
+    free(b);
     return EXIT_SUCCESS;
 }

@@ -261,9 +261,9 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg);
  *  bnn_model_free after every guide made from it has been freed.
  *  With n_layers > 0 the network is the layer sequence: convolutions (each
  *  optionally followed by one pooling entry), an optional flatten, dense
- *  layers, ending with the dense output layer.  Training, prediction and
- *  saving refuse, with BNN_E_UNSUPPORTED, a network they do not handle
- *  (each function's errors say which).
+ *  layers, ending with the dense output layer.  Training and prediction
+ *  refuse, with BNN_E_UNSUPPORTED, a network they do not handle (each
+ *  function's errors say which); every model can be saved.
  *  Errors: BNN_E_INVALID (NULL, struct_size too small, a layer entry's
  *  struct_size too small or unlike the first entry's, bad enum, an
  *  activation on the output layer, non-positive sigma, pi not in (0,1),
@@ -1313,7 +1313,10 @@ BNN_API bnn_status bnn_eval_refused_fraction(const bnn_prediction *records,
 /* ------------------------------------------------------------------------ */
 
 /** Save the model (architecture, prior, likelihood), the guide's parameters
- *  and, if opt is not NULL, the optimizer's configuration and state.  The
+ *  and, if opt is not NULL, the optimizer's configuration and state.  Any
+ *  model bnn_model_create accepts can be saved; a layer sequence is stored
+ *  as configured (bnn_model_get_config's layers; format version 4, see
+ *  docs/format.md) and loads back to the same network.  The
  *  file is written to a temporary file in the same folder, flushed and
  *  renamed over `path`: a failed save leaves any previous file intact.
  *  A new file is created owner-only (0600); a replaced file keeps its mode.

@@ -187,6 +187,10 @@ enum {
 };
 bnn_status model_refuse(const struct bnn_model *m, unsigned features, const char *fn,
                         const char *what);
+/* Validate cfg as bnn_model_create does and lay the model out in *m
+ * without allocating anything (m is not a model to free or use beyond its
+ * sizes).  bnn_model_create's errors except BNN_E_NOMEM. */
+bnn_status model_describe(const bnn_model_config *cfg, struct bnn_model *m);
 
 /* ---- guide (guide.c) ---------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* bnn_save / bnn_load: the version 1 and 2 file format described in
+/* bnn_save / bnn_load: the version 1, 2 and 3 file format described in
  * docs/format.md.  Every field is written byte by byte in little-endian
  * order, so files move between machines and compilers unchanged; loading
  * trusts nothing in the file until it has been checked against the bytes
@@ -23,13 +23,18 @@ _Static_assert(sizeof(float) == 4 && FLT_RADIX == 2 && FLT_MANT_DIG == 24 &&
                    FLT_MAX_EXP == 128,
                "libbnn files need IEEE-754 binary32 floats");
 
-#define IO_VERSION 3u
+#define IO_VERSION 4u
 /* Version 2 adds the IVON optimizer section; files without IVON state are
  * written as version 1, which every reader since 0.1 loads. */
 #define IO_VERSION_IVON 2u
 /* Version 3: the learned-noise and heteroscedastic likelihoods, with the
  * noise section; written exactly for those models. */
 #define IO_VERSION_NOISE 3u
+/* Version 4: the layer sequence in the model section (everything of
+ * version 3 kept); written exactly for models made from a sequence.  A
+ * file is written with the lowest version that holds it, which every
+ * reader since that version loads. */
+#define IO_VERSION_SEQ 4u
 #define IO_FLAG_OPTIMIZER 1u
 #define IO_KNOWN_FLAGS IO_FLAG_OPTIMIZER
 
@@ -41,6 +46,9 @@ static const unsigned char io_magic[8] = {0x89, 'B', 'N', 'N',
 /* Section sizes in bytes (see docs/format.md). */
 #define IO_HEADER_BYTES 24u      /* magic, version, flags, file length */
 #define IO_MODEL_FIXED_BYTES 36u /* n_sizes + 8 four-byte fields */
+#define IO_MODEL_FIELDS_BYTES 32u /* the 8 four-byte fields alone */
+#define IO_SEQ_FIXED_BYTES 28u   /* input shape (3 x u64), entry count */
+#define IO_SPEC_BYTES 84u        /* one bnn_layer_spec */
 #define IO_GUIDE_FIXED_BYTES 8u  /* parameter count */
 #define IO_OPT_FIXED_BYTES 88u   /* configs, step, state count */
 #define IO_IVON_BYTES 16u        /* IVON's four settings */
@@ -205,8 +213,10 @@ static void put_f32_array(io_sink *s, const float *x, size_t n)
 static size_t io_file_size(const bnn_guide *g, const bnn_optimizer *o)
 {
     const bnn_model *m = g->model;
-    size_t p8, total = IO_HEADER_BYTES + IO_MODEL_FIXED_BYTES +
-                       8 * m->n_sizes + IO_GUIDE_FIXED_BYTES + IO_CRC_BYTES;
+    size_t model = m->n_specs ? IO_MODEL_FIELDS_BYTES + IO_SEQ_FIXED_BYTES +
+                                    IO_SPEC_BYTES * m->n_specs
+                              : IO_MODEL_FIXED_BYTES + 8 * m->n_sizes;
+    size_t p8, total = IO_HEADER_BYTES + model + IO_GUIDE_FIXED_BYTES + IO_CRC_BYTES;
     /* The guide holds 2P floats; the optimizer's m and v 2P each (IVON:
      * its settings and m = [g | h]). */
     if (mem_mul_overflow(g->n_params, 8, &p8) || p8 > SIZE_MAX - total)
@@ -228,6 +238,49 @@ static size_t io_file_size(const bnn_guide *g, const bnn_optimizer *o)
     return total;
 }
 
+/* A float the model ignores, which was never validated, as the loader
+ * accepts it: finite, else its default. */
+static void put_f32_or(io_sink *s, float f, float dflt)
+{
+    put_f32(s, isfinite(f) ? f : dflt);
+}
+
+/* An enum field the model ignores: in [0, max], else its default. */
+static void put_enum_or(io_sink *s, int v, uint32_t max, uint32_t dflt)
+{
+    put_u32(s, v >= 0 && (uint32_t)v <= max ? (uint32_t)v : dflt);
+}
+
+/* The sequence as configured (bnn_model_get_config's layers), so a loaded
+ * model describes itself as the saved one did; the model re-resolves it. */
+static void put_sequence(io_sink *s, const bnn_model *m)
+{
+    bnn_layer_spec d;
+    bnn_layer_spec_init(&d);
+    for (int k = 0; k < 3; k++)
+        put_u64(s, (uint64_t)m->input_shape[k]);
+    put_u32(s, (uint32_t)m->n_specs);
+    for (size_t i = 0; i < m->n_specs; i++) {
+        const bnn_layer_spec *y = &m->specs[i];
+        put_u32(s, (uint32_t)y->kind); /* validated by bnn_model_create */
+        put_u64(s, (uint64_t)y->units);
+        put_u64(s, (uint64_t)y->kernel_h);
+        put_u64(s, (uint64_t)y->kernel_w);
+        put_u64(s, (uint64_t)y->stride_h);
+        put_u64(s, (uint64_t)y->stride_w);
+        put_u64(s, (uint64_t)y->pad_h);
+        put_u64(s, (uint64_t)y->pad_w);
+        /* Pooling and flatten entries ignore these, so they may hold
+         * anything; weight layers' were validated. */
+        put_enum_or(s, (int)y->activation, BNN_ACT_INHERIT, (uint32_t)d.activation);
+        put_enum_or(s, (int)y->prior, BNN_PRIOR_INHERIT, (uint32_t)d.prior);
+        put_f32_or(s, y->prior_sigma, d.prior_sigma);
+        put_f32_or(s, y->prior_pi, d.prior_pi);
+        put_f32_or(s, y->prior_sigma1, d.prior_sigma1);
+        put_f32_or(s, y->prior_sigma2, d.prior_sigma2);
+    }
+}
+
 static void put_model(io_sink *s, const bnn_model *m)
 {
     /* Fields the model ignores (the noise of a categorical model, the
@@ -236,9 +289,12 @@ static void put_model(io_sink *s, const bnn_model *m)
      * their defaults. */
     bnn_model_config d;
     bnn_model_config_init(&d);
-    put_u32(s, (uint32_t)m->n_sizes);
-    for (size_t i = 0; i < m->n_sizes; i++)
-        put_u64(s, (uint64_t)m->sizes[i]);
+    /* A sequence's widths follow from it (version 3 stores it instead). */
+    if (!m->n_specs) {
+        put_u32(s, (uint32_t)m->n_sizes);
+        for (size_t i = 0; i < m->n_sizes; i++)
+            put_u64(s, (uint64_t)m->sizes[i]);
+    }
     put_u32(s, (uint32_t)m->activation);
     put_u32(s, (uint32_t)m->likelihood);
     put_f32(s, isfinite(m->noise_sigma) ? m->noise_sigma : d.noise_sigma);
@@ -247,6 +303,8 @@ static void put_model(io_sink *s, const bnn_model *m)
     put_f32(s, isfinite(m->prior_pi) ? m->prior_pi : d.prior_pi);
     put_f32(s, isfinite(m->prior_sigma1) ? m->prior_sigma1 : d.prior_sigma1);
     put_f32(s, isfinite(m->prior_sigma2) ? m->prior_sigma2 : d.prior_sigma2);
+    if (m->n_specs)
+        put_sequence(s, m);
 }
 
 static void put_optimizer(io_sink *s, const bnn_optimizer *o, size_t n_state)
@@ -286,6 +344,8 @@ static void put_optimizer(io_sink *s, const bnn_optimizer *o, size_t n_state)
 static uint32_t file_version(const bnn_guide *g, const bnn_optimizer *o)
 {
     bnn_likelihood lik = g->model->likelihood;
+    if (g->model->n_specs)
+        return IO_VERSION_SEQ;
     if (lik == BNN_LIK_GAUSSIAN_LEARNED || lik == BNN_LIK_GAUSSIAN_HETERO)
         return IO_VERSION_NOISE;
     return o && o->ocfg.kind == BNN_OPT_IVON ? IO_VERSION_IVON : 1u;
@@ -333,10 +393,6 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
 {
     if (!g)
         return error_set(BNN_E_INVALID, "%s: guide is NULL", fn);
-    bnn_status plain = model_refuse(
-        g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT | MODEL_HAS_LAYER_PRIOR, fn, "saving");
-    if (plain != BNN_OK)
-        return plain;
     if (!floats_ok(g->params, 2 * g->n_params + g->n_noise, 0))
         return error_set(BNN_E_INVALID,
                          "%s: the guide's parameters hold NaN or Inf", fn);
@@ -589,6 +645,8 @@ static int rd_f32(io_reader *r, float *v)
 typedef struct io_contents {
     bnn_model_config mcfg;
     size_t sizes[BNN_MAX_LAYERS];
+    bnn_layer_spec specs[MODEL_MAX_SPECS]; /* version 3: mcfg.layers */
+    struct bnn_model desc;                 /* mcfg laid out, unallocated */
     size_t n_params;
     const unsigned char *params; /* 2 * n_params LE floats */
     int has_opt;
@@ -650,11 +708,24 @@ static bnn_status parse_header(const unsigned char *b, size_t size,
     return BNN_OK;
 }
 
-static bnn_status parse_model(io_reader *r, io_contents *c)
+/* A create function rejected values that passed the format checks (say a
+ * negative prior sigma): the file is still what is wrong. */
+static bnn_status as_format_error(bnn_status st, const char *what)
 {
-    uint32_t n_sizes, act, lik, prior;
-    bnn_model_config *m = &c->mcfg;
-    bnn_model_config_init(m);
+    if (st != BNN_E_INVALID && st != BNN_E_SHAPE && st != BNN_E_UNSUPPORTED)
+        return st;
+    char msg[256];
+    const char *e = bnn_last_error(), *colon = strstr(e, ": ");
+    /* without the public function's name, which FORMAT_ERR adds again */
+    snprintf(msg, sizeof msg, "%s", strncmp(e, "bnn_", 4) == 0 && colon ? colon + 2 : e);
+    return FORMAT_ERR("invalid %s in file: %s", what, msg);
+}
+
+/* Version 1 and 2: N layer sizes; P follows from them, checked against the
+ * bytes left before anything is multiplied out. */
+static bnn_status parse_sizes(io_reader *r, io_contents *c, uint64_t *p_out)
+{
+    uint32_t n_sizes;
     if (!rd_u32(r, &n_sizes))
         return FORMAT_ERR("truncated model section");
     if (n_sizes < 2 || n_sizes > BNN_MAX_LAYERS)
@@ -679,6 +750,76 @@ static bnn_status parse_model(io_reader *r, io_contents *c)
                               "the file holds");
         p += out * (in + 1);
     }
+    for (uint32_t i = 0; i < n_sizes; i++)
+        c->sizes[i] = (size_t)sizes[i];
+    c->mcfg.n_sizes = n_sizes;
+    c->mcfg.layer_sizes = c->sizes;
+    *p_out = p;
+    return BNN_OK;
+}
+
+/* A u64 that fits size_t, else 0. */
+static int rd_size(io_reader *r, size_t *v)
+{
+    uint64_t u;
+    if (!rd_u64(r, &u) || u > SIZE_MAX)
+        return 0;
+    *v = (size_t)u;
+    return 1;
+}
+
+/* Version 3: the input shape and the layer sequence, each field read into
+ * a full bnn_layer_spec and range-checked here; what the entries mean
+ * together (shapes, order, priors) is bnn_model_create's validation, run
+ * by parse_model before anything is allocated. */
+static bnn_status parse_sequence(io_reader *r, io_contents *c)
+{
+    bnn_model_config *m = &c->mcfg;
+    uint32_t n;
+    if (!rd_size(r, &m->input_height) || !rd_size(r, &m->input_width) ||
+        !rd_size(r, &m->input_channels))
+        return FORMAT_ERR("truncated layer sequence or input dimension above SIZE_MAX");
+    if (!rd_u32(r, &n))
+        return FORMAT_ERR("truncated layer sequence");
+    if (n == 0 || n > MODEL_MAX_SPECS)
+        return FORMAT_ERR("layer sequence of %u entries out of range [1, %d]", (unsigned)n,
+                          MODEL_MAX_SPECS);
+    if (rd_left(r) / IO_SPEC_BYTES < n)
+        return FORMAT_ERR("truncated layer sequence (%u entries)", (unsigned)n);
+    for (uint32_t i = 0; i < n; i++) {
+        bnn_layer_spec *y = &c->specs[i];
+        bnn_layer_spec_init(y);
+        uint32_t kind, act, prior;
+        if (!rd_u32(r, &kind) || !rd_size(r, &y->units) || !rd_size(r, &y->kernel_h) ||
+            !rd_size(r, &y->kernel_w) || !rd_size(r, &y->stride_h) ||
+            !rd_size(r, &y->stride_w) || !rd_size(r, &y->pad_h) || !rd_size(r, &y->pad_w))
+            return FORMAT_ERR("layers[%u]: a size above SIZE_MAX", (unsigned)i);
+        if (!rd_u32(r, &act) || !rd_u32(r, &prior) || !rd_f32(r, &y->prior_sigma) ||
+            !rd_f32(r, &y->prior_pi) || !rd_f32(r, &y->prior_sigma1) ||
+            !rd_f32(r, &y->prior_sigma2))
+            return FORMAT_ERR("layers[%u]: non-finite prior parameter", (unsigned)i);
+        if (kind > BNN_LAYER_FLATTEN || act > BNN_ACT_INHERIT || prior > BNN_PRIOR_INHERIT)
+            return FORMAT_ERR("layers[%u]: unknown kind %u, activation %u or prior %u",
+                              (unsigned)i, (unsigned)kind, (unsigned)act, (unsigned)prior);
+        y->kind = (bnn_layer_kind)kind;
+        y->activation = (bnn_activation)act;
+        y->prior = (bnn_prior)prior;
+    }
+    m->n_layers = n;
+    m->layers = c->specs;
+    return BNN_OK;
+}
+
+static bnn_status parse_model(io_reader *r, io_contents *c)
+{
+    uint32_t act, lik, prior;
+    bnn_model_config *m = &c->mcfg;
+    bnn_model_config_init(m);
+    uint64_t p = 0;
+    bnn_status st;
+    int seq = c->version >= IO_VERSION_SEQ;
+    if (!seq && (st = parse_sizes(r, c, &p)) != BNN_OK)
+        return st;
     if (!rd_u32(r, &act) || !rd_u32(r, &lik) || !rd_f32(r, &m->noise_sigma) ||
         !rd_u32(r, &prior) || !rd_f32(r, &m->prior_sigma) ||
         !rd_f32(r, &m->prior_pi) || !rd_f32(r, &m->prior_sigma1) ||
@@ -693,10 +834,18 @@ static bnn_status parse_model(io_reader *r, io_contents *c)
     m->activation = (bnn_activation)act;
     m->likelihood = (bnn_likelihood)lik;
     m->prior = (bnn_prior)prior;
-    for (uint32_t i = 0; i < n_sizes; i++)
-        c->sizes[i] = (size_t)sizes[i];
-    m->n_sizes = n_sizes;
-    m->layer_sizes = c->sizes;
+    if (seq && (st = parse_sequence(r, c)) != BNN_OK)
+        return st;
+    /* Everything bnn_model_create will check, checked now, without
+     * allocating: the model the file describes exists, and its sizes are
+     * known before they size anything. */
+    if ((st = model_describe(m, &c->desc)) != BNN_OK)
+        return as_format_error(st, "model");
+    if (seq)
+        p = c->desc.n_params;
+    else if (c->desc.n_params != p)
+        return error_set(BNN_E_INTERNAL, "the model computes %zu parameters, the file %llu",
+                         c->desc.n_params, (unsigned long long)p);
 
     uint64_t stored_p;
     if (!rd_u64(r, &stored_p))
@@ -717,14 +866,13 @@ static bnn_status parse_model(io_reader *r, io_contents *c)
     if (lik != BNN_LIK_GAUSSIAN_LEARNED)
         return BNN_OK;
     /* The noise section: one log sigma per output. */
-    uint64_t d;
+    uint64_t d, outs = c->desc.sizes[c->desc.n_sizes - 1];
     if (!rd_u64(r, &d))
         return FORMAT_ERR("truncated noise section");
-    if (d != sizes[n_sizes - 1])
+    if (d != outs)
         return FORMAT_ERR("noise count %llu does not match the %llu outputs",
-                          (unsigned long long)d,
-                          (unsigned long long)sizes[n_sizes - 1]);
-    /* d is a layer size, so 4d cannot overflow */
+                          (unsigned long long)d, (unsigned long long)outs);
+    /* d is a layer size (<= P, which fits the file), so 4d cannot overflow */
     if (!(c->noise = rd_take(r, 4 * (size_t)d)))
         return FORMAT_ERR("truncated noise section");
     c->n_noise = (size_t)d;
@@ -778,10 +926,7 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
                           (unsigned long long)particles);
     /* The training workspace is sized from max_batch, not from anything in
      * the file, hence an explicit limit. */
-    uint64_t width = 0;
-    for (size_t i = 0; i < c->mcfg.n_sizes; i++)
-        if (c->sizes[i] > width)
-            width = c->sizes[i];
+    uint64_t width = c->desc.max_width; /* pre-activations included */
     if (batch == 0 || batch > IO_MAX_BATCH_X_WIDTH / width)
         return FORMAT_ERR("max_batch %llu out of range (max_batch x layer "
                           "width must be <= %llu)",
@@ -838,8 +983,10 @@ static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
     c->has_opt = (flags & IO_FLAG_OPTIMIZER) != 0;
     if (c->has_opt && (st = parse_optimizer(&r, c)) != BNN_OK)
         return st;
-    /* A writer marks version 2 exactly when it stores IVON state, so every
-     * file has one encoding and loads back to the bytes it came from. */
+    /* A writer marks version 4 exactly when the model is a layer sequence,
+     * else 3 exactly for the learned-noise likelihoods, else 2 exactly
+     * when it stores IVON state, so every file has one encoding and loads
+     * back to the bytes it came from. */
     if (c->version == IO_VERSION_IVON && !(c->has_opt && c->ocfg.kind == BNN_OPT_IVON))
         return FORMAT_ERR("a version %u file must hold IVON optimizer state, this one does not",
                           (unsigned)c->version);
@@ -852,17 +999,6 @@ static bnn_status parse(const unsigned char *b, size_t size, io_contents *c)
         return FORMAT_ERR("%zu unexpected bytes after the last section",
                           rd_left(&r));
     return BNN_OK;
-}
-
-/* A create function rejected values that passed the format checks (say a
- * negative prior sigma): the file is still what is wrong. */
-static bnn_status as_format_error(bnn_status st, const char *what)
-{
-    if (st != BNN_E_INVALID && st != BNN_E_SHAPE && st != BNN_E_UNSUPPORTED)
-        return st;
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", bnn_last_error());
-    return FORMAT_ERR("invalid %s in file: %s", what, msg);
 }
 
 static void decode_f32(const unsigned char *p, size_t n, float *out)

@@ -413,6 +413,27 @@ BNN_API bnn_status bnn_model_create(const bnn_model_config *user, bnn_model **ou
     return BNN_OK;
 }
 
+/* bnn_model_create's checks and layout into caller memory, allocating
+ * nothing: the loader runs a file's configuration through it before it
+ * allocates anything, so a file is held to exactly what create accepts. */
+bnn_status model_describe(const bnn_model_config *user, bnn_model *m)
+{
+    bnn_model_config c;
+    bnn_status st = read_config(user, &c);
+    if (st != BNN_OK || (st = validate(&c)) != BNN_OK)
+        return st;
+    memset(m, 0, sizeof *m);
+    struct model_plan plan = {0, m->layer, 0, m->specs};
+    if (c.n_layers)
+        st = plan_sequence(&c, &plan);
+    else
+        plan_sizes(&c, &plan);
+    if (st == BNN_OK)
+        st = build(m, &c, &plan);
+    m->alloc = c.allocator ? *c.allocator : mem_default_allocator();
+    return st;
+}
+
 bnn_status model_refuse(const bnn_model *m, unsigned features, const char *fn,
                         const char *what)
 {

@@ -2505,8 +2505,8 @@ ROW(load_memory_bit_flip)
 
 ROW(load_memory_newer_version)
 {
-    const unsigned char v4[4] = {4, 0, 0, 0};
-    unsigned char *b = patched_file(8, v4, 4, 1);
+    const unsigned char v5[4] = {5, 0, 0, 0};
+    unsigned char *b = patched_file(8, v5, 4, 1);
     bnn_status st = load_mem(c, b, fx.file_size, &fx.al);
     free(b);
     return st;
@@ -3432,7 +3432,7 @@ static const hrow rows[] = {
     R(load_memory_size_zero, BNN_E_FORMAT, "too short"),
     R(load_memory_truncated, BNN_E_FORMAT, "truncated"),
     R(load_memory_bit_flip, BNN_E_FORMAT, "CRC"),
-    R(load_memory_newer_version, BNN_E_VERSION, "version 4"),
+    R(load_memory_newer_version, BNN_E_VERSION, "version 5"),
     R(load_memory_sizes_do_not_chain, BNN_E_FORMAT, "does not match"),
     R(load_null_path, BNN_E_INVALID, "NULL"),
     R(load_missing_file, BNN_E_IO, MISSING_DIR),

@@ -1120,7 +1120,7 @@ START_TEST(test_versions)
     make_fixture(&f, 0, BNN_OPT_ADAM);
     size_t size;
     unsigned char *buf = save_mem(&f, 0, &size);
-    w32(buf, OFF_VERSION, 4);
+    w32(buf, OFF_VERSION, 5);
     ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_VERSION);
     /* A newer version is recognised from its header alone, whatever
      * follows (its layout is unknown). */
@@ -1243,6 +1243,439 @@ START_TEST(test_max_batch_limit)
 }
 END_TEST
 
+/* ---- version 4: layer sequences ------------------------------------------------ */
+
+/* 7 x 6 x 2 input; conv 3x3 -> 3 (stride 2 x 1, pad 1, tanh, own mixture
+ * prior); max pool (unused fields hold garbage); conv 1x2 -> 2 (identity,
+ * own Normal prior); avg pool; flatten; dense 4 (ReLU, the model's being
+ * tanh); dense 3.  P = 57 + 14 + 12 + 15 = 98. */
+#define SEQ_N 7
+#define SEQ_P 98
+static void seq_specs(bnn_layer_spec *s)
+{
+    for (int i = 0; i < SEQ_N; i++)
+        bnn_layer_spec_init(&s[i]);
+    s[0].kind = BNN_LAYER_CONV2D, s[0].units = 3;
+    s[0].stride_h = 2, s[0].pad_h = s[0].pad_w = 1;
+    s[0].activation = BNN_ACT_TANH;
+    s[0].prior = BNN_PRIOR_SCALE_MIXTURE;
+    s[0].prior_pi = 0.25f, s[0].prior_sigma1 = 2.0f, s[0].prior_sigma2 = 0.05f;
+    s[1].kind = BNN_LAYER_MAXPOOL2;
+    s[1].activation = (bnn_activation)77;
+    s[1].prior_sigma = NAN;
+    s[2].kind = BNN_LAYER_CONV2D, s[2].units = 2, s[2].kernel_h = 1, s[2].kernel_w = 2;
+    s[2].activation = BNN_ACT_IDENTITY;
+    s[2].prior = BNN_PRIOR_NORMAL, s[2].prior_sigma = 0.5f, s[2].prior_pi = NAN;
+    s[3].kind = BNN_LAYER_AVGPOOL2;
+    s[4].kind = BNN_LAYER_FLATTEN;
+    s[5].units = 4, s[5].activation = BNN_ACT_RELU;
+    s[6].units = 3;
+}
+
+static void make_seq_fixture(fixture *f, const bnn_allocator *a)
+{
+    bnn_layer_spec s[SEQ_N];
+    seq_specs(s);
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_layers = SEQ_N;
+    mc.layers = s;
+    mc.input_height = 7, mc.input_width = 6, mc.input_channels = 2;
+    mc.activation = BNN_ACT_TANH;
+    mc.prior_sigma = 1.5f;
+    mc.allocator = a;
+    ck_assert_int_eq(bnn_model_create(&mc, &f->model), BNN_OK);
+    ck_assert_uint_eq(bnn_model_param_count(f->model), SEQ_P);
+    ck_assert_int_eq(bnn_guide_create(f->model, NULL, &f->guide), BNN_OK);
+    size_t n;
+    float *p = bnn_guide_params(f->guide, &n);
+    tu_rng r = {9};
+    tu_fill_uniform(&r, p, n, -2.0f, 2.0f);
+    f->opt = NULL;
+}
+
+/* Offsets in the sequence fixture's file. */
+enum {
+    SQ_ACT = 24,
+    SQ_PRIOR_SIGMA = 40,
+    SQ_SHAPE = 56,
+    SQ_COUNT = 80,
+    SQ_ENTRY = 84, /* entry i at SQ_ENTRY + 84 i */
+    SQ_PCOUNT = SQ_ENTRY + 84 * SEQ_N,
+    SQ_PARAMS = SQ_PCOUNT + 8
+};
+/* Field offsets within an entry. */
+enum { E_KIND = 0, E_UNITS = 4, E_KH = 12, E_KW = 20, E_SH = 28, E_SW = 36, E_PH = 44,
+       E_PW = 52, E_ACT = 60, E_PRIOR = 64, E_SIGMA = 68, E_PI = 72, E_S1 = 76, E_S2 = 80 };
+
+static size_t seq_entry(unsigned char *p, size_t at, const bnn_layer_spec *y)
+{
+    at = w32(p, at, (uint32_t)y->kind);
+    at = w64(p, at, y->units);
+    at = w64(p, at, y->kernel_h);
+    at = w64(p, at, y->kernel_w);
+    at = w64(p, at, y->stride_h);
+    at = w64(p, at, y->stride_w);
+    at = w64(p, at, y->pad_h);
+    at = w64(p, at, y->pad_w);
+    at = w32(p, at, (uint32_t)y->activation);
+    at = w32(p, at, (uint32_t)y->prior);
+    at = wf(p, at, y->prior_sigma);
+    at = wf(p, at, y->prior_pi);
+    at = wf(p, at, y->prior_sigma1);
+    return wf(p, at, y->prior_sigma2);
+}
+
+START_TEST(test_sequence_bytes_and_round_trip)
+{
+    fixture f, l;
+    make_seq_fixture(&f, NULL);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 0, &size);
+    ck_assert_uint_eq(size, SQ_PARAMS + 8 * SEQ_P + 4);
+
+    /* The layout, from an independent encoder; the garbage in the pool
+     * entry's unused activation and the NaNs in unused prior fields are
+     * written as bnn_layer_spec_init's defaults. */
+    bnn_layer_spec s[SEQ_N], d;
+    seq_specs(s);
+    bnn_layer_spec_init(&d);
+    s[1].activation = d.activation;
+    s[1].prior_sigma = d.prior_sigma;
+    s[2].prior_pi = d.prior_pi;
+    unsigned char *want = malloc(SQ_PCOUNT);
+    size_t at = w32(want, 0, 0);
+    memcpy(want, buf, 8); /* magic, checked by test_golden_bytes */
+    at = w32(want, 8, 4); /* version 4: a layer sequence */
+    at = w32(want, at, 0);
+    at = w64(want, at, size);
+    at = w32(want, at, BNN_ACT_TANH);
+    at = w32(want, at, BNN_LIK_CATEGORICAL);
+    at = wf(want, at, 1.0f);
+    at = w32(want, at, BNN_PRIOR_NORMAL);
+    at = wf(want, at, 1.5f);
+    at = wf(want, at, 0.5f);
+    at = wf(want, at, 1.0f);
+    at = wf(want, at, expf(-6.0f));
+    ck_assert_uint_eq(at, SQ_SHAPE);
+    at = w64(want, at, 7);
+    at = w64(want, at, 6);
+    at = w64(want, at, 2);
+    at = w32(want, at, SEQ_N);
+    for (int i = 0; i < SEQ_N; i++)
+        at = seq_entry(want, at, &s[i]);
+    ck_assert_uint_eq(at, SQ_PCOUNT);
+    for (size_t i = 0; i < SQ_PCOUNT; i++)
+        ck_assert_msg(buf[i] == want[i], "byte %zu: %02x, expected %02x", i, buf[i], want[i]);
+    ck_assert_uint_eq(r64(buf, SQ_PCOUNT), SEQ_P);
+    free(want);
+
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &l.model, &l.guide, &l.opt), BNN_OK);
+    ck_assert_ptr_null(l.opt);
+    assert_same_state(&f, &l);
+    /* The loaded model describes itself as the saved one, the sequence as
+     * configured (INHERIT kept), and is laid out alike. */
+    bnn_model_config cl;
+    bnn_model_config_init(&cl);
+    ck_assert_int_eq(bnn_model_get_config(l.model, &cl), BNN_OK);
+    ck_assert_uint_eq(cl.n_layers, SEQ_N);
+    ck_assert_uint_eq(cl.input_height, 7);
+    ck_assert_uint_eq(cl.input_width, 6);
+    ck_assert_uint_eq(cl.input_channels, 2);
+    for (int i = 0; i < SEQ_N; i++) {
+        const bnn_layer_spec *a = &s[i], *b = &cl.layers[i];
+        ck_assert_int_eq(a->kind, b->kind);
+        ck_assert_uint_eq(a->units, b->units);
+        ck_assert(a->kernel_h == b->kernel_h && a->kernel_w == b->kernel_w);
+        ck_assert(a->stride_h == b->stride_h && a->stride_w == b->stride_w);
+        ck_assert(a->pad_h == b->pad_h && a->pad_w == b->pad_w);
+        ck_assert_int_eq(a->activation, b->activation);
+        ck_assert_int_eq(a->prior, b->prior);
+        ck_assert(memcmp(&a->prior_sigma, &b->prior_sigma, 4 * sizeof(float)) == 0);
+    }
+    ck_assert_int_eq(cl.layers[6].activation, BNN_ACT_INHERIT);
+    ck_assert_int_eq(cl.layers[5].prior, BNN_PRIOR_INHERIT);
+    for (size_t k = 0; k < 4; k++) {
+        size_t ia, oa, ib, ob;
+        ck_assert_int_eq(bnn_model_layer_shape(f.model, k, &ia, &oa), BNN_OK);
+        ck_assert_int_eq(bnn_model_layer_shape(l.model, k, &ib, &ob), BNN_OK);
+        ck_assert(ia == ib && oa == ob);
+    }
+    ck_assert_uint_eq(bnn_model_input_size(l.model), 84);
+
+    size_t size2;
+    unsigned char *buf2 = save_mem(&l, 0, &size2);
+    ck_assert_uint_eq(size, size2);
+    ck_assert(memcmp(buf, buf2, size) == 0);
+    free(buf2);
+    free(buf);
+    free_fixture(&l);
+    free_fixture(&f);
+}
+END_TEST
+
+/* A sequence of dense layers that inherit everything trains like an MLP,
+ * so it can carry optimizer state: Adam and IVON in a version 3 file. */
+START_TEST(test_sequence_with_optimizers)
+{
+    bnn_layer_spec s[3];
+    for (int i = 0; i < 3; i++)
+        bnn_layer_spec_init(&s[i]);
+    s[0].kind = BNN_LAYER_FLATTEN;
+    s[1].units = 3;
+    s[2].units = 2;
+    for (int kind = 0; kind < 2; kind++) {
+        fixture f = {0}, l;
+        bnn_model_config mc;
+        bnn_model_config_init(&mc);
+        mc.n_layers = 3;
+        mc.layers = s;
+        mc.input_height = 2, mc.input_width = 1, mc.input_channels = 2;
+        ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
+        ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
+        bnn_optimizer_config oc;
+        bnn_optimizer_config_init(&oc);
+        oc.kind = kind ? BNN_OPT_IVON : BNN_OPT_ADAM;
+        bnn_svi_config sc = tu_svi(50);
+        sc.max_batch = 4;
+        if (kind)
+            sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+        ck_assert_int_eq(bnn_optimizer_create(f.guide, &oc, &sc, &f.opt), BNN_OK);
+        size_t n;
+        float *g = bnn_guide_grads(f.guide, &n);
+        tu_rng r = {31};
+        for (int step = 0; step < 2; step++) {
+            tu_fill_uniform(&r, g, n, -1.0f, 1.0f);
+            ck_assert_int_eq(bnn_optimizer_step(f.opt), BNN_OK);
+        }
+        size_t size, size2;
+        unsigned char *buf = save_mem(&f, 1, &size);
+        ck_assert_uint_eq(le32(buf + 8), 4);
+        ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &l.model, &l.guide, &l.opt),
+                         BNN_OK);
+        assert_same_state(&f, &l);
+        unsigned char *buf2 = save_mem(&l, 1, &size2);
+        ck_assert(size == size2 && memcmp(buf, buf2, size) == 0);
+        /* Version 4 means the sequence section: marked 1, 2 or 3 the
+         * bytes are read as sizes and refused. */
+        for (uint32_t v = 1; v <= 3; v++) {
+            w32(buf, 8, v);
+            reseal(buf, size);
+            ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+        }
+        free(buf);
+        free(buf2);
+        free_fixture(&l);
+        free_fixture(&f);
+    }
+}
+END_TEST
+
+START_TEST(test_sequence_truncation_and_bit_flips)
+{
+    fixture f;
+    make_seq_fixture(&f, NULL);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 0, &size);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
+    for (size_t len = 0; len < size; len++) {
+        unsigned char *cut = malloc(len ? len : 1);
+        memcpy(cut, buf, len);
+        ck_assert_msg(load_expect_fail(cut, len, &a) == BNN_E_FORMAT, "length %zu of %zu: %s",
+                      len, size, bnn_last_error());
+        free(cut);
+    }
+    for (size_t i = 0; i < size; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            buf[i] ^= (unsigned char)(1u << bit);
+            bnn_status st = load_expect_fail(buf, size, &a);
+            buf[i] ^= (unsigned char)(1u << bit);
+            int version_byte = i >= 8 && i < 12;
+            ck_assert_msg(st == BNN_E_FORMAT || (version_byte && st == BNN_E_VERSION),
+                          "byte %zu bit %d: %s", i, bit, bnn_status_string(st));
+        }
+    }
+    ck_assert_int_eq(c.calls, 0);
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+typedef struct seq_forgery {
+    const char *what;
+    int entry; /* -1: at is from the start of the file */
+    size_t at;
+    int width;
+    uint64_t value;
+} seq_forgery;
+
+/* Every forged field is refused, before the loader allocates anything, as
+ * BNN_E_FORMAT: the format's own ranges, and what bnn_model_create would
+ * refuse (shapes, order, priors), checked the same way. */
+START_TEST(test_sequence_forged_fields)
+{
+    fixture f;
+    make_seq_fixture(&f, NULL);
+    size_t size;
+    unsigned char *orig = save_mem(&f, 0, &size);
+    const uint32_t nan_bits = 0x7fc00000u, neg_bits = 0xbf800000u;
+    const seq_forgery cases[] = {
+        {"entry count 0", -1, SQ_COUNT, 4, 0},
+        {"entry count 6", -1, SQ_COUNT, 4, 6},
+        {"entry count 8", -1, SQ_COUNT, 4, 8},
+        {"entry count 49", -1, SQ_COUNT, 4, 49},
+        {"entry count 2^32-1", -1, SQ_COUNT, 4, UINT32_MAX},
+        {"input height 0", -1, SQ_SHAPE, 8, 0},
+        {"input channels 0", -1, SQ_SHAPE + 16, 8, 0},
+        {"input height 2^62", -1, SQ_SHAPE, 8, (uint64_t)1 << 62},
+        {"input width all ones", -1, SQ_SHAPE + 8, 8, UINT64_MAX},
+        {"input width 10 (P changes)", -1, SQ_SHAPE + 8, 8, 10},
+        {"model activation identity", -1, SQ_ACT, 4, BNN_ACT_IDENTITY},
+        {"model prior sigma -1", -1, SQ_PRIOR_SIGMA, 4, neg_bits},
+        {"kind 5", 0, E_KIND, 4, 5},
+        {"conv becomes dense", 0, E_KIND, 4, BNN_LAYER_DENSE},
+        {"pool becomes flatten", 1, E_KIND, 4, BNN_LAYER_FLATTEN},
+        {"pool first", 0, E_KIND, 4, BNN_LAYER_MAXPOOL2},
+        {"pool after pool", 2, E_KIND, 4, BNN_LAYER_AVGPOOL2},
+        {"conv after dense", 5, E_KIND, 4, BNN_LAYER_CONV2D},
+        {"last entry flatten", 6, E_KIND, 4, BNN_LAYER_FLATTEN},
+        {"units 0", 2, E_UNITS, 8, 0},
+        {"units 4 (P changes)", 0, E_UNITS, 8, 4},
+        {"units 2^62", 0, E_UNITS, 8, (uint64_t)1 << 62},
+        {"units all ones", 5, E_UNITS, 8, UINT64_MAX},
+        {"one output class", 6, E_UNITS, 8, 1},
+        {"kernel larger than the padded input", 0, E_KH, 8, 10},
+        {"kernel 0", 0, E_KW, 8, 0},
+        {"kernel 2^40", 2, E_KH, 8, (uint64_t)1 << 40},
+        {"stride 0", 0, E_SH, 8, 0},
+        {"padding at the kernel", 0, E_PH, 8, 3},
+        {"padding all ones", 0, E_PW, 8, UINT64_MAX},
+        {"activation 4", 0, E_ACT, 4, 4},
+        {"unused activation 2^31", 1, E_ACT, 4, 0x80000000u},
+        {"activation on the output", 6, E_ACT, 4, BNN_ACT_RELU},
+        {"prior 3", 0, E_PRIOR, 4, 3},
+        {"mixture pi 1", 0, E_PI, 4, 0x3f800000u},
+        {"mixture sigma2 -1", 0, E_S2, 4, neg_bits},
+        {"Normal sigma -1", 2, E_SIGMA, 4, neg_bits},
+        {"NaN used prior sigma", 2, E_SIGMA, 4, nan_bits},
+        {"NaN unused prior pi", 2, E_PI, 4, nan_bits},
+        {"NaN in a pool entry", 3, E_S1, 4, nan_bits},
+        {"parameter count + 1", -1, SQ_PCOUNT, 8, SEQ_P + 1},
+        {"parameter count 2^62", -1, SQ_PCOUNT, 8, (uint64_t)1 << 62},
+    };
+    unsigned char *buf = malloc(size);
+    tu_alloc c = {0};
+    bnn_allocator a = tu_allocator(&c);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const seq_forgery *fg = &cases[k];
+        memcpy(buf, orig, size);
+        size_t at = fg->entry < 0 ? fg->at : SQ_ENTRY + 84 * (size_t)fg->entry + fg->at;
+        if (fg->width == 8)
+            w64(buf, at, fg->value);
+        else
+            w32(buf, at, (uint32_t)fg->value);
+        reseal(buf, size);
+        bnn_status st = load_expect_fail(buf, size, &a);
+        ck_assert_msg(st == BNN_E_FORMAT, "%s: %s (%s)", fg->what, bnn_status_string(st),
+                      bnn_last_error());
+    }
+    ck_assert_int_eq(c.calls, 0);
+    /* What bnn_model_create says is in the message. */
+    memcpy(buf, orig, size);
+    w64(buf, SQ_ENTRY + E_PH, 3);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, &a), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "layers[0]: padding"));
+    /* A version 1 file marked 4 is read as a sequence and refused. */
+    fixture v1;
+    make_fixture(&v1, 0, BNN_OPT_ADAM);
+    size_t size1;
+    unsigned char *b1 = save_mem(&v1, 0, &size1);
+    w32(b1, 8, 4);
+    reseal(b1, size1);
+    ck_assert_int_eq(load_expect_fail(b1, size1, &a), BNN_E_FORMAT);
+    free(b1);
+    free_fixture(&v1);
+    /* The unmodified file loads with the same allocator. */
+    fixture l;
+    ck_assert_int_eq(bnn_load_from_memory(orig, size, &a, &l.model, &l.guide, &l.opt), BNN_OK);
+    assert_same_state(&f, &l);
+    free_fixture(&l);
+    ck_assert_int_eq(c.live, 0);
+    free(buf);
+    free(orig);
+    free_fixture(&f);
+}
+END_TEST
+
+START_TEST(test_sequence_allocation_failure)
+{
+    fixture f;
+    make_seq_fixture(&f, NULL);
+    size_t size;
+    unsigned char *buf = save_mem(&f, 0, &size);
+    size_t k;
+    for (k = 1;; k++) {
+        tu_alloc c = {0};
+        c.fail_at = k;
+        bnn_allocator a = tu_allocator(&c);
+        bnn_model *m = SENTINEL_M;
+        bnn_guide *g = SENTINEL_G;
+        bnn_optimizer *o = SENTINEL_O;
+        bnn_status st = bnn_load_from_memory(buf, size, &a, &m, &g, &o);
+        if (st == BNN_OK) {
+            ck_assert_int_lt(c.calls, k);
+            fixture l = {m, g, o};
+            assert_same_state(&f, &l);
+            free_fixture(&l);
+            ck_assert_int_eq(c.live, 0);
+            break;
+        }
+        ck_assert_msg(st == BNN_E_NOMEM, "allocation %zu: %s", k, bnn_status_string(st));
+        ck_assert(m == SENTINEL_M && g == SENTINEL_G && o == SENTINEL_O);
+        ck_assert_int_eq(c.live, 0);
+    }
+    ck_assert_int_gt(k, 1);
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
+/* Files written by earlier versions of the library (the fuzz seeds, kept
+ * as committed) still load and save back to their own bytes. */
+START_TEST(test_committed_files_load)
+{
+    static const struct {
+        const char *name;
+        uint32_t version;
+    } files[] = {
+        {"valid_relu_categorical.bnn", 1}, {"valid_tanh_gaussian_mixture.bnn", 1},
+        {"valid_adam.bnn", 1},             {"valid_sgd_flipout_mixture.bnn", 1},
+        {"valid_deep_weight_sampling.bnn", 1}, {"valid_ivon.bnn", 2},
+        {"valid_learned_noise.bnn", 3},    {"valid_learned_noise_ivon.bnn", 3},
+        {"valid_hetero_sgd.bnn", 3},       {"valid_sequence_conv.bnn", 4},
+        {"valid_sequence_ivon.bnn", 4},    {"valid_sequence_learned_noise.bnn", 4},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *path = join(BNN_SOURCE_DIR "/fuzz/corpus", files[i].name);
+        size_t size;
+        unsigned char *buf = read_all(path, &size);
+        ck_assert_uint_eq(le32(buf + 8), files[i].version);
+        fixture l;
+        ck_assert_msg(bnn_load_from_memory(buf, size, NULL, &l.model, &l.guide, &l.opt) ==
+                          BNN_OK, "%s: %s", files[i].name, bnn_last_error());
+        size_t size2;
+        unsigned char *buf2 = save_mem(&l, l.opt != NULL, &size2);
+        ck_assert_msg(size2 == size && memcmp(buf, buf2, size) == 0, "%s", files[i].name);
+        free(buf2);
+        free(buf);
+        free(path);
+        free_fixture(&l);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("io");
@@ -1257,6 +1690,9 @@ int main(void)
     tcase_add_test(tc, test_round_trip_adam);
     tcase_add_test(tc, test_round_trip_sgd);
     tcase_add_test(tc, test_round_trip_ivon);
+    tcase_add_test(tc, test_sequence_bytes_and_round_trip);
+    tcase_add_test(tc, test_sequence_with_optimizers);
+    tcase_add_test(tc, test_committed_files_load);
     tcase_add_test(tc, test_load_without_opt_out);
     tcase_add_test(tc, test_unused_nan_fields);
     tcase_add_test(tc, test_loaded_guide_predicts_identically);
@@ -1280,6 +1716,9 @@ int main(void)
     tcase_add_test(tc, test_versions);
     tcase_add_test(tc, test_every_allocation_failure);
     tcase_add_test(tc, test_max_batch_limit);
+    tcase_add_test(tc, test_sequence_truncation_and_bit_flips);
+    tcase_add_test(tc, test_sequence_forged_fields);
+    tcase_add_test(tc, test_sequence_allocation_failure);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
