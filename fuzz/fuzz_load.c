@@ -78,10 +78,7 @@ static void check_loaded(const uint8_t *data, size_t size, bnn_guide *g,
         bnn_status st = cfg.likelihood == BNN_LIK_CATEGORICAL
                             ? bnn_predict(g, x, 1, 2, 1, y)
                             : bnn_predict_regression(g, x, 1, 2, 1, y, v);
-        /* UNSUPPORTED: prediction of convolutional networks, until it
-         * exists. */
-        if (st != BNN_OK && st != BNN_E_NOMEM && st != BNN_E_NUMERIC &&
-            st != BNN_E_UNSUPPORTED)
+        if (st != BNN_OK && st != BNN_E_NOMEM && st != BNN_E_NUMERIC)
             abort();
     }
     free(x);

@@ -261,9 +261,9 @@ BNN_API void bnn_model_config_init(bnn_model_config *cfg);
  *  bnn_model_free after every guide made from it has been freed.
  *  With n_layers > 0 the network is the layer sequence: convolutions (each
  *  optionally followed by one pooling entry), an optional flatten, dense
- *  layers, ending with the dense output layer.  Training and prediction
- *  refuse, with BNN_E_UNSUPPORTED, a network they do not handle (each
- *  function's errors say which); every model can be saved.
+ *  layers, ending with the dense output layer.  Every model can be saved
+ *  and used for prediction; training refuses, with BNN_E_UNSUPPORTED, a
+ *  network it does not handle (its errors say which).
  *  Errors: BNN_E_INVALID (NULL, struct_size too small, a layer entry's
  *  struct_size too small or unlike the first entry's, bad enum, an
  *  activation on the output layer, non-positive sigma, pi not in (0,1),
@@ -770,7 +770,10 @@ BNN_API bnn_status bnn_optimizer_get_config(const bnn_optimizer *opt,
  *   different inputs differs (two inputs' samples are not computed by one
  *   network).  Every layer is sampled this way (drawing a later layer's
  *   weights instead would pay only for large blocks of inputs, and the
- *   choice may not depend on the batch).
+ *   choice may not depend on the batch).  A network with convolutions is
+ *   sampled as whole networks (exactly as BNN_SAMPLING_NETWORKS): a kernel
+ *   is shared by every position of an image, so a convolution's outputs
+ *   are not independent given its input and this rule would not be exact.
  * - BNN_SAMPLING_NETWORKS: sample s is one whole network drawn on the
  *   stream (seed, s) and shared by all inputs (the original program's
  *   semantics); it costs one network draw (a normal per weight) and one

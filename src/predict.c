@@ -21,7 +21,18 @@
  *   multiply-adds (tens), and then saves at most half of that layer's
  *   products; the choice could not depend on the batch without making the
  *   results depend on it, and small batches are what this mode is for.
+ *   The rule holds for dense layers only: a convolution's kernel is shared
+ *   by every position of an image, so its outputs are correlated given
+ *   the input; a network with convolutions is sampled as whole networks
+ *   in this mode (NETWORKS' results exactly).  Drawing kernels per (input,
+ *   sample) instead would cost a draw per kernel weight, input and sample
+ *   for nothing but a different joint law across inputs.
  * - MEAN: the network of posterior means, once (no epistemic part).
+ *
+ * Convolutions run on the same panels: a panel's 16 inputs at one output
+ * position form one panel of dense_panels' rows, gathered (im2col) from
+ * the packed NHWC activations by copying whole 16-lane groups; pooling
+ * and per-layer activations work in place on the packed layout.
  *
  * Every product runs through dense.c rather than BLAS, whose results for
  * one row change with the other rows of the product: with it an input's
@@ -113,13 +124,39 @@ static bnn_status read_config(const bnn_predict_config *cfg,
 
 /* ---- sizes ---------------------------------------------------------------- */
 
+/* Widest hidden layer, before pooling (a convolution's pre-activations
+ * are pooled in place). */
 static size_t hidden_width(const bnn_model *m)
 {
     size_t w = 0;
-    for (size_t l = 1; l + 1 < m->n_sizes; l++)
-        if (m->sizes[l] > w)
-            w = m->sizes[l];
+    for (size_t l = 0; l + 2 < m->n_sizes; l++)
+        if (model_act_pre(m, l) > w)
+            w = model_act_pre(m, l);
     return w;
+}
+
+/* Output positions of convolution l gathered per call of dense_panels:
+ * col_floats(m) floats at most, one position at least. */
+#define COL_FLOATS ((size_t)1 << 16)
+static size_t conv_positions(const bnn_model *m, size_t l)
+{
+    const struct model_layer *y = &m->layer[l];
+    size_t k = model_layer_in(m, l) * DENSE_PANEL, pos = y->out_h * y->out_w;
+    size_t n = COL_FLOATS / k;
+    n = n ? n : 1;
+    return n < pos ? n : pos;
+}
+
+/* Floats of the im2col buffer (0 without convolutions). */
+static size_t col_floats(const bnn_model *m)
+{
+    size_t f = 0;
+    for (size_t l = 0; l + 1 < m->n_sizes; l++)
+        if (m->layer[l].conv) {
+            size_t n = conv_positions(m, l) * model_layer_in(m, l) * DENSE_PANEL;
+            f = n > f ? n : f;
+        }
+    return f;
 }
 
 /* Widest layer output (hidden layers and the output layer). */
@@ -189,10 +226,12 @@ typedef struct pred_ws {
     float *a, *b, *c, *d; /* packed activations (see the forward passes) */
     float *eps;     /* MARGINAL: noise of one block's samples, one layer */
     float *yp;      /* NETWORKS, MEAN: the last layer's outputs, packed */
+    float *col;     /* convolutions: gathered input patches (im2col) */
 } pred_ws;
 
 #define WS_BUFS(w) {&(w)->net, &(w)->xp, &(w)->xq, &(w)->m0, &(w)->v0,    \
-                    &(w)->a, &(w)->b, &(w)->c, &(w)->d, &(w)->eps, &(w)->yp}
+                    &(w)->a, &(w)->b, &(w)->c, &(w)->d, &(w)->eps, &(w)->yp, \
+                    &(w)->col}
 
 struct bnn_predictor {
     const bnn_guide *g;
@@ -261,6 +300,8 @@ static int ws_init(pred_ws *w, const bnn_predictor *p)
         size_t na = 2 * hw + (p->cfg.sampling == BNN_SAMPLING_MEAN ? m->sizes[1] : 0);
         if (na)
             GET(w->a, ci, na);
+        if (m->has_conv)
+            GET(w->col, col_floats(m), 1);
     }
 #undef GET
     if (!ok)
@@ -289,13 +330,96 @@ static void pack_inputs(const float *x, size_t rows, size_t in, float *xp,
     }
 }
 
-static void activate(const bnn_model *m, float *h, size_t n)
+/* A hidden layer's own activation (model_layer.act). */
+static void activate(bnn_activation act, float *h, size_t n)
 {
     tensor a = tensor_mat(h, 1, n);
-    if (m->activation == BNN_ACT_TANH)
+    if (act == BNN_ACT_TANH)
         tensor_tanh(&a, &a);
-    else
+    else if (act == BNN_ACT_RELU)
         tensor_relu(&a, &a);
+}
+
+/* ---- convolution and pooling on packed panels ------------------------------- */
+
+/* Convolution y (weights W, biases b) on npan panels of packed inputs:
+ * src holds in_h x in_w x in_c per input, dst gets out_h x out_w x out_c
+ * pre-activations.  The rows dense_panels sees are (input, output
+ * position) pairs, a panel being the 16 inputs of a panel at one position,
+ * so gathering a patch (im2col) copies whole 16-lane groups, and the
+ * panels of one call land in dst where the positions belong.  Each value
+ * is dense_panels' sum of its own input's products in the order
+ * [ky][kx][c] (padding contributes exact zeros), so it depends on nothing
+ * but that input, whatever the batch. */
+static void conv_panels(const bnn_model *m, size_t l, const float *W, const float *b,
+                        const float *src, float *dst, size_t npan, float *col)
+{
+    const struct model_layer *y = &m->layer[l];
+    size_t K = model_layer_in(m, l), P = y->out_h * y->out_w, npos = conv_positions(m, l);
+    size_t win = model_act_in(m, l), wout = model_act_pre(m, l);
+    size_t cb = y->in_c * DENSE_PANEL * sizeof(float);
+    for (size_t pn = 0; pn < npan; pn++) {
+        const float *sp = src + pn * win * DENSE_PANEL;
+        float *dp = dst + pn * wout * DENSE_PANEL;
+        for (size_t pos0 = 0; pos0 < P; pos0 += npos) {
+            size_t n = P - pos0 < npos ? P - pos0 : npos;
+            for (size_t t = 0; t < n; t++) {
+                size_t oy = (pos0 + t) / y->out_w, ox = (pos0 + t) % y->out_w;
+                float *ct = col + t * K * DENSE_PANEL;
+                for (size_t ky = 0; ky < y->kh; ky++) {
+                    /* padded coordinates: row iy + ph of the padded input */
+                    size_t iy = oy * y->sh + ky;
+                    int row_in = iy >= y->ph && iy - y->ph < y->in_h;
+                    for (size_t kx = 0; kx < y->kw; kx++) {
+                        size_t ix = ox * y->sw + kx;
+                        float *cc = ct + (ky * y->kw + kx) * y->in_c * DENSE_PANEL;
+                        if (row_in && ix >= y->pw && ix - y->pw < y->in_w)
+                            memcpy(cc,
+                                   sp + ((iy - y->ph) * y->in_w + (ix - y->pw)) * y->in_c *
+                                            DENSE_PANEL,
+                                   cb);
+                        else
+                            memset(cc, 0, cb);
+                    }
+                }
+            }
+            dense_panels(W, b, y->out_c, K, col, dp + pos0 * y->out_c * DENSE_PANEL, n,
+                         DENSE_PATH_AUTO);
+        }
+    }
+}
+
+/* 2 x 2 pooling, stride 2 (an odd last row or column dropped), of layer
+ * y's activations on npan packed panels, in place: an output never lies
+ * after the first of its four inputs, nor after any input of a later
+ * output, so walking upwards reads every input before it is overwritten.
+ * Average: ((a + b) + c + d) / 4 in row-major order of the window. */
+static void pool_panels(const struct model_layer *y, float *h, size_t npan)
+{
+    size_t H = y->out_h, Wd = y->out_w, C = y->out_c, ph = H / 2, pw = Wd / 2;
+    size_t pre = H * Wd * C, post = ph * pw * C, L = DENSE_PANEL;
+    int avg = y->pool == MODEL_POOL_AVG;
+    for (size_t pn = 0; pn < npan; pn++) {
+        const float *sp = h + pn * pre * L;
+        float *dp = h + pn * post * L;
+        for (size_t py = 0; py < ph; py++)
+            for (size_t px = 0; px < pw; px++)
+                for (size_t c = 0; c < C; c++) {
+                    const float *a = sp + ((2 * py * Wd + 2 * px) * C + c) * L;
+                    const float *b = a + C * L, *cc = a + Wd * C * L, *d = cc + C * L;
+                    float v[DENSE_PANEL];
+                    for (size_t r = 0; r < L; r++) {
+                        if (avg) {
+                            v[r] = (((a[r] + b[r]) + cc[r]) + d[r]) * 0.25f;
+                        } else {
+                            float u = a[r] > b[r] ? a[r] : b[r];
+                            float t = cc[r] > d[r] ? cc[r] : d[r];
+                            v[r] = u > t ? u : t;
+                        }
+                    }
+                    memcpy(dp + ((py * pw + px) * C + c) * L, v, sizeof v);
+                }
+    }
 }
 
 /* Row q of a packed last layer into y (C floats), log-softmax for a
@@ -331,7 +455,9 @@ static void forward_net(const bnn_predictor *p, pred_ws *w, const float *net,
     for (size_t l = 0; l < L; l++) {
         size_t in = model_layer_in(m, l), out = model_layer_out(m, l);
         float *dst = l + 1 == L ? w->yp : w->a + (l % 2) * half;
-        if (l == 0 && x) {
+        if (m->layer[l].conv) {
+            conv_panels(m, l, net + m->w_off[l], net + m->b_off[l], src, dst, npan, w->col);
+        } else if (l == 0 && x) {
             float *row = w->a + half; /* free until layer 1 writes it */
             for (size_t i = 0; i < npan * DENSE_PANEL; i++) {
                 if (i < rows)
@@ -344,8 +470,11 @@ static void forward_net(const bnn_predictor *p, pred_ws *w, const float *net,
             dense_panels(net + m->w_off[l], net + m->b_off[l], out, in, src,
                          dst, npan, DENSE_PATH_AUTO);
         }
-        if (l + 1 < L)
-            activate(m, dst, npan * out * DENSE_PANEL);
+        if (l + 1 < L) {
+            activate(m->layer[l].act, dst, npan * model_act_pre(m, l) * DENSE_PANEL);
+            if (m->layer[l].pool)
+                pool_panels(&m->layer[l], dst, npan);
+        }
         src = dst;
     }
     for (size_t i = 0; i < rows; i++)
@@ -530,7 +659,7 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
     /* a block: NB inputs x NS samples, at most R rows */
     size_t NS = s_hi - s_lo < R ? s_hi - s_lo : R;
     size_t NB = R / NS;
-    int fused = L > 1 && m->activation != BNN_ACT_TANH;
+    int fused = L > 1 && m->layer[0].act == BNN_ACT_RELU;
     for (size_t i0 = 0; i0 < ni; i0 += G) {
         size_t gi = ni - i0 < G ? ni - i0 : G;
         size_t ipan = pad_panel(gi) / DENSE_PANEL;
@@ -577,7 +706,7 @@ static void marginal_run(const bnn_predictor *p, pred_ws *w, const float *x,
                     size_t lin = model_layer_in(m, l);
                     size_t out = model_layer_out(m, l), n_el = rp * lin;
                     if (l > 1 || !fused) {
-                        activate(m, z, n_el);
+                        activate(m->layer[l - 1].act, z, n_el);
                         for (size_t e = 0; e < n_el; e++) {
                             float t = z[e] * z[e];
                             h2[e] = t;
@@ -762,11 +891,14 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
         return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
     if (max_batch == 0)
         return error_set(BNN_E_INVALID, "%s: max_batch is 0", fn);
-    if ((st = model_refuse(g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT, fn, "prediction")))
-        return st;
     if ((st = read_config(cfg_in, &cfg, fn)))
         return st;
     const bnn_model *m = g->model;
+    /* A kernel is shared by the positions of an image, so a convolution's
+     * outputs are not independent given its input and the marginal draw
+     * would be wrong: such networks are sampled whole. */
+    if (m->has_conv && cfg.sampling == BNN_SAMPLING_MARGINAL)
+        cfg.sampling = BNN_SAMPLING_NETWORKS;
     const bnn_allocator *al = &m->alloc;
     size_t S = cfg.sampling == BNN_SAMPLING_MEAN ? 1 : cfg.num_samples;
     size_t C = m->sizes[m->n_sizes - 1], in = m->sizes[0], per_row, tmp;
@@ -808,7 +940,7 @@ bnn_status predictor_create_chunked(const bnn_guide *g,
     /* Layer 0 transposed, for inputs few enough to run row by row: worth
      * its making (a transpose of the layer) for predictors that answer a
      * few inputs at a time, again and again. */
-    int row_kernel = !(flags & PREDICTOR_ONE_SHOT) && max_batch <= 64;
+    int row_kernel = !(flags & PREDICTOR_ONE_SHOT) && max_batch <= 64 && !m->layer[0].conv;
     bnn_predictor *p = mem_alloc(al, sizeof *p);
     if (!p)
         return error_set(BNN_E_NOMEM, "%s: cannot allocate the predictor",
@@ -1215,10 +1347,6 @@ static bnn_status precheck(const char *fn, const bnn_guide *g, const float *x,
         return error_set(BNN_E_INVALID, "%s: NULL guide or x", fn);
     if (!g->model)
         return error_set(BNN_E_INVALID, "%s: guide has no model", fn);
-    bnn_status plain =
-        model_refuse(g->model, MODEL_HAS_CONV | MODEL_HAS_LAYER_ACT, fn, "prediction");
-    if (plain != BNN_OK)
-        return plain;
     if (n == 0)
         return error_set(BNN_E_INVALID, "%s: n is 0", fn);
     if (S == 0)

@@ -1402,6 +1402,14 @@ START_TEST(test_sequence_bytes_and_round_trip)
         ck_assert(ia == ib && oa == ob);
     }
     ck_assert_uint_eq(bnn_model_input_size(l.model), 84);
+    /* and predicts the same bits */
+    float x[3 * 84], pa[3 * 3], pb[3 * 3];
+    tu_rng r = {12};
+    tu_fill_uniform(&r, x, 3 * 84, -1.0f, 1.0f);
+    ck_assert_int_eq(bnn_predict(f.guide, x, 3, 5, 7, pa), BNN_OK);
+    ck_assert_int_eq(bnn_predict(l.guide, x, 3, 5, 7, pb), BNN_OK);
+    ck_assert(memcmp(pa, pb, sizeof pa) == 0);
+    tu_assert_close(pa[0] + pa[1] + pa[2], 1.0, 1e-5, 0);
 
     size_t size2;
     unsigned char *buf2 = save_mem(&l, 0, &size2);
