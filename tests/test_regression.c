@@ -360,19 +360,25 @@ static double sd_grow(double x)
 
 enum { TRAIN_N = 512, BATCH = 64 };
 
-/* Train on TRAIN_N fixed points of y = sin 2x + sd(x) eps, x ~ U(-1, 1). */
-static void train(net *t, double (*sd)(double), size_t epochs, uint64_t seed)
+/* Train on TRAIN_N fixed points of y = sin 2x + sd(x) eps, x ~ U(-1, 1),
+ * the learning rate cosine-decayed from lr0 to lr0 / 100 so that the last
+ * iterate settles (the figures then hardly depend on the BLAS). */
+static void train(net *t, double (*sd)(double), size_t epochs, uint64_t seed, float lr0)
 {
     static float x[TRAIN_N], y[TRAIN_N];
     tu_rng r = {seed};
     make_batch(&r, x, y, TRAIN_N, sd);
-    for (size_t e = 0; e < epochs; e++)
+    for (size_t e = 0; e < epochs; e++) {
+        float lr;
+        ck_assert_int_eq(bnn_lr_schedule(BNN_LR_COSINE, lr0, lr0 / 100, e, epochs, &lr), BNN_OK);
+        ck_assert_int_eq(bnn_optimizer_set_lr(t->o, lr), BNN_OK);
         for (size_t b = 0; b < TRAIN_N; b += BATCH)
             ck_assert_msg(bnn_svi_step(t->o, x + b, NULL, y + b, BATCH, NULL) == BNN_OK, "%s",
                           bnn_last_error());
+    }
 }
 
-static void net_regression(net *t, bnn_likelihood lik, bnn_optimizer_kind kind, float lr)
+static void net_regression(net *t, bnn_likelihood lik, bnn_optimizer_kind kind)
 {
     const size_t sizes[] = {1, 16, lik == BNN_LIK_GAUSSIAN_HETERO ? 2 : 1};
     bnn_estimator est = kind == BNN_OPT_IVON ? BNN_EST_WEIGHT_SAMPLING : BNN_EST_LOCAL_REPARAM;
@@ -381,24 +387,22 @@ static void net_regression(net *t, bnn_likelihood lik, bnn_optimizer_kind kind, 
     net_act = BNN_ACT_RELU;
     net_make(t, sizes, 3, lik, kind, est, 1, 1e-3f, TRAIN_N, BATCH);
     net_act = BNN_ACT_TANH;
-    ck_assert_int_eq(bnn_optimizer_set_lr(t->o, lr), BNN_OK);
 }
 
 /* Homoscedastic noise 0.1: the learned sigma recovers it, with Adam and
- * with IVON (the noise stepped by its own Adam), within 20%.  It sits
+ * with IVON (the noise stepped by its own Adam), within 15%.  It sits
  * above 0.1 for a reason the test checks sharply: the ELBO's optimum in s
  * is sigma^2 = mean over the data of E_q (y - f(x; w))^2 = squared
  * residual of the predictive mean + epistemic variance, so sigma also
  * absorbs the posterior's spread on the training inputs.  (Over data
- * seeds 1 to 10 the learned sigma was 0.099 to 0.109; this seed's 0.117 is
- * the largest seen.) */
+ * seeds 1 to 10 the learned sigma was 0.098 to 0.107, within 2% of the
+ * fixed point's; here 0.109 and 0.111.) */
 START_TEST(test_learned_sigma_recovers_noise)
 {
     net t;
     int ivon = _i == 1;
-    net_regression(&t, BNN_LIK_GAUSSIAN_LEARNED, ivon ? BNN_OPT_IVON : BNN_OPT_ADAM,
-                   ivon ? 0.1f : 0.03f);
-    train(&t, sd_const, 300, 21);
+    net_regression(&t, BNN_LIK_GAUSSIAN_LEARNED, ivon ? BNN_OPT_IVON : BNN_OPT_ADAM);
+    train(&t, sd_const, 300, 21, ivon ? 0.1f : 0.03f);
     float s;
     ck_assert_int_eq(bnn_guide_get_noise_sigma(t.g, &s, 1), BNN_OK);
     static float x[TRAIN_N], y[TRAIN_N];
@@ -418,10 +422,11 @@ START_TEST(test_learned_sigma_recovers_noise)
     }
     printf("learned sigma (%s): %.4f (true 0.1; ELBO fixed point %.4f)\n",
            ivon ? "IVON" : "Adam", (double)s, sqrt(fixed));
-    ck_assert_msg(fabsf(s - 0.1f) < 0.02f, "learned sigma %g, true 0.1", (double)s);
-    /* Adam's last iterate at a constant lr jitters about the optimum:
-     * over data seeds 1 to 10 sigma^2 / fixed point was within 15% */
-    ck_assert_msg(fabs((double)s * s / fixed - 1.0) < 0.2, "sigma^2 %g vs fixed point %g",
+    ck_assert_msg(fabsf(s - 0.1f) < 0.015f, "learned sigma %g, true 0.1", (double)s);
+    /* the fixed point's sigma^2 is itself a Monte Carlo estimate (400
+     * samples) and the last iterate is near, not at, the optimum: over data
+     * seeds 1 to 10 they agreed within 4.5% */
+    ck_assert_msg(fabs((double)s * s / fixed - 1.0) < 0.08, "sigma^2 %g vs fixed point %g",
                   (double)s * s, fixed);
     net_free(&t);
 }
@@ -432,8 +437,8 @@ END_TEST
 START_TEST(test_hetero_recovers_noise)
 {
     net t;
-    net_regression(&t, BNN_LIK_GAUSSIAN_HETERO, BNN_OPT_ADAM, 0.01f);
-    train(&t, sd_grow, 300, 22);
+    net_regression(&t, BNN_LIK_GAUSSIAN_HETERO, BNN_OPT_ADAM);
+    train(&t, sd_grow, 300, 22, 0.01f);
     enum { NQ = 7 };
     const float xq[NQ] = {-0.75f, -0.25f, 0.25f, 0.75f, -3.0f, 3.0f, 0.0f};
     bnn_regression_prediction rec[NQ];
@@ -454,7 +459,7 @@ START_TEST(test_hetero_recovers_noise)
     double in = 0.0;
     for (int i = 0; i < 4; i++)
         in = fmax(in, rec[i].epistemic);
-    /* over data seeds 1 to 10 the smallest ratio was 8.5 (x = -3) */
+    /* over data seeds 1 to 10 the smallest ratio was 7.9 (x = -3) */
     ck_assert_msg(rec[4].epistemic > 4.0 * in && rec[5].epistemic > 4.0 * in,
                   "epistemic far %g, %g vs near %g", (double)rec[4].epistemic,
                   (double)rec[5].epistemic, in);
@@ -479,7 +484,8 @@ START_TEST(test_hetero_recovers_noise)
     printf("held-out: 95%% interval covers %.3f, RMSE %.4f\n", cal.interval_coverage,
            cal.rmse);
     ck_assert(cal.coverage == 1.0);
-    ck_assert_msg(cal.interval_coverage > 0.92 && cal.interval_coverage < 0.98,
+    /* over data seeds 1 to 10: 0.953 to 0.966 */
+    ck_assert_msg(cal.interval_coverage > 0.93 && cal.interval_coverage < 0.98,
                   "95%% interval covers %g of held-out data", cal.interval_coverage);
     /* An epistemic refusal threshold calibrated to accept 95% of held-out
      * in-distribution inputs refuses inputs from x in [2, 3]. */
