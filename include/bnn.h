@@ -177,7 +177,9 @@ typedef enum bnn_layer_kind {
      *  units x (kernel_h x kernel_w x in_channels), i.e. [o][ky][kx][c]. */
     BNN_LAYER_CONV2D = 1,
     /** 2 x 2 max pooling, stride 2, after the previous convolution's
-     *  activation; an odd last row or column is dropped (floor). */
+     *  activation; an odd last row or column is dropped (floor).  In
+     *  training the gradient of each output goes to the first maximum of
+     *  its window (row-major), the others get none. */
     BNN_LAYER_MAXPOOL2 = 2,
     /** 2 x 2 average pooling, stride 2; as BNN_LAYER_MAXPOOL2. */
     BNN_LAYER_AVGPOOL2 = 3,
