@@ -370,6 +370,26 @@ static void put_file(io_sink *s, const bnn_guide *g, const bnn_optimizer *o,
         put_optimizer(s, o, 2 * g->n_params);
 }
 
+/* Floats per example of the training workspace's widest buffer: the
+ * widest activation (pre-activations included) or a convolution's im2col
+ * rows (positions x kernel_h x kernel_w x input channels); UINT64_MAX if
+ * that overflows.  The format bounds max_batch times it. */
+static uint64_t train_width(const bnn_model *m)
+{
+    uint64_t w = m->max_width;
+    for (size_t l = 0; l + 1 < m->n_sizes; l++) {
+        const struct model_layer *y = &m->layer[l];
+        size_t pos, k;
+        if (!y->conv)
+            continue;
+        if (mem_mul_overflow(y->out_h, y->out_w, &pos) ||
+            mem_mul_overflow(pos, model_layer_in(m, l), &k))
+            return UINT64_MAX;
+        w = k > w ? k : w;
+    }
+    return w;
+}
+
 /* What the loader accepts: finite values, and no negative ones where
  * nonneg is set (-0 compares equal to 0 and passes). */
 static int bits_ok(uint32_t u, int nonneg)
@@ -400,13 +420,12 @@ static bnn_status check_savable(const bnn_guide *g, const bnn_optimizer *o,
         if (o->guide != g)
             return error_set(BNN_E_INVALID,
                              "%s: the optimizer belongs to another guide", fn);
-        uint64_t bw = (uint64_t)o->svi.max_batch * g->model->max_width;
-        if (bw > IO_MAX_BATCH_X_WIDTH ||
-            o->svi.max_batch > IO_MAX_BATCH_X_WIDTH)
+        uint64_t tw = train_width(g->model);
+        if (o->svi.max_batch > IO_MAX_BATCH_X_WIDTH / tw)
             return error_set(BNN_E_INVALID,
                              "%s: max_batch %zu x layer width %zu exceeds "
                              "the file format's limit of %llu",
-                             fn, o->svi.max_batch, g->model->max_width,
+                             fn, o->svi.max_batch, (size_t)tw,
                              (unsigned long long)IO_MAX_BATCH_X_WIDTH);
         size_t n = 2 * g->n_params;
         if (!floats_ok(o->m, n, 0) || (o->v && !floats_ok(o->v, n, 1)) ||
@@ -926,7 +945,7 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
                           (unsigned long long)particles);
     /* The training workspace is sized from max_batch, not from anything in
      * the file, hence an explicit limit. */
-    uint64_t width = c->desc.max_width; /* pre-activations included */
+    uint64_t width = train_width(&c->desc); /* pre-activations and im2col rows */
     if (batch == 0 || batch > IO_MAX_BATCH_X_WIDTH / width)
         return FORMAT_ERR("max_batch %llu out of range (max_batch x layer "
                           "width must be <= %llu)",

@@ -1684,6 +1684,50 @@ START_TEST(test_committed_files_load)
 }
 END_TEST
 
+/* A convolution's im2col matrix (max_batch x positions rows of kernel_h x
+ * kernel_w x channels) is part of the training workspace the format's
+ * max_batch limit bounds: here 13 x 13 positions x 4 x 4 x 4 = 10816
+ * floats per example, over ten times the widest activation (1024). */
+START_TEST(test_conv_max_batch_limit)
+{
+    bnn_layer_spec s[2];
+    bnn_layer_spec_init(&s[0]);
+    bnn_layer_spec_init(&s[1]);
+    s[0].kind = BNN_LAYER_CONV2D, s[0].units = 1, s[0].kernel_h = s[0].kernel_w = 4;
+    s[1].units = 2;
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_layers = 2;
+    mc.layers = s;
+    mc.input_height = mc.input_width = 16, mc.input_channels = 4;
+    fixture f = {0};
+    ck_assert_int_eq(bnn_model_create(&mc, &f.model), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(f.model, NULL, &f.guide), BNN_OK);
+    bnn_svi_config sc = tu_svi(100);
+    sc.max_batch = 1;
+    sc.estimator = BNN_EST_FLIPOUT;
+    ck_assert_int_eq(bnn_optimizer_create(f.guide, NULL, &sc, &f.opt), BNN_OK);
+    const size_t width = 13 * 13 * 4 * 4 * 4, lim = (size_t)(IO_MAX_BATCH_X_WIDTH / width);
+    f.opt->svi.max_batch = lim + 1;
+    size_t size;
+    ck_assert_int_eq(bnn_save_size(f.guide, f.opt, &size), BNN_E_INVALID);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "10816"));
+    f.opt->svi.max_batch = lim;
+    ck_assert_int_eq(bnn_save_size(f.guide, f.opt, &size), BNN_OK);
+    unsigned char *buf = malloc(size);
+    ck_assert_int_eq(bnn_save_to_memory(f.guide, f.opt, buf, size, &size), BNN_OK);
+    const size_t opt_at = 24 + 60 + 2 * 84 + 8 + 8 * bnn_model_param_count(f.model);
+    ck_assert_uint_eq(r64(buf, opt_at + 56), lim);
+    w64(buf, opt_at + 56, lim + 1);
+    reseal(buf, size);
+    ck_assert_int_eq(load_expect_fail(buf, size, NULL), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "max_batch"));
+    f.opt->svi.max_batch = 1;
+    free(buf);
+    free_fixture(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("io");
@@ -1724,6 +1768,7 @@ int main(void)
     tcase_add_test(tc, test_versions);
     tcase_add_test(tc, test_every_allocation_failure);
     tcase_add_test(tc, test_max_batch_limit);
+    tcase_add_test(tc, test_conv_max_batch_limit);
     tcase_add_test(tc, test_sequence_truncation_and_bit_flips);
     tcase_add_test(tc, test_sequence_forged_fields);
     tcase_add_test(tc, test_sequence_allocation_failure);
