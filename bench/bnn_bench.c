@@ -32,7 +32,15 @@
  *
  * --cases takes comma-separated parts of case names, whole components
  * between '/': "train", "784-1024-10", "lrt", "train/784-1024-10/lrt",
- * "predict", "S100", "modes", "rng", "rss". */
+ * "predict", "S100", "modes", "rng", "rss", "cnn".
+ *
+ * train/cnn/<ws|flipout|ivon> is the MNIST demo's default CNN (28x28x1,
+ * conv 5x5x16 pad 2, max pool, conv 5x5x32 pad 2, max pool, dense 128,
+ * dense 10); its reference is its own GEMMs plus the im2col work a step
+ * does: per convolution two im2col (forward, and again in the backward;
+ * flipout: four, with the signed input) and, for all but the first, one
+ * col2im (flipout: two), timed on the same shapes.  rss/cnn is the peak
+ * RSS of 20 such steps (IVON) on 60000 MNIST-sized images. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <math.h>
@@ -46,6 +54,7 @@
 #include <unistd.h>
 
 #include "bnn.h"
+#include "conv.h"
 #include "internal.h"
 #include "predict.h"
 #include "rng.h"
@@ -1010,6 +1019,158 @@ static void run_modes(const options *op, const net_def *nd, int threads)
     trainer_free(&t);
 }
 
+/* ---- the demo's CNN ------------------------------------------------------------ */
+
+static const size_t cnn_ch[2] = {16, 32};
+
+static void cnn_make(trainer *t, const est_def *e, size_t batch, int threads)
+{
+    memset(t, 0, sizeof *t);
+    t->alloc.alloc = count_alloc;
+    t->alloc.free = count_free;
+    t->alloc.ctx = &t->cnt;
+    bnn_layer_spec ls[6];
+    size_t n = 0;
+    for (int k = 0; k < 2; k++) {
+        bnn_layer_spec_init(&ls[n]);
+        ls[n].kind = BNN_LAYER_CONV2D, ls[n].units = cnn_ch[k];
+        ls[n].kernel_h = ls[n].kernel_w = 5, ls[n].pad_h = ls[n].pad_w = 2;
+        n++;
+        bnn_layer_spec_init(&ls[n]);
+        ls[n++].kind = BNN_LAYER_MAXPOOL2;
+    }
+    bnn_layer_spec_init(&ls[n]);
+    ls[n++].units = 128;
+    bnn_layer_spec_init(&ls[n]);
+    ls[n++].units = 10;
+    bnn_model_config mc;
+    bnn_model_config_init(&mc);
+    mc.n_layers = n;
+    mc.layers = ls;
+    mc.input_height = mc.input_width = 28, mc.input_channels = 1;
+    mc.allocator = &t->alloc;
+    check(bnn_model_create(&mc, &t->m), "bnn_model_create (cnn)");
+    check(bnn_guide_create(t->m, NULL, &t->g), "bnn_guide_create");
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    sc.dataset_size = DATASET;
+    sc.estimator = e->est;
+    sc.kl_mode = e->kl;
+    sc.max_batch = batch;
+    sc.num_threads = (size_t)threads;
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = e->opt;
+    if (e->opt == BNN_OPT_IVON)
+        oc.lr = 0.1f;
+    check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), "bnn_optimizer_create (cnn)");
+}
+
+static void run_cnn(const options *op, const est_def *e, int threads, int *failures)
+{
+    trainer t;
+    const size_t batch = op->batch, in = 784;
+    cnn_make(&t, e, batch, op->lib_threads ? op->lib_threads : threads);
+    const bnn_model *m = t.m;
+    enum { NB = 4 };
+    float *x = xmalloc((size_t)NB * batch * in * sizeof(float));
+    int32_t *y = xmalloc((size_t)NB * batch * sizeof(int32_t));
+    make_data(x, y, (size_t)NB * batch, in, 10);
+    size_t warm = op->quick ? 1 : 3, iters = op->quick ? 4 : 12, b = 0;
+#define CSTEP()                                                                 \
+    check(bnn_svi_step(t.o, x + (b % NB) * batch * in, y + (b % NB) * batch, NULL, \
+                       batch, NULL),                                              \
+          "bnn_svi_step (cnn)");                                                  \
+    b++
+    for (size_t i = 0; i < warm; i++) {
+        CSTEP();
+    }
+    tap.n_calls = 0;
+    tap.recording = 1;
+    CSTEP();
+    tap.recording = 0;
+    replay rp;
+    replay_init(&rp, tap.calls, tap.n_calls);
+    /* im2col and col2im buffers of the convolutions' shapes */
+    size_t L = model_n_layers(m), colmax = 0, actmax = 0;
+    for (size_t l = 0; l < L; l++)
+        if (m->layer[l].conv) {
+            size_t c = batch * conv_positions(&m->layer[l]) * model_layer_in(m, l);
+            colmax = c > colmax ? c : colmax;
+            size_t a = batch * model_act_in(m, l);
+            actmax = a > actmax ? a : actmax;
+        }
+    float *col = xmalloc(colmax * sizeof(float)), *act = xmalloc(actmax * sizeof(float));
+    uint64_t seed = 5;
+    fill_small(act, actmax, &seed);
+    int flip = e->est == BNN_EST_FLIPOUT;
+    double *ts = xmalloc(iters * sizeof(double)), *tg = xmalloc(iters * sizeof(double));
+    double *tc = xmalloc(iters * sizeof(double));
+    size_t allocs = 0;
+    for (size_t i = 0; i < iters; i++) {
+        size_t a0 = t.cnt.allocs;
+        double w0 = wall_now();
+        CSTEP();
+        ts[i] = wall_now() - w0;
+        allocs += t.cnt.allocs - a0;
+        w0 = wall_now();
+        replay_run(&rp);
+        tg[i] = wall_now() - w0;
+        w0 = wall_now();
+        for (size_t l = 0; l < L; l++) {
+            const struct model_layer *ly = &m->layer[l];
+            if (!ly->conv)
+                continue;
+            for (int k = 0; k < (flip ? 4 : 2); k++)
+                conv_im2col(ly, batch, act, col);
+            for (int k = 0; l > 0 && k < (flip ? 2 : 1); k++)
+                conv_col2im(ly, batch, col, act);
+        }
+        tc[i] = wall_now() - w0;
+    }
+#undef CSTEP
+    double step = median(ts, iters), gemm = median(tg, iters), cols = median(tc, iters);
+    double gfl = flops_of(rp.calls, rp.n);
+    if (allocs)
+        (*failures)++;
+    char name[128];
+    snprintf(name, sizeof name, "train/cnn/%s", e->name);
+    printf("%-30s %2d %8.2f %8.0f %8.2f %8.2f %8.2f %6.2f %6.2f %6.1f %4.0f%s\n", name, threads,
+           step * 1e3, batch / step, gemm * 1e3, cols * 1e3, (step - gemm - cols) * 1e3,
+           step / (gemm + cols), step / gemm, gfl / gemm * 1e-9,
+           (double)allocs / (double)iters, allocs ? "  FAIL: the step allocates" : "");
+    printf("JSON {");
+    int first = 1;
+    json_str("case", name, &first);
+    json_str("kind", "train_cnn", &first);
+    json_str("estimator", e->name, &first);
+    json_str("kernel", kernel_name(), &first);
+    json_num("threads", threads, &first);
+    json_num("batch", batch, &first);
+    json_num("iters", (double)iters, &first);
+    json_num("params", (double)bnn_model_param_count(m), &first);
+    json_num("step_ms", step * 1e3, &first);
+    json_num("images_per_s", batch / step, &first);
+    json_num("gemm_ms", gemm * 1e3, &first);
+    json_num("im2col_ms", cols * 1e3, &first);
+    json_num("gemm_gflop", gfl * 1e-9, &first);
+    json_num("ratio_step_gemm_im2col", step / (gemm + cols), &first);
+    json_num("ratio_step_gemm", step / gemm, &first);
+    json_num("allocs_per_step", (double)allocs / (double)iters, &first);
+    json_str("optimizer", e->opt == BNN_OPT_IVON ? "ivon" : "adam", &first);
+    printf("}\n");
+    fflush(stdout);
+    free(ts);
+    free(tg);
+    free(tc);
+    free(col);
+    free(act);
+    replay_free(&rp);
+    free(x);
+    free(y);
+    trainer_free(&t);
+}
+
 static double maxrss_mb(void)
 {
     struct rusage ru;
@@ -1036,6 +1197,7 @@ static int rss_child(size_t est, int threads)
 {
     set_threads(threads);
     const net_def *nd = &nets[0];
+    int cnn = est >= N_ESTS; /* the demo's CNN with IVON */
     size_t in = nd->sizes[0], n = DATASET;
     double before_data = maxrss_mb();
     float *x = xmalloc(n * in * sizeof(float));
@@ -1043,7 +1205,10 @@ static int rss_child(size_t est, int threads)
     make_data(x, y, n, in, nd->sizes[2]);
     double data_mb = (double)(n * in * sizeof(float) + n * sizeof(int32_t)) / (1024.0 * 1024.0);
     trainer t;
-    trainer_make(&t, nd, &ests[est], BATCH, threads);
+    if (cnn)
+        cnn_make(&t, &ests[N_ESTS - 1], BATCH, threads);
+    else
+        trainer_make(&t, nd, &ests[est], BATCH, threads);
     for (size_t i = 0; i < 20; i++)
         check(bnn_svi_step(t.o, x + (i * BATCH % n) * in, y + (i * BATCH % n), NULL, BATCH, NULL),
               "bnn_svi_step");
@@ -1055,9 +1220,9 @@ static int rss_child(size_t est, int threads)
     return 0;
 }
 
-static void run_rss(const char *self, int threads, int *failures)
+static void run_rss(const char *self, int threads, int with_cnn, int *failures)
 {
-    for (size_t e = 0; e < N_ESTS; e++) {
+    for (size_t e = 0; e < N_ESTS + (with_cnn ? 1 : 0); e++) {
         int fd[2];
         if (pipe(fd) != 0)
             die("pipe");
@@ -1087,12 +1252,16 @@ static void run_rss(const char *self, int threads, int *failures)
         double peak = 0, data = 0, base = 0, hwm = 0;
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
             sscanf(buf, "%lf %lf %lf %lf", &peak, &data, &base, &hwm) != 4) {
-            fprintf(stderr, "bnn_bench: the memory child for %s failed\n", ests[e].name);
+            fprintf(stderr, "bnn_bench: the memory child for %s failed\n",
+                    e < N_ESTS ? ests[e].name : "cnn");
             (*failures)++;
             continue;
         }
         char name[128];
-        snprintf(name, sizeof name, "rss/%s/%s", nets[0].name, ests[e].name);
+        if (e < N_ESTS)
+            snprintf(name, sizeof name, "rss/%s/%s", nets[0].name, ests[e].name);
+        else
+            snprintf(name, sizeof name, "rss/cnn/ivon");
         int over = peak - data >= 64.0;
         printf("%-30s %2d %10.1f %10.1f %10.1f %10.1f %10.1f%s\n", name, threads, peak, data,
                peak - data, base, hwm - data, over ? "  (over 64 MB)" : "");
@@ -1100,7 +1269,7 @@ static void run_rss(const char *self, int threads, int *failures)
         int first = 1;
         json_str("case", name, &first);
         json_str("kind", "rss", &first);
-        json_str("estimator", ests[e].name, &first);
+        json_str("estimator", e < N_ESTS ? ests[e].name : "ivon", &first);
         json_str("kernel", kernel_name(), &first);
         json_num("threads", threads, &first);
         json_num("peak_rss_mb", peak, &first);
@@ -1246,7 +1415,7 @@ int main(int argc, char **argv)
         printf("\n%-30s %2s %10s %10s %10s %10s %10s\n", "peak RSS (MiB, 20 steps)", "th",
                "ru_maxrss", "data", "max-data", "at start", "VmHWM-data");
         for (size_t ti = 0; ti < op.n_threads; ti++)
-            run_rss(self, op.threads[ti], &failures);
+            run_rss(self, op.threads[ti], selected(&op, "rss/cnn"), &failures);
     }
     for (size_t ti = 0; ti < op.n_threads; ti++) {
         int th = op.threads[ti];
@@ -1265,6 +1434,18 @@ int main(int argc, char **argv)
                 if (selected(&op, name))
                     run_train(&op, &nets[ni], &ests[e], th, &failures);
             }
+        if (selected(&op, "train/cnn")) {
+            snprintf(head, sizeof head, "training cnn (batch %zu)", op.batch);
+            printf("%-30s %2s %8s %8s %8s %8s %8s %6s %6s %6s %4s\n", head, "th", "step ms",
+                   "img/s", "gemm ms", "im2col", "rest ms", "ratio", "/gemm", "GF/s", "allc");
+            static const size_t ce[] = {0, 2, 4}; /* ws, flipout, ivon */
+            for (size_t k = 0; k < 3; k++) {
+                char name[128];
+                snprintf(name, sizeof name, "train/cnn/%s", ests[ce[k]].name);
+                if (selected(&op, name))
+                    run_cnn(&op, &ests[ce[k]], th, &failures);
+            }
+        }
         if (op.profile)
             continue;
         printf("%-30s %2s %9s %9s %6s %6s %8s %8s %6s %9s\n", "prediction (10000 inputs)", "th",

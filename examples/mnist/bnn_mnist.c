@@ -194,6 +194,30 @@ int main(int argc, char **argv)
         bnn_model_config_init(&mc);
         mc.n_sizes = o.n_hidden + 2;
         mc.layer_sizes = sizes;
+        /* LeNet-like: two 5x5 convolutions (padding keeps 28x28, then
+         * 14x14), each followed by 2x2 max pooling, then dense layers. */
+        bnn_layer_spec ls[4 + BNN_MAX_LAYERS];
+        if (o.cnn) {
+            size_t n = 0;
+            for (int k = 0; k < 2; k++) {
+                bnn_layer_spec_init(&ls[n]);
+                ls[n].kind = BNN_LAYER_CONV2D;
+                ls[n].units = o.conv[k];
+                ls[n].kernel_h = ls[n].kernel_w = 5;
+                ls[n].pad_h = ls[n].pad_w = 2;
+                n++;
+                bnn_layer_spec_init(&ls[n]);
+                ls[n++].kind = BNN_LAYER_MAXPOOL2;
+            }
+            for (size_t k = 0; k <= o.n_hidden; k++) {
+                bnn_layer_spec_init(&ls[n]);
+                ls[n++].units = k < o.n_hidden ? o.hidden[k] : CLASSES;
+            }
+            mc.n_layers = n;
+            mc.layers = ls;
+            mc.input_height = mc.input_width = 28;
+            mc.input_channels = 1;
+        }
         mc.activation = BNN_ACT_RELU;
         mc.likelihood = BNN_LIK_CATEGORICAL;
         mc.prior = o.prior;

@@ -30,6 +30,9 @@ typedef struct options {
     int pyro;                  /* --pyro-config */
     size_t hidden[BNN_MAX_LAYERS];
     size_t n_hidden;
+    int hidden_set;            /* --hidden given */
+    int cnn;                   /* --arch cnn */
+    size_t conv[2];            /* --conv: the cnn's channels */
     size_t epochs, batch, particles;
     bnn_optimizer_kind optimizer;  /* adam or ivon */
     float lr;                  /* NaN: the optimizer's default */

@@ -27,7 +27,10 @@ static void usage(FILE *f)
         "\n"
         "model and training (train):\n"
         "  --pyro-config          the original Pyro program's settings (see README)\n"
-        "  --hidden L[,L...]      hidden layer sizes [1024]\n"
+        "  --arch mlp|cnn         network: dense layers, or conv 5x5xC1 pad 2, 2x2 max pool,\n"
+        "                         conv 5x5xC2 pad 2, 2x2 max pool, then the dense layers [mlp]\n"
+        "  --conv C1,C2           the cnn's channels [16,32]\n"
+        "  --hidden L[,L...]      hidden dense layer sizes [mlp 1024, cnn 128]\n"
         "  --epochs N  --batch N\n"
         "  --optimizer ivon|adam  [ivon]; IVON needs --estimator weight and a normal prior\n"
         "  --lr X                 learning rate [ivon 0.1, adam 1e-3]\n"
@@ -148,6 +151,8 @@ static void set_defaults(options *o)
     o->sampling = BNN_SAMPLING_MARGINAL;
     o->target_accuracy = 0.99;
     o->ood_limit = 2000;
+    o->conv[0] = 16;
+    o->conv[1] = 32;
     o->val_fraction = 0.1;
 }
 
@@ -181,7 +186,7 @@ enum {
     OPT_FORCED, OPT_REFUSE, OPT_THRESHOLD, OPT_PREDICT_SEED, OPT_SAMPLING, OPT_THREADS, OPT_QUIET,
     OPT_OOD, OPT_OOD_LIMIT, OPT_VAL_FRACTION,
     OPT_OPTIMIZER, OPT_LR_SCHEDULE, OPT_LR_END, OPT_IVON_ESS, OPT_IVON_BETA2, OPT_IVON_HESS,
-    OPT_IVON_CLIP, OPT_WARMUP, OPT_SHIFT
+    OPT_IVON_CLIP, OPT_WARMUP, OPT_SHIFT, OPT_ARCH, OPT_CONV
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -225,6 +230,8 @@ static const struct option LONG_OPTIONS[] = {
     {"ivon-clip", required_argument, NULL, OPT_IVON_CLIP},
     {"warmup", required_argument, NULL, OPT_WARMUP},
     {"shift", required_argument, NULL, OPT_SHIFT},
+    {"arch", required_argument, NULL, OPT_ARCH},
+    {"conv", required_argument, NULL, OPT_CONV},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -250,6 +257,7 @@ static void apply_option(options *o, int id, const char *a, const char *v)
             o->hidden[k] = (size_t)list[k];
         }
         o->n_hidden = n;
+        o->hidden_set = 1;
         break;
     }
     case OPT_EPOCHS: o->epochs = parse_size(a, v); break;
@@ -354,6 +362,24 @@ static void apply_option(options *o, int id, const char *a, const char *v)
         if (!(o->warmup >= 0.0 && o->warmup < 1e6))
             die("%s: %s is not a number of epochs >= 0", a, v);
         break;
+    case OPT_ARCH:
+        if (!strcmp(v, "mlp"))
+            o->cnn = 0;
+        else if (!strcmp(v, "cnn"))
+            o->cnn = 1;
+        else
+            die("%s: '%s' is not mlp or cnn", a, v);
+        break;
+    case OPT_CONV: {
+        if (parse_list(a, v, list, 2) != 2)
+            die("%s: '%s' is not two channel counts C1,C2", a, v);
+        for (int k = 0; k < 2; k++) {
+            if (list[k] < 1 || list[k] != floor(list[k]) || list[k] > 4096)
+                die("%s: '%s' is not two channel counts C1,C2", a, v);
+            o->conv[k] = (size_t)list[k];
+        }
+        break;
+    }
     case OPT_SHIFT:
         o->shift = parse_size(a, v);
         if (o->shift > 8)
@@ -420,8 +446,14 @@ void parse_args(int argc, char **argv, options *o)
         o->lr_decay = ivon ? BNN_LR_COSINE : BNN_LR_CONSTANT;
     if (isnan(o->lr_end))
         o->lr_end = o->lr / 1000;
+    /* Local reparameterization is not exact for a kernel shared by the
+     * positions of an image (training refuses it): flipout for Adam's cnn. */
     if (!o->estimator_set)
-        o->estimator = ivon ? BNN_EST_WEIGHT_SAMPLING : BNN_EST_LOCAL_REPARAM;
+        o->estimator = ivon ? BNN_EST_WEIGHT_SAMPLING
+                       : o->cnn ? BNN_EST_FLIPOUT
+                                : BNN_EST_LOCAL_REPARAM;
+    if (o->cnn && !o->hidden_set)
+        o->hidden[0] = 128, o->n_hidden = 1;
     if (!(o->ivon_ess_factor > 0))
         die("--ivon-ess must be > 0");
     if (!isnan(o->kl_weight) && !(o->kl_weight >= 0))

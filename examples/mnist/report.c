@@ -44,7 +44,10 @@ void blas_print(const blas_info *info)
 
 void print_config(const options *o, size_t n_train)
 {
-    printf("Model 784");
+    if (o->cnn)
+        printf("Model 28x28 conv5x5x%zu pool conv5x5x%zu pool", o->conv[0], o->conv[1]);
+    else
+        printf("Model 784");
     for (size_t k = 0; k < o->n_hidden; k++)
         printf("-%zu", o->hidden[k]);
     printf("-10 ReLU, ");
@@ -237,7 +240,7 @@ void write_report(const options *o, const char *path, const blas_info *bi,
     fprintf(f, ", \"kernel\": ");
     json_string(f, bi->core);
     fprintf(f, ", \"threads\": %d},\n", bi->threads);
-    fprintf(f, "  \"model\": {\"layers\": [");
+    fprintf(f, "  \"model\": {\"arch\": \"%s\", \"layers\": [", mc.n_layers ? "cnn" : "mlp");
     for (size_t k = 0; k < mc.n_sizes; k++)
         fprintf(f, "%s%zu", k ? ", " : "", mc.layer_sizes[k]);
     fprintf(f, "], \"activation\": \"%s\", \"prior\": ",

@@ -482,6 +482,45 @@ START_TEST(val_fraction)
 }
 END_TEST
 
+/* --arch cnn: a (tiny) convolutional network trains, saves, reports its
+ * architecture, and evaluates again from the file. */
+START_TEST(cnn_arch)
+{
+    char dir[256], log[320], rep[320], model[320];
+    make_tmp(dir, sizeof dir);
+    snprintf(log, sizeof log, "%s/out.log", dir);
+    snprintf(rep, sizeof rep, "%s/r.json", dir);
+    snprintf(model, sizeof model, "%s/cnn.bnn", dir);
+    write_split(dir, "train", 40, 7, 0);
+    write_split(dir, "t10k", 12, 8, 0);
+    const char *args[] = {"train", "--data", dir, "--arch", "cnn", "--conv", "2,3",
+                          "--hidden", "6", "--epochs", "1", "--batch", "16", "--ood", "none",
+                          "--refuse-samples", "3", "--forced-samples", "2", "--out", model,
+                          "--report", rep, NULL};
+    ck_assert_int_eq(run(log, args), 0);
+    char *t = slurp(log);
+    ck_assert_msg(strstr(t, "conv5x5x2 pool conv5x5x3 pool-6-10") != NULL, "%s", t);
+    free(t);
+    assert_json(rep);
+    t = slurp(rep);
+    /* 784, 14x14x2 and 7x7x3 after pooling, 6, 10 */
+    ck_assert_msg(strstr(t, "\"arch\": \"cnn\", \"layers\": [784, 392, 147, 6, 10]") != NULL,
+                  "%s", t);
+    free(t);
+    const char *eval[] = {"evaluate", "--data", dir, "--load", model, "--ood", "none",
+                          "--refuse-samples", "3", "--forced-samples", "2", NULL};
+    ck_assert_int_eq(run(log, eval), 0);
+    t = slurp(log);
+    ck_assert_msg(strstr(t, "Model loaded from") != NULL, "%s", t);
+    free(t);
+    const char *bad[] = {"train", "--data", dir, "--arch", "resnet", NULL};
+    ck_assert_int_ne(run(log, bad), 0);
+    t = slurp(log);
+    ck_assert_msg(strstr(t, "not mlp or cnn") != NULL, "%s", t);
+    free(t);
+}
+END_TEST
+
 /* Without --ood, the other data set beside --data is scored: fashion
  * beside a mnist* folder, however the folder is spelled. */
 START_TEST(default_ood_partner)
@@ -563,6 +602,7 @@ static Suite *suite(void)
     tcase_add_test(tc, val_fraction);
     tcase_add_test(tc, default_ood_partner);
     tcase_add_test(tc, bad_inputs_fail_cleanly);
+    tcase_add_test(tc, cnn_arch);
     suite_add_tcase(s, tc);
     return s;
 }
