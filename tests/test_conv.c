@@ -720,15 +720,22 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("conv");
-    TCase *tc = tcase_create("conv");
-    tcase_set_timeout(tc, 120);
+    TCase *tc = tcase_create("forward");
     tcase_add_loop_test(tc, test_forward_reference, 0, 2);
     tcase_add_test(tc, test_flipout_signs_per_channel);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("gradients");
+    tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_grad_finite_differences, 0, 4);
     tcase_add_loop_test(tc, test_grad_parts_sum, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("training");
+    tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_learns_bars, 0, 3);
     tcase_add_loop_test(tc, test_threads_same_bits, 0, 3);
     tcase_add_loop_test(tc, test_step_equals_two_calls, 0, 3);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("failures");
     tcase_add_test(tc, test_refusals);
     tcase_add_loop_test(tc, test_numeric_failure_keeps_params, 0, 2);
     tcase_add_test(tc, test_alloc_failures_create);
