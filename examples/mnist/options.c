@@ -38,8 +38,8 @@ static void usage(FILE *f)
         "  --lr-end X             learning rate at the end of a decay [lr / 1000]\n"
         "  --warmup E             linear learning-rate warm-up over E epochs, then the decay [0]\n"
         "  --shift N              shift each training image by a random -N..N pixels per axis [0]\n"
-        "  --ivon-ess F           IVON's effective sample size, F x training images [10]\n"
-        "  --ivon-beta2 X  --ivon-hess-init X  --ivon-clip R   IVON's settings [0.95, 0.1, off]\n"
+        "  --ivon-ess F           IVON's effective sample size, F x training images [30]\n"
+        "  --ivon-beta2 X  --ivon-hess-init X  --ivon-clip R   IVON's settings [0.97, 0.1, off]\n"
         "  --estimator lrt|weight|flipout        gradient estimator [weight; adam: lrt]\n"
         "  --prior normal:S|mixture:PI,S1,S2     prior [normal:1]\n"
         "  --kl analytic|mc       KL term [analytic; mc for the mixture prior]\n"
@@ -128,10 +128,10 @@ static void set_defaults(options *o)
     o->optimizer = BNN_OPT_IVON;
     o->lr = NAN;
     o->lr_end = NAN;
-    o->ivon_beta2 = 0.95f;
+    o->ivon_beta2 = 0.97f;
     o->ivon_hess_init = 0.1f;
     o->ivon_clip = 0.0f;
-    o->ivon_ess_factor = 10.0;
+    o->ivon_ess_factor = 30.0;
     o->estimator = BNN_EST_WEIGHT_SAMPLING; /* Adam's default: lrt (parse_args) */
     o->prior = BNN_PRIOR_NORMAL;
     o->prior_sigma = 1.0f;
