@@ -123,7 +123,8 @@ static int put_chunk(FILE *f, const char *type, const unsigned char *data, size_
     be32(hdr, (uint32_t)n);
     memcpy(hdr + 4, type, 4);
     be32(crc, crc32_update(crc32_update(0, hdr + 4, 4), data, n));
-    return fwrite(hdr, 1, 8, f) == 8 && fwrite(data, 1, n, f) == n &&
+    /* IEND has no data: fwrite's buffer must not be NULL even for 0 bytes */
+    return fwrite(hdr, 1, 8, f) == 8 && (n == 0 || fwrite(data, 1, n, f) == n) &&
            fwrite(crc, 1, 4, f) == 4;
 }
 
