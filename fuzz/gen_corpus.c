@@ -93,11 +93,12 @@ static unsigned char *make(const spec *s, size_t *size)
 }
 
 /* Version 4 files: a small convolutional network (stride, padding, both
- * poolings, per-layer activations and priors) without optimizer (kind 0),
- * a dense sequence with IVON state (1), and one with learned noise (2). */
+ * poolings, per-layer activations and priors) without optimizer (kind 0)
+ * and with Adam state (3, flipout), a dense sequence with IVON state (1),
+ * and one with learned noise (2). */
 static unsigned char *make_sequence(int kind, size_t *size)
 {
-    int dense = kind != 0;
+    int dense = kind == 1 || kind == 2;
     bnn_layer_spec s[7];
     for (int i = 0; i < 7; i++)
         bnn_layer_spec_init(&s[i]);
@@ -115,6 +116,8 @@ static unsigned char *make_sequence(int kind, size_t *size)
         s[2].activation = BNN_ACT_IDENTITY, s[2].prior = BNN_PRIOR_NORMAL;
         s[2].prior_sigma = 0.5f;
         s[3].kind = BNN_LAYER_AVGPOOL2;
+        if (kind == 3) /* the model's prior: analytic KL for Adam */
+            s[0].prior = s[2].prior = BNN_PRIOR_INHERIT;
         s[4].kind = BNN_LAYER_FLATTEN;
         s[5].units = 3;
         s[6].units = 2;
@@ -136,15 +139,15 @@ static unsigned char *make_sequence(int kind, size_t *size)
         die("sequence model");
     if (bnn_guide_create(m, NULL, &g) != BNN_OK)
         die("guide");
-    if (kind == 1) {
+    if (kind == 1 || kind == 3) {
         bnn_optimizer_config oc;
         bnn_optimizer_config_init(&oc);
-        oc.kind = BNN_OPT_IVON;
+        oc.kind = kind == 1 ? BNN_OPT_IVON : BNN_OPT_ADAM;
         bnn_svi_config sc;
         bnn_svi_config_init(&sc);
         sc.dataset_size = 100;
         sc.max_batch = 8;
-        sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+        sc.estimator = kind == 1 ? BNN_EST_WEIGHT_SAMPLING : BNN_EST_FLIPOUT;
         if (bnn_optimizer_create(g, &oc, &sc, &o) != BNN_OK)
             die("optimizer");
         size_t np;
@@ -278,6 +281,9 @@ int main(int argc, char **argv)
     free(b);
     b = make_sequence(2, &n);
     put("valid_sequence_learned_noise.bnn", b, n);
+    free(b);
+    b = make_sequence(3, &n);
+    put("valid_sequence_conv_adam.bnn", b, n);
     free(b);
     return EXIT_SUCCESS;
 }

@@ -1664,6 +1664,7 @@ START_TEST(test_committed_files_load)
         {"valid_learned_noise.bnn", 3},    {"valid_learned_noise_ivon.bnn", 3},
         {"valid_hetero_sgd.bnn", 3},       {"valid_sequence_conv.bnn", 4},
         {"valid_sequence_ivon.bnn", 4},    {"valid_sequence_learned_noise.bnn", 4},
+        {"valid_sequence_conv_adam.bnn", 4},
     };
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char *path = join(BNN_SOURCE_DIR "/fuzz/corpus", files[i].name);
