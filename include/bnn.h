@@ -203,9 +203,15 @@ typedef struct bnn_layer_spec {
      *  BNN_ACT_INHERIT: the model's activation for hidden layers and none
      *  for the output layer, which takes only INHERIT or IDENTITY. */
     bnn_activation activation;
-    /** This layer's prior; default BNN_PRIOR_INHERIT (the model's).  The
-     *  scales mean what the model config's fields of the same names mean
-     *  and are read only when prior is not INHERIT. */
+    /** This layer's prior on its weights and biases; default
+     *  BNN_PRIOR_INHERIT (the model's).  The scales mean what the model
+     *  config's fields of the same names mean and are read only when prior
+     *  is not INHERIT.  Training uses each layer's prior: the KL term is
+     *  the sum of every layer's KL against its own prior, and IVON's delta
+     *  is per layer (see "IVON").  The analytic KL (BNN_KL_ANALYTIC) and
+     *  IVON need the Normal prior on every layer, inherited or not;
+     *  bnn_optimizer_create names the first layer that has the scale
+     *  mixture. */
     bnn_prior prior;
     float prior_sigma;  /**< default 1 */
     float prior_pi;     /**< default 0.5 */
@@ -233,7 +239,7 @@ typedef struct bnn_model_config {
     /** Gaussian likelihood noise, > 0; default 1 (for
      *  BNN_LIK_GAUSSIAN_LEARNED the initial sigma of every output) */
     float noise_sigma;
-    bnn_prior prior;           /**< default Normal */
+    bnn_prior prior;           /**< default Normal; a layer spec may set its own */
     float prior_sigma;         /**< Normal prior scale, > 0; default 1 */
     float prior_pi;            /**< mixture weight in (0,1); default 0.5 */
     float prior_sigma1;        /**< mixture scale 1, > 0; default 1 */
@@ -570,11 +576,12 @@ BNN_API void bnn_svi_config_init(bnn_svi_config *cfg);
  *  optimizer.  A guide has at most one optimizer at a time (it owns the
  *  guide's gradient buffer); free it before creating another.  Errors:
  *  BNN_E_STATE (the guide already has an optimizer), BNN_E_INVALID (NULL
- *  guide, svi or out, dataset_size 0, bad values, analytic KL with the scale-mixture prior, num_threads above
- *  BNN_MAX_THREADS; for IVON, kl_weight 0 or clip_norm set),
- *  BNN_E_UNSUPPORTED (IVON with another estimator than weight sampling or
- *  another prior than Normal; local reparameterization for a network with
- *  a convolution), BNN_E_SHAPE
+ *  guide, svi or out, dataset_size 0, bad values, analytic KL with the
+ *  scale-mixture prior on any layer (the model's or a layer's own),
+ *  num_threads above BNN_MAX_THREADS; for IVON, kl_weight 0 or clip_norm
+ *  set), BNN_E_UNSUPPORTED (IVON with another estimator than weight
+ *  sampling or with the scale-mixture prior on any layer; local
+ *  reparameterization for a network with a convolution), BNN_E_SHAPE
  *  (max_batch so large that the workspace size overflows, or that a
  *  convolution's im2col matrix, max_batch x out_h x out_w rows, exceeds
  *  INT_MAX rows for CBLAS), BNN_E_NOMEM
@@ -595,7 +602,9 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
 /* IVON (BNN_OPT_IVON).  A Gaussian posterior N(mu, sigma^2) per parameter
  * with sigma = 1 / sqrt(lambda (h + delta)): lambda = ivon_ess (or N =
  * dataset_size), delta = kl_weight / (prior_sigma^2 lambda), so that
- * lambda delta is the (weighted) prior precision.  The optimizer keeps a
+ * lambda delta is the (weighted) prior precision; prior_sigma is that of
+ * the parameter's layer (bnn_layer_spec.prior_sigma, or the model's), so
+ * delta and the step scale below are per layer.  The optimizer keeps a
  * momentum g and a Hessian estimate h per parameter; mu is the guide's.  A
  * step draws, for each of num_particles particles, w = mu + sigma eps and
  * takes ghat = the gradient at w of the batch's mean negative
@@ -611,11 +620,11 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide,
  * Useful learning rates are about 0.05 to 0.5 (the first update is lr
  * times the gradient, as for SGD), usually decayed (bnn_lr_schedule).
  *
- * Requirements: BNN_EST_WEIGHT_SAMPLING and the Normal prior (else
- * BNN_E_UNSUPPORTED: the estimator's weight draw is what Price's theorem
- * needs, and the prior's precision is IVON's weight decay), kl_weight > 0
- * and clip_norm = 0 (else BNN_E_INVALID).  kl_mode is not used: the prior
- * enters exactly, through delta.
+ * Requirements: BNN_EST_WEIGHT_SAMPLING and the Normal prior on every
+ * layer (else BNN_E_UNSUPPORTED: the estimator's weight draw is what
+ * Price's theorem needs, and the prior's precision is IVON's weight
+ * decay), kl_weight > 0 and clip_norm = 0 (else BNN_E_INVALID).  kl_mode
+ * is not used: the prior enters exactly, through delta.
  *
  * The gradient buffer (bnn_guide_grads) holds [ghat | hhat] instead of
  * [dLoss/dmu | dLoss/drho].  bnn_svi_grad_part fills each part's share
@@ -642,8 +651,9 @@ BNN_API bnn_status bnn_optimizer_set_lr(bnn_optimizer *opt, float lr);
  *  bnn_svi_grad, not between bnn_svi_grad and bnn_optimizer_step: the
  *  gradient buffer keeps the weight it was computed with.  For IVON the
  *  weight scales the prior precision: delta = kl_weight / (prior_sigma^2
- *  lambda) (see "IVON"), so the posterior sigma, the prior's pull in the
- *  update and the step scale lr (h0 + delta) follow it from the next step;
+ *  lambda), each layer's with its own prior_sigma (see "IVON"), so the
+ *  posterior sigma, the prior's pull in the update and the step scale
+ *  lr (h0 + delta) follow it from the next step;
  *  0 is refused as bnn_optimizer_create refuses it.  The optimizer is
  *  unchanged on error.  Errors: BNN_E_INVALID (NULL optimizer, kl_weight
  *  NaN, infinite or negative; 0 for IVON), BNN_E_STATE (IVON: a Hessian

@@ -177,16 +177,6 @@ static inline size_t model_n_noise(const struct bnn_model *m)
     return m->likelihood == BNN_LIK_GAUSSIAN_LEARNED ? m->sizes[m->n_sizes - 1] : 0;
 }
 
-/* What a module does not handle (yet), refused with BNN_E_UNSUPPORTED and
- * "<fn>: <what> of ... is not supported" when m has it.  MODEL_HAS_* bits;
- * each caller passes the features it lacks. */
-enum {
-    MODEL_HAS_CONV = 1,       /* convolution (and so pooling) layers */
-    MODEL_HAS_LAYER_ACT = 2,  /* an activation other than the model's MLP pattern */
-    MODEL_HAS_LAYER_PRIOR = 4 /* a layer with its own prior */
-};
-bnn_status model_refuse(const struct bnn_model *m, unsigned features, const char *fn,
-                        const char *what);
 /* Validate cfg as bnn_model_create does and lay the model out in *m
  * without allocating anything (m is not a model to free or use beyond its
  * sizes).  bnn_model_create's errors except BNN_E_NOMEM. */
@@ -316,13 +306,23 @@ struct bnn_optimizer {
      * without): a point estimate, stepped by Adam (SGD: momentum in
      * noise_m) whatever the optimizer. */
     float *noise_m, *noise_v;
-    float ivon_lam, ivon_delta; /* bnn.h "IVON": lambda and delta */
+    float ivon_lam; /* bnn.h "IVON": lambda */
     struct svi_ws ws;
+    /* The parameters in runs of one prior: consecutive weight layers with
+     * equal resolved priors share a segment (a model without per-layer
+     * priors has one).  Segment s covers [seg_end[s-1], seg_end[s]) of a
+     * guide half and has the prior of weight layer seg_layer[s]. */
+    size_t n_seg;
+    size_t seg_end[BNN_MAX_LAYERS], seg_layer[BNN_MAX_LAYERS];
+    float ivon_delta[BNN_MAX_LAYERS]; /* IVON's delta, per segment */
 };
 
 /* IVON's delta = kl_weight / (prior_sigma^2 lambda), computed the same way
  * by the optimizer and by the loader's check of a saved Hessian. */
 float optim_ivon_delta(float kl_weight, float prior_sigma, float lam);
+/* The same with the prior of the weight layer that holds parameter i of
+ * a guide half of model m (its Normal prior's sigma). */
+float optim_ivon_delta_at(const struct bnn_model *m, size_t i, float kl_weight, float lam);
 
 /* bnn_optimizer_step for a gradient whose sum of squares grad_ss is known
  * (finite): bnn_svi_step computes it with the gradient. */

@@ -434,26 +434,6 @@ bnn_status model_describe(const bnn_model_config *user, bnn_model *m)
     return st;
 }
 
-bnn_status model_refuse(const bnn_model *m, unsigned features, const char *fn,
-                        const char *what)
-{
-    size_t L = model_n_layers(m);
-    for (size_t l = 0; l < L; l++) {
-        const struct model_layer *y = &m->layer[l];
-        if ((features & MODEL_HAS_CONV) && y->conv)
-            return error_set(BNN_E_UNSUPPORTED, "%s: %s of convolutional networks is not "
-                             "supported", fn, what);
-        if ((features & MODEL_HAS_LAYER_ACT) &&
-            y->act != (l + 1 < L ? m->activation : BNN_ACT_IDENTITY))
-            return error_set(BNN_E_UNSUPPORTED, "%s: %s of networks with per-layer "
-                             "activations is not supported", fn, what);
-        if ((features & MODEL_HAS_LAYER_PRIOR) && y->own_prior)
-            return error_set(BNN_E_UNSUPPORTED, "%s: %s of networks with per-layer priors "
-                             "is not supported", fn, what);
-    }
-    return BNN_OK;
-}
-
 BNN_API void bnn_model_free(bnn_model *m)
 {
     if (!m)

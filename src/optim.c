@@ -81,15 +81,76 @@ float optim_ivon_delta(float kl_weight, float prior_sigma, float lam)
     return (float)((double)kl_weight / (p * p * (double)lam));
 }
 
+/* The weight layer whose weights or biases hold parameter i of a guide
+ * half (layer l: [w_off[l], w_off[l + 1])). */
+static size_t layer_of(const bnn_model *m, size_t i)
+{
+    size_t l = 0, L = model_n_layers(m);
+    while (l + 1 < L && m->w_off[l + 1] <= i)
+        l++;
+    return l;
+}
+
+float optim_ivon_delta_at(const bnn_model *m, size_t i, float kl_weight, float lam)
+{
+    const struct model_layer *y = &m->layer[layer_of(m, i)];
+    /* No delta without a Normal prior: IVON refuses such a model, so a
+     * check h + delta > 0 leaves the refusal to bnn_optimizer_create. */
+    if (y->prior != BNN_PRIOR_NORMAL)
+        return INFINITY;
+    return optim_ivon_delta(kl_weight, y->prior_sigma, lam);
+}
+
+static int same_prior(const struct model_layer *a, const struct model_layer *b)
+{
+    if (a->prior != b->prior)
+        return 0;
+    if (a->prior == BNN_PRIOR_NORMAL)
+        return a->prior_sigma == b->prior_sigma;
+    return a->prior_pi == b->prior_pi && a->prior_sigma1 == b->prior_sigma1 &&
+           a->prior_sigma2 == b->prior_sigma2;
+}
+
+/* o's prior segments (internal.h): one per run of equal layer priors. */
+static void prior_segments(bnn_optimizer *o, const bnn_model *m)
+{
+    size_t L = model_n_layers(m), n = 0;
+    for (size_t l = 0; l < L; l++) {
+        if (n == 0 || !same_prior(&m->layer[o->seg_layer[n - 1]], &m->layer[l]))
+            o->seg_layer[n++] = l;
+        o->seg_end[n - 1] = l + 1 < L ? m->w_off[l + 1] : m->n_params;
+    }
+    o->n_seg = n;
+}
+
+/* Every segment's delta for kl_weight. */
+static void ivon_deltas(const bnn_optimizer *o, float kl_weight, float *delta)
+{
+    const bnn_model *m = o->guide->model;
+    for (size_t s = 0; s < o->n_seg; s++)
+        delta[s] = optim_ivon_delta(kl_weight, m->layer[o->seg_layer[s]].prior_sigma, o->ivon_lam);
+}
+
+/* The first weight layer whose prior is not Normal, or L if none. */
+static size_t first_non_normal(const bnn_model *m)
+{
+    size_t l = 0;
+    while (l < model_n_layers(m) && m->layer[l].prior == BNN_PRIOR_NORMAL)
+        l++;
+    return l;
+}
+
 /* IVON's demands on the model and the SVI settings (bnn.h "IVON"). */
 static bnn_status validate_ivon(const bnn_svi_config *c, const bnn_model *m)
 {
     if (c->estimator != BNN_EST_WEIGHT_SAMPLING)
         return error_set(BNN_E_UNSUPPORTED, "IVON needs BNN_EST_WEIGHT_SAMPLING: its Hessian "
                          "estimate (Price's theorem) uses the weight draw");
-    if (m->prior != BNN_PRIOR_NORMAL)
-        return error_set(BNN_E_UNSUPPORTED, "IVON needs the Normal prior (its precision is "
-                         "IVON's weight decay); the scale-mixture prior has no such form");
+    size_t l = first_non_normal(m);
+    if (l < model_n_layers(m))
+        return error_set(BNN_E_UNSUPPORTED, "IVON needs the Normal prior on every layer (its "
+                         "precision is IVON's weight decay); weight layer %zu has the "
+                         "scale-mixture prior, which has no such form", l);
     if (!(c->kl_weight > 0.0f))
         return error_set(BNN_E_INVALID, "IVON needs kl_weight > 0 (it scales the prior "
                          "precision, which keeps the posterior proper)");
@@ -113,9 +174,10 @@ static bnn_status validate_svi(const bnn_svi_config *c, const bnn_model *m)
                          "BNN_EST_WEIGHT_SAMPLING");
     if (c->kl_mode != BNN_KL_ANALYTIC && c->kl_mode != BNN_KL_MONTE_CARLO)
         return error_set(BNN_E_INVALID, "unknown KL mode %d", (int)c->kl_mode);
-    if (c->kl_mode == BNN_KL_ANALYTIC && m->prior != BNN_PRIOR_NORMAL)
-        return error_set(BNN_E_INVALID, "the scale-mixture prior has no closed-form KL: "
-                         "use BNN_KL_MONTE_CARLO");
+    size_t l = first_non_normal(m);
+    if (c->kl_mode == BNN_KL_ANALYTIC && l < model_n_layers(m))
+        return error_set(BNN_E_INVALID, "the scale-mixture prior (weight layer %zu) has no "
+                         "closed-form KL: use BNN_KL_MONTE_CARLO", l);
     if (c->num_particles < 1 || c->num_particles > 256)
         return error_set(BNN_E_INVALID, "num_particles must be in [1, 256], got %zu",
                          c->num_particles);
@@ -136,10 +198,6 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     if (!svi)
         return error_set(BNN_E_INVALID, "bnn_optimizer_create: svi must not be NULL (its "
                          "dataset_size, the number of training examples, has no default)");
-    bnn_status plain = model_refuse(guide->model, MODEL_HAS_LAYER_PRIOR, "bnn_optimizer_create",
-                                    "training");
-    if (plain != BNN_OK)
-        return plain;
     if (guide->optimizer)
         return error_set(BNN_E_STATE, "bnn_optimizer_create: the guide already has an optimizer "
                          "(they would share its gradient buffer); free that one first");
@@ -181,11 +239,11 @@ BNN_API bnn_status bnn_optimizer_create(bnn_guide *guide, const bnn_optimizer_co
     }
     if (!o->m || (!ivon && !o->v) || (guide->n_noise && (!o->noise_m || !o->noise_v)))
         st = error_set(BNN_E_NOMEM, "out of memory allocating the optimizer state");
+    prior_segments(o, guide->model);
     if (st == BNN_OK && ivon) {
         double lam = oc.ivon_ess > 0.0f ? (double)oc.ivon_ess : (double)sc.dataset_size;
-        double p = guide->model->prior_sigma;
         o->ivon_lam = (float)lam;
-        o->ivon_delta = optim_ivon_delta(sc.kl_weight, (float)p, (float)lam);
+        ivon_deltas(o, sc.kl_weight, o->ivon_delta);
         for (size_t i = 0; i < P; i++)
             o->m[P + i] = oc.ivon_hess_init;
         o->ws.ivon = 1;
@@ -242,17 +300,18 @@ BNN_API bnn_status bnn_optimizer_set_kl_weight(bnn_optimizer *o, float kl_weight
                          "precision, which keeps the posterior proper)");
     /* A smaller prior precision must keep every h + delta > 0, as the
      * update and the loader require: h may have gone below 0. */
-    float delta = optim_ivon_delta(kl_weight, o->guide->model->prior_sigma, o->ivon_lam);
-    size_t P = o->guide->n_params;
-    const float *h = o->m + P;
-    for (size_t i = 0; i < P; i++)
-        if (!(h[i] + delta > 0.0f))
-            return error_set(BNN_E_STATE, "bnn_optimizer_set_kl_weight: IVON's Hessian estimate "
-                             "%zu (%g) is not above -delta = %g for kl_weight %g: the posterior "
-                             "would be improper", i, (double)h[i], -(double)delta,
-                             (double)kl_weight);
+    float delta[BNN_MAX_LAYERS];
+    ivon_deltas(o, kl_weight, delta);
+    const float *h = o->m + o->guide->n_params;
+    for (size_t s = 0, i = 0; s < o->n_seg; s++)
+        for (; i < o->seg_end[s]; i++)
+            if (!(h[i] + delta[s] > 0.0f))
+                return error_set(BNN_E_STATE, "bnn_optimizer_set_kl_weight: IVON's Hessian "
+                                 "estimate %zu (%g) is not above -delta = %g for kl_weight %g: "
+                                 "the posterior would be improper", i, (double)h[i],
+                                 -(double)delta[s], (double)kl_weight);
     o->svi.kl_weight = kl_weight;
-    o->ivon_delta = delta;
+    memcpy(o->ivon_delta, delta, sizeof delta);
     return BNN_OK;
 }
 
@@ -354,14 +413,14 @@ static void noise_update(bnn_optimizer *o, float scale, uint64_t t)
     }
 }
 
-/* IVON's settings for step t (counted from 1). */
-static fused_ivon_args ivon_args(const bnn_optimizer *o, uint64_t t)
+/* IVON's settings for step t (counted from 1) in prior segment s. */
+static fused_ivon_args ivon_args(const bnn_optimizer *o, uint64_t t, size_t s)
 {
-    float b1 = o->ocfg.beta1, r = o->ocfg.ivon_clip_radius;
+    float b1 = o->ocfg.beta1, r = o->ocfg.ivon_clip_radius, d = o->ivon_delta[s];
     fused_ivon_args a = {b1, o->ocfg.ivon_beta2, (float)(1.0 / (1.0 - pow(b1, (double)t))),
                          (float)((double)o->ocfg.lr * ((double)o->ocfg.ivon_hess_init +
-                                                       (double)o->ivon_delta)),
-                         o->ivon_delta, o->ivon_lam, r > 0.0f ? r : INFINITY};
+                                                       (double)d)),
+                         d, o->ivon_lam, r > 0.0f ? r : INFINITY};
     return a;
 }
 
@@ -372,16 +431,22 @@ void optim_apply_ivon_fused(bnn_optimizer *o, double *ss)
     size_t P = g->n_params;
     float *p = g->params, *gr = g->grads, *m = o->m;
     uint64_t t = o->step + 1;
-    fused_ivon_args a = ivon_args(o, t);
+    fused_ivon_args a[BNN_MAX_LAYERS];
+    for (size_t k = 0; k < o->n_seg; k++)
+        a[k] = ivon_args(o, t, k);
     /* Layer by layer in backward()'s order, so that the sum of squares is
-     * the one bnn_svi_grad computes; earlier particles' terms are in gr. */
+     * the one bnn_svi_grad computes; earlier particles' terms are in gr.
+     * Each layer lies in one prior segment. */
     int acc = o->ws.ivon_acc;
+    size_t s = o->n_seg - 1;
     for (size_t l = model_n_layers(md); l-- > 0;) {
         size_t w0 = md->w_off[l], len = model_layer_in(md, l) * model_layer_out(md, l) +
                                         model_layer_out(md, l);
+        while (s > 0 && o->seg_end[s - 1] > w0)
+            s--;
         pass_ivon_update_grad(&o->ws, len, p + w0, p + P + w0, m + w0, m + P + w0,
                               o->ws.gw + w0, o->ws.noise + w0, acc ? gr + w0 : NULL,
-                              acc ? gr + P + w0 : NULL, &a, ss);
+                              acc ? gr + P + w0 : NULL, &a[s], ss);
     }
     *ss += optim_noise_grad_ss(g);
     noise_update(o, 1.0f, t);
@@ -408,8 +473,11 @@ static void apply(bnn_optimizer *o, double ss)
     float *m = o->m;
     if (o->ocfg.kind == BNN_OPT_IVON) {
         size_t P = g->n_params;
-        fused_ivon_args a = ivon_args(o, t);
-        pass_ivon_update(&o->ws, P, p, p + P, m, m + P, gr, gr + P, &a);
+        fused_ivon_args a[BNN_MAX_LAYERS];
+        for (size_t k = 0; k < o->n_seg; k++)
+            a[k] = ivon_args(o, t, k);
+        pass_segs segs = {o->n_seg, o->seg_end};
+        pass_ivon_update(&o->ws, P, p, p + P, m, m + P, gr, gr + P, a, &segs);
     } else if (o->ocfg.kind == BNN_OPT_ADAM) {
         /* PyTorch's Adam (which Pyro wraps): bias-corrected step size and
          * eps added to the corrected root of v. */

@@ -23,9 +23,11 @@ typedef struct pass_ctx {
     /* IVON */
     float *h, *rho_out;
     const float *hhat, *ghat0, *hhat0;
-    float lam, delta, inv_p2, log_p;
+    float lam;
+    const float *delta, *inv_p2, *log_p;
     int acc;
     const fused_ivon_args *ivon;
+    pass_segs segs; /* kl, delta, inv_p2, log_p and ivon: one per segment */
     double *partial;
     double *partial_max; /* per-chunk maxima (IVON draw) */
 } pass_ctx;
@@ -40,16 +42,14 @@ static fused_kl kl_at(const fused_kl *kl, size_t off)
     return k;
 }
 
-static void pass_task(void *vc, size_t c)
+/* Elements [off, off + len) of a pass, all in segment `seg`; an IVON
+ * draw's largest factor into *fmax. */
+static double pass_piece(const pass_ctx *x, size_t seg, size_t off, size_t len, float *fmax)
 {
-    const pass_ctx *x = vc;
-    size_t off = c * POOL_CHUNK, len = x->n - off < POOL_CHUNK ? x->n - off : POOL_CHUNK;
     double r = 0.0;
-    fused_kl k = x->kl ? kl_at(x->kl, off) : (fused_kl){0};
+    fused_kl k = x->kl ? kl_at(&x->kl[seg], off) : (fused_kl){0};
     switch (x->kind) {
     case PASS_DRAW:
-        if (x->draw)
-            rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
         r = fused_draw(len, x->mu + off, x->rho + off, x->eps + off, x->w ? x->w + off : NULL,
                        x->add_mu, x->kl ? &k : NULL);
         break;
@@ -67,21 +67,18 @@ static void pass_task(void *vc, size_t c)
     case PASS_ADAM:
         fused_adam(len, x->p + off, x->g + off, x->m + off, x->v + off, x->adam);
         break;
-    case PASS_IVON_DRAW: {
-        float fm;
-        rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
+    case PASS_IVON_DRAW:
         r = fused_ivon_draw(len, x->mu + off, x->h + off, x->eps + off, x->w + off, x->lam,
-                            x->delta, x->inv_p2, x->log_p, &fm);
-        x->partial_max[c] = fm;
+                            x->delta[seg], x->inv_p2 ? x->inv_p2[seg] : 0.0f,
+                            x->log_p ? x->log_p[seg] : 0.0f, fmax);
         break;
-    }
     case PASS_IVON_BACKWARD:
         fused_ivon_backward(len, x->gw + off, x->factor + off, x->gmu + off, x->grho + off,
                             x->acc, x->partial ? &r : NULL);
         break;
     case PASS_IVON_UPDATE:
         fused_ivon_update(len, x->p + off, x->rho_out + off, x->m + off, x->h + off,
-                          x->g + off, x->hhat + off, x->ivon);
+                          x->g + off, x->hhat + off, &x->ivon[seg]);
         break;
     case PASS_IVON_UPDATE_GRAD:
         fused_ivon_update_grad(len, x->p + off, x->rho_out + off, x->m + off, x->h + off,
@@ -89,6 +86,33 @@ static void pass_task(void *vc, size_t c)
                                x->hhat0 ? x->hhat0 + off : NULL, x->ivon, &r);
         break;
     }
+    return r;
+}
+
+static void pass_task(void *vc, size_t c)
+{
+    const pass_ctx *x = vc;
+    size_t off = c * POOL_CHUNK, len = x->n - off < POOL_CHUNK ? x->n - off : POOL_CHUNK;
+    if ((x->kind == PASS_DRAW && x->draw) || x->kind == PASS_IVON_DRAW)
+        rng_normal_fill(x->seed, x->stream, off, len, x->eps + off);
+    double r = 0.0;
+    float fm = 0.0f;
+    if (x->segs.n <= 1) {
+        r = pass_piece(x, 0, off, len, &fm);
+    } else {
+        size_t s = 0, end = off + len;
+        while (x->segs.end[s] <= off)
+            s++;
+        for (size_t a = off; a < end; s++) {
+            size_t b = x->segs.end[s] < end ? x->segs.end[s] : end;
+            float v = 0.0f;
+            r += pass_piece(x, s, a, b - a, &v);
+            fm = v > fm || v != v ? v : fm;
+            a = b;
+        }
+    }
+    if (x->kind == PASS_IVON_DRAW)
+        x->partial_max[c] = fm;
     if (x->partial)
         x->partial[c] = r;
 }
@@ -108,20 +132,26 @@ static double run(struct svi_ws *ws, pass_ctx *x, int sum)
 
 /* Unnamed members of the initialisers below are zero: NULL, 0. */
 
+static pass_segs segs_or_one(const pass_segs *segs)
+{
+    return segs ? *segs : (pass_segs){1, NULL};
+}
+
 double pass_draw(struct svi_ws *ws, int draw, uint64_t stream, size_t n, const float *mu,
-                 const float *rho, float *eps, float *w, int add_mu, const fused_kl *kl)
+                 const float *rho, float *eps, float *w, int add_mu, const fused_kl *kl,
+                 const pass_segs *segs)
 {
     pass_ctx x = {.kind = PASS_DRAW, .n = n, .draw = draw, .seed = ws->seed,
                   .stream = stream, .mu = mu, .rho = rho, .eps = eps, .w = w,
-                  .add_mu = add_mu, .kl = kl};
+                  .add_mu = add_mu, .kl = kl, .segs = segs_or_one(segs)};
     return run(ws, &x, 1);
 }
 
 double pass_lrt_prepare(struct svi_ws *ws, size_t n, const float *mu, const float *rho,
-                        float *sig2, float *dsig, const fused_kl *kl)
+                        float *sig2, float *dsig, const fused_kl *kl, const pass_segs *segs)
 {
     pass_ctx x = {.kind = PASS_LRT, .n = n, .mu = mu, .rho = rho, .sig2 = sig2, .dsig = dsig,
-                  .kl = kl};
+                  .kl = kl, .segs = segs_or_one(segs)};
     return run(ws, &x, 1);
 }
 
@@ -149,15 +179,16 @@ void pass_adam(struct svi_ws *ws, size_t n, float *p, const float *g, float *m, 
 }
 
 double pass_ivon_draw(struct svi_ws *ws, uint64_t stream, size_t n, const float *mu,
-                      const float *h, float *eps, float *w, float lam, float delta,
-                      float kl_inv_p2, float kl_log_p, float *fmax)
+                      const float *h, float *eps, float *w, float lam, const float *delta,
+                      const float *kl_inv_p2, const float *kl_log_p, const pass_segs *segs,
+                      float *fmax)
 {
     size_t chunks = pool_chunks(n);
     pass_ctx x = {.kind = PASS_IVON_DRAW, .n = n, .seed = ws->seed, .stream = stream,
                   .mu = mu, .h = (float *)h, .eps = eps, .w = w, .lam = lam, .delta = delta,
-                  .inv_p2 = kl_inv_p2, .log_p = kl_log_p,
+                  .inv_p2 = kl_inv_p2, .log_p = kl_log_p, .segs = segs_or_one(segs),
                   .partial_max = ws->partial + pool_chunks(2 * n)};
-    double r = run(ws, &x, kl_inv_p2 > 0.0f);
+    double r = run(ws, &x, kl_inv_p2 != NULL);
     float fm = 0.0f;
     for (size_t c = 0; c < chunks; c++) {
         float v = (float)x.partial_max[c];
@@ -178,10 +209,11 @@ void pass_ivon_backward(struct svi_ws *ws, size_t n, const float *gw, const floa
 }
 
 void pass_ivon_update(struct svi_ws *ws, size_t n, float *mu, float *rho, float *g, float *h,
-                      const float *ghat, const float *hhat, const fused_ivon_args *a)
+                      const float *ghat, const float *hhat, const fused_ivon_args *a,
+                      const pass_segs *segs)
 {
     pass_ctx x = {.kind = PASS_IVON_UPDATE, .n = n, .p = mu, .rho_out = rho, .m = g, .h = h,
-                  .g = ghat, .hhat = hhat, .ivon = a};
+                  .g = ghat, .hhat = hhat, .ivon = a, .segs = segs_or_one(segs)};
     (void)run(ws, &x, 0);
 }
 

@@ -133,29 +133,35 @@ static bnn_status check_batch(const bnn_optimizer *o, const float *x, const int3
     return BNN_OK;
 }
 
-/* The KL part of a fused pass with the model's prior. */
-static fused_kl kl_setup(const bnn_optimizer *o, double scale, int accumulate)
+/* The KL part of a fused pass: one setting per prior segment (each
+ * weight layer's KL is against its own prior), into k[o->n_seg]. */
+static void kl_setup(const bnn_optimizer *o, double scale, int accumulate, fused_kl *k)
 {
     const bnn_guide *g = o->guide;
     const bnn_model *m = g->model;
-    fused_kl k;
-    memset(&k, 0, sizeof k);
-    k.scale = (float)scale;
-    k.accumulate = accumulate;
-    k.gmu = g->grads;
-    k.grho = g->grads + g->n_params;
-    if (o->svi.kl_mode == BNN_KL_ANALYTIC)
-        k.mode = FUSED_KL_ANALYTIC;
-    else
-        k.mode = m->prior == BNN_PRIOR_NORMAL ? FUSED_KL_MC_NORMAL : FUSED_KL_MC_MIXTURE;
-    double p = m->prior_sigma, s1 = m->prior_sigma1, s2 = m->prior_sigma2, pi = m->prior_pi;
-    k.inv_p2 = (float)(1.0 / (p * p));
-    k.log_p = (float)log(p);
-    k.mix_c1 = (float)(log(pi) - log(s1));
-    k.mix_c2 = (float)(log1p(-pi) - log(s2));
-    k.mix_h1 = (float)(0.5 / (s1 * s1));
-    k.mix_h2 = (float)(0.5 / (s2 * s2));
-    return k;
+    for (size_t s = 0; s < o->n_seg; s++) {
+        const struct model_layer *y = &m->layer[o->seg_layer[s]];
+        fused_kl *c = &k[s];
+        memset(c, 0, sizeof *c);
+        c->scale = (float)scale;
+        c->accumulate = accumulate;
+        c->gmu = g->grads;
+        c->grho = g->grads + g->n_params;
+        if (o->svi.kl_mode == BNN_KL_ANALYTIC)
+            c->mode = FUSED_KL_ANALYTIC;
+        else
+            c->mode = y->prior == BNN_PRIOR_NORMAL ? FUSED_KL_MC_NORMAL : FUSED_KL_MC_MIXTURE;
+        double p = y->prior_sigma, s1 = y->prior_sigma1, s2 = y->prior_sigma2, pi = y->prior_pi;
+        if (y->prior == BNN_PRIOR_NORMAL) {
+            c->inv_p2 = (float)(1.0 / (p * p));
+            c->log_p = (float)log(p);
+        } else {
+            c->mix_c1 = (float)(log(pi) - log(s1));
+            c->mix_c2 = (float)(log1p(-pi) - log(s2));
+            c->mix_h1 = (float)(0.5 / (s1 * s1));
+            c->mix_h2 = (float)(0.5 / (s2 * s2));
+        }
+    }
 }
 
 /* Everything of particle k that depends on the parameters only, in one
@@ -172,34 +178,42 @@ static double prepare_particle(bnn_optimizer *o, unsigned k, double kl_scale, in
     const float *mu = guide_mu(g), *rho = guide_rho(g);
     int analytic = o->svi.kl_mode == BNN_KL_ANALYTIC;
     uint64_t step = o->step;
+    pass_segs segs = {o->n_seg, o->seg_end};
     if (o->ocfg.kind == BNN_OPT_IVON) {
         /* One draw from sigma(h); the analytic KL of that posterior, once,
          * for the statistics only (the prior acts through delta), so only
          * when they are asked for: its log per parameter is a third of the
          * draw's time. */
-        double p = g->model->prior_sigma;
+        float inv_p2[BNN_MAX_LAYERS], log_p[BNN_MAX_LAYERS];
+        for (size_t s = 0; s < o->n_seg; s++) {
+            double p = g->model->layer[o->seg_layer[s]].prior_sigma;
+            inv_p2[s] = (float)(1.0 / (p * p));
+            log_p[s] = (float)log(p);
+        }
         o->ws.ivon_acc = k > 0;
         return pass_ivon_draw(&o->ws, rng_stream_id(step, k, 0, RNG_WEIGHTS), P, mu,
                               o->m + P, o->ws.noise, o->ws.wsamp, o->ivon_lam, o->ivon_delta,
-                              k == 0 && want_kl ? (float)(1.0 / (p * p)) : 0.0f,
-                              (float)log(p), &o->ws.ivon_fmax);
+                              k == 0 && want_kl ? inv_p2 : NULL, log_p, &segs,
+                              &o->ws.ivon_fmax);
     }
-    fused_kl kl = kl_setup(o, analytic ? kl_scale : kl_scale / (double)K, k > 0);
+    fused_kl kl[BNN_MAX_LAYERS];
+    kl_setup(o, analytic ? kl_scale : kl_scale / (double)K, k > 0, kl);
     double r = 0.0;
     switch (o->svi.estimator) {
     case BNN_EST_WEIGHT_SAMPLING:
     case BNN_EST_FLIPOUT: {
         int ws = o->svi.estimator == BNN_EST_WEIGHT_SAMPLING;
         r = pass_draw(&o->ws, 1, rng_stream_id(step, k, 0, ws ? RNG_WEIGHTS : RNG_FLIPOUT_EPS), P, mu,
-                      rho, o->ws.noise, o->ws.wsamp, ws, analytic && k > 0 ? NULL : &kl);
+                      rho, o->ws.noise, o->ws.wsamp, ws, analytic && k > 0 ? NULL : kl, &segs);
         break;
     }
     case BNN_EST_LOCAL_REPARAM:
         if (k == 0)
-            r = pass_lrt_prepare(&o->ws, P, mu, rho, o->ws.sig2, o->ws.dsig, analytic ? &kl : NULL);
+            r = pass_lrt_prepare(&o->ws, P, mu, rho, o->ws.sig2, o->ws.dsig, analytic ? kl : NULL,
+                                 &segs);
         if (!analytic)
             r = pass_draw(&o->ws, 1, rng_stream_id(step, k, 0, RNG_KL), P, mu, rho, o->ws.noise, NULL, 0,
-                          &kl);
+                          kl, &segs);
         break;
     }
     return analytic ? r : r / (double)K;

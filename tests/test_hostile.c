@@ -1005,6 +1005,46 @@ ROW(ivon_mixture_prior)
     return st;
 }
 
+/* The fixture's categorical MLP as a layer sequence whose weight layer
+ * `mixture` has its own scale-mixture prior (the others the model's
+ * Normal one), trained by oc (NULL: Adam) with kl_mode. */
+static bnn_status opt_layer_mixture(hctx *c, size_t mixture, const bnn_optimizer_config *oc,
+                                    bnn_kl_mode kl_mode)
+{
+    bnn_layer_spec s[2];
+    for (size_t l = 0; l < 2; l++) {
+        bnn_layer_spec_init(&s[l]);
+        s[l].units = cat_sizes[l + 1];
+    }
+    s[mixture].prior = BNN_PRIOR_SCALE_MIXTURE;
+    bnn_model_config k = cat_config();
+    k.n_layers = 2, k.layers = s;
+    k.input_height = k.input_width = 1, k.input_channels = cat_sizes[0];
+    bnn_model *m;
+    bnn_guide *g;
+    ck_assert_int_eq(bnn_model_create(&k, &m), BNN_OK);
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    bnn_svi_config sc = small_svi();
+    sc.estimator = BNN_EST_WEIGHT_SAMPLING;
+    sc.kl_mode = kl_mode;
+    bnn_status st = opt_with(c, g, oc, &sc);
+    own_free(m, g, NULL);
+    return st;
+}
+
+ROW(ivon_layer_mixture_prior)
+{
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = BNN_OPT_IVON;
+    return opt_layer_mixture(c, 1, &oc, BNN_KL_MONTE_CARLO);
+}
+
+ROW(opt_analytic_kl_layer_mixture)
+{
+    return opt_layer_mixture(c, 0, NULL, BNN_KL_ANALYTIC);
+}
+
 /* ---- bnn_lr_schedule ----------------------------------------------------- */
 
 static bnn_status lr_sched(hctx *c, bnn_lr_decay kind, float lr0, float lr_end,
@@ -3201,6 +3241,7 @@ static const hrow rows[] = {
     R(svi_cfg_max_batch_overflow, BNN_E_SHAPE, "max_batch"),
     R(svi_cfg_max_batch_huge_nomem, BNN_E_NOMEM, "training workspace"),
     R(opt_analytic_kl_mixture, BNN_E_INVALID, "BNN_KL_MONTE_CARLO"),
+    R(opt_analytic_kl_layer_mixture, BNN_E_INVALID, "scale-mixture prior (weight layer 0)"),
     R(ivon_beta2_one, BNN_E_INVALID, "ivon_beta2"),
     R(ivon_beta2_nan, BNN_E_INVALID, "ivon_beta2"),
     R(ivon_hess_init_zero, BNN_E_INVALID, "ivon_hess_init"),
@@ -3213,6 +3254,7 @@ static const hrow rows[] = {
     R(ivon_lrt, BNN_E_UNSUPPORTED, "BNN_EST_WEIGHT_SAMPLING"),
     R(ivon_kl_weight_zero, BNN_E_INVALID, "kl_weight > 0"),
     R(ivon_mixture_prior, BNN_E_UNSUPPORTED, "Normal prior"),
+    R(ivon_layer_mixture_prior, BNN_E_UNSUPPORTED, "weight layer 1 has the scale-mixture"),
     R(lr_sched_null, BNN_E_INVALID, "NULL"),
     R(lr_sched_bad_kind, BNN_E_INVALID, "decay 3"),
     R(lr_sched_lr0_nan, BNN_E_INVALID, "lr0"),

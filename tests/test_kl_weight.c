@@ -252,10 +252,10 @@ START_TEST(test_ivon_weight_scales_prior_precision)
         ck_assert_int_eq(bnn_svi_step(b.o, x, y, NULL, NB, NULL), BNN_OK);
     }
     double lam = NDATA, p2 = PRIOR_SIGMA * PRIOR_SIGMA;
-    tu_assert_close(a.o->ivon_delta, 1.0 / (p2 * lam), 0, 1e-6);
+    tu_assert_close(a.o->ivon_delta[0], 1.0 / (p2 * lam), 0, 1e-6);
     ck_assert_int_eq(bnn_optimizer_set_kl_weight(a.o, 0.5f), BNN_OK);
-    tu_assert_close(a.o->ivon_delta, 0.5 / (p2 * lam), 0, 1e-6);
-    ck_assert(a.o->ivon_delta == b.o->ivon_delta);
+    tu_assert_close(a.o->ivon_delta[0], 0.5 / (p2 * lam), 0, 1e-6);
+    ck_assert(a.o->ivon_delta[0] == b.o->ivon_delta[0]);
 
     size_t n;
     float *pa = bnn_guide_params(a.g, &n), *pb = bnn_guide_params(b.g, NULL);
@@ -264,7 +264,7 @@ START_TEST(test_ivon_weight_scales_prior_precision)
     memcpy(b.o->m, a.o->m, 2 * P * sizeof(float));
 
     /* The KL of the posterior this step starts from, with the new delta. */
-    double kl = 0.0, delta = a.o->ivon_delta;
+    double kl = 0.0, delta = a.o->ivon_delta[0];
     const float *h = a.o->m + P;
     for (size_t i = 0; i < P; i++) {
         double s2 = 1.0 / (lam * ((double)h[i] + delta)), mu = pa[i];
@@ -293,7 +293,7 @@ START_TEST(test_ivon_weight_scales_prior_precision)
     float wc = 0.0f;
     ck_assert_int_eq(bnn_optimizer_get_kl_weight(c.o, &wc), BNN_OK);
     ck_assert(wc == 0.5f);
-    ck_assert(c.o->ivon_delta == a.o->ivon_delta);
+    ck_assert(c.o->ivon_delta[0] == a.o->ivon_delta[0]);
     free(buf);
     net_free(&c);
     net_free(&b);
@@ -308,7 +308,7 @@ START_TEST(test_ivon_refusals)
     bnn_optimizer_config oc = ivon_cfg();
     net a;
     net_make(&a, &oc, BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC, 1.0f);
-    float delta = a.o->ivon_delta;
+    float delta = a.o->ivon_delta[0];
     ck_assert_int_eq(bnn_optimizer_set_kl_weight(a.o, 0.0f), BNN_E_INVALID);
     ck_assert(strstr(bnn_last_error(), "kl_weight > 0") != NULL);
     size_t P = a.g->n_params;
@@ -317,11 +317,11 @@ START_TEST(test_ivon_refusals)
     ck_assert(strstr(bnn_last_error(), "Hessian estimate 5") != NULL);
     float w = 0.0f;
     ck_assert_int_eq(bnn_optimizer_get_kl_weight(a.o, &w), BNN_OK);
-    ck_assert(w == 1.0f && a.o->ivon_delta == delta);
+    ck_assert(w == 1.0f && a.o->ivon_delta[0] == delta);
     /* A larger weight keeps it proper. */
     ck_assert_int_eq(bnn_optimizer_set_kl_weight(a.o, 0.7f), BNN_OK);
     ck_assert_int_eq(bnn_optimizer_set_kl_weight(a.o, 2.0f), BNN_OK);
-    ck_assert(a.o->ivon_delta > delta);
+    ck_assert(a.o->ivon_delta[0] > delta);
     net_free(&a);
 }
 END_TEST

@@ -193,6 +193,49 @@ START_TEST(test_entry_stride)
 }
 END_TEST
 
+/* Per-layer priors train (tests/test_layer_prior.c checks the numbers in
+ * depth): the first step's analytic KL is each layer's against its own
+ * prior. */
+START_TEST(test_layer_prior_trains)
+{
+    bnn_layer_spec s[2];
+    for (size_t i = 0; i < 2; i++)
+        bnn_layer_spec_init(&s[i]);
+    s[0].units = 4;
+    s[0].prior = BNN_PRIOR_NORMAL;
+    s[0].prior_sigma = 0.25f;
+    s[1].units = 3;
+    bnn_model_config c = seq_config(s, 2, 1, 1, 5);
+    c.prior_sigma = 3.0f;
+    bnn_model *m = NULL;
+    ck_assert_int_eq(bnn_model_create(&c, &m), BNN_OK);
+    bnn_guide *g = NULL;
+    ck_assert_int_eq(bnn_guide_create(m, NULL, &g), BNN_OK);
+    size_t n = 0;
+    const float *p = bnn_guide_params(g, &n);
+    size_t P = n / 2, first = 4 * 5 + 4;
+    ck_assert_uint_eq(P, first + 3 * 4 + 3);
+    double kl = 0.0;
+    for (size_t i = 0; i < P; i++) {
+        double ps = i < first ? 0.25 : 3.0, mu = p[i], r = p[P + i];
+        double sg = r > 0 ? r + log1p(exp(-r)) : log1p(exp(r));
+        kl += log(ps / sg) + (sg * sg + mu * mu) / (2.0 * ps * ps) - 0.5;
+    }
+    bnn_svi_config sc = tu_svi(10);
+    bnn_optimizer *o = NULL;
+    ck_assert_int_eq(bnn_optimizer_create(g, NULL, &sc, &o), BNN_OK);
+    const float x[5] = {0.5f, -1.0f, 0.25f, 2.0f, 0.0f};
+    const int32_t y[1] = {2};
+    bnn_svi_stats st;
+    bnn_svi_stats_init(&st);
+    ck_assert_int_eq(bnn_svi_step(o, x, y, NULL, 1, &st), BNN_OK);
+    tu_assert_close(st.kl, kl, 1e-6, 2e-6);
+    bnn_optimizer_free(o);
+    bnn_guide_free(g);
+    bnn_model_free(m);
+}
+END_TEST
+
 /* What is described but not yet handled is refused cleanly by the modules
  * that do not handle it; the model and guide themselves work. */
 START_TEST(test_refused_where_unhandled)
@@ -250,6 +293,7 @@ int main(void)
     tcase_add_test(tc, test_cnn_shapes);
     tcase_add_test(tc, test_dense_sequence_is_mlp);
     tcase_add_test(tc, test_entry_stride);
+    tcase_add_test(tc, test_layer_prior_trains);
     tcase_add_test(tc, test_refused_where_unhandled);
     suite_add_tcase(s, tc);
     return tu_run(s);
