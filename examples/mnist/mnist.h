@@ -49,6 +49,7 @@ typedef struct options {
     int kl_set;
     bnn_kl_mode kl;
     float kl_weight;           /* NaN: the configuration's default */
+    size_t kl_warmup;          /* epochs of linear KL warm-up; 0: none */
     bnn_init init;
     float init_sigma;
     uint64_t seed;

@@ -44,6 +44,8 @@ static void usage(FILE *f)
         "  --prior normal:S|mixture:PI,S1,S2     prior [normal:1]\n"
         "  --kl analytic|mc       KL term [analytic; mc for the mixture prior]\n"
         "  --kl-weight X          KL scale (1 = one full KL per epoch)\n"
+        "  --kl-warmup N          raise the KL weight linearly from 0 to --kl-weight\n"
+        "                         over the first N epochs, step by step [0: off]\n"
         "  --init default|pyro    posterior initialisation [default]\n"
         "  --init-sigma X         initial posterior sigma for --init default\n"
         "  --particles N          Monte Carlo particles per step [1]\n"
@@ -186,7 +188,7 @@ enum {
     OPT_FORCED, OPT_REFUSE, OPT_THRESHOLD, OPT_PREDICT_SEED, OPT_SAMPLING, OPT_THREADS, OPT_QUIET,
     OPT_OOD, OPT_OOD_LIMIT, OPT_VAL_FRACTION,
     OPT_OPTIMIZER, OPT_LR_SCHEDULE, OPT_LR_END, OPT_IVON_ESS, OPT_IVON_BETA2, OPT_IVON_HESS,
-    OPT_IVON_CLIP, OPT_WARMUP, OPT_SHIFT, OPT_ARCH, OPT_CONV
+    OPT_IVON_CLIP, OPT_WARMUP, OPT_SHIFT, OPT_ARCH, OPT_CONV, OPT_KL_WARMUP
 };
 
 static const struct option LONG_OPTIONS[] = {
@@ -206,6 +208,7 @@ static const struct option LONG_OPTIONS[] = {
     {"prior", required_argument, NULL, OPT_PRIOR},
     {"kl", required_argument, NULL, OPT_KL},
     {"kl-weight", required_argument, NULL, OPT_KL_WEIGHT},
+    {"kl-warmup", required_argument, NULL, OPT_KL_WARMUP},
     {"init", required_argument, NULL, OPT_INIT},
     {"init-sigma", required_argument, NULL, OPT_INIT_SIGMA},
     {"particles", required_argument, NULL, OPT_PARTICLES},
@@ -299,6 +302,7 @@ static void apply_option(options *o, int id, const char *a, const char *v)
         o->kl_set = 1;
         break;
     case OPT_KL_WEIGHT: o->kl_weight = (float)parse_double(a, v); break;
+    case OPT_KL_WARMUP: o->kl_warmup = parse_size(a, v); break;
     case OPT_INIT:
         if (!strcmp(v, "default"))
             o->init = BNN_INIT_DEFAULT;

@@ -66,11 +66,14 @@ void print_config(const options *o, size_t n_train)
         printf(" to %g", (double)o->lr_end);
     printf("), %s estimator", estimator_name(o->estimator));
     if (o->optimizer == BNN_OPT_IVON)
-        printf(", ess %g x N, beta2 %g, h0 %g, clip %g\n", o->ivon_ess_factor,
+        printf(", ess %g x N, beta2 %g, h0 %g, clip %g", o->ivon_ess_factor,
                (double)o->ivon_beta2, (double)o->ivon_hess_init, (double)o->ivon_clip);
     else
-        printf(", %s KL x %g\n", o->kl == BNN_KL_ANALYTIC ? "analytic" : "Monte Carlo",
+        printf(", %s KL x %g", o->kl == BNN_KL_ANALYTIC ? "analytic" : "Monte Carlo",
                (double)o->kl_weight);
+    if (o->kl_warmup)
+        printf(", KL warm-up %zu epochs", o->kl_warmup);
+    printf("\n");
 }
 
 void print_report(const options *o, const eval_report *r)
@@ -263,7 +266,8 @@ void write_report(const options *o, const char *path, const blas_info *bi,
                 "\"final_loss_per_image\": %.9g, \"final_nll_per_image\": %.9g, "
                 "\"final_kl\": %.9g, \"optimizer\": \"%s\", \"lr_schedule\": %d, "
                 "\"lr_end\": %.9g, \"ivon_ess\": %.9g, \"ivon_beta2\": %.9g, "
-                "\"ivon_hess_init\": %.9g, \"ivon_clip_radius\": %.9g},\n",
+                "\"ivon_hess_init\": %.9g, \"ivon_clip_radius\": %.9g, "
+                "\"kl_warmup_epochs\": %zu},\n",
                 o->pyro ? "pyro" : "default", sc.dataset_size, o->epochs, o->batch,
                 (double)oc.lr, estimator_name(sc.estimator),
                 sc.kl_mode == BNN_KL_ANALYTIC ? "analytic" : "mc", (double)sc.kl_weight,
@@ -272,7 +276,7 @@ void write_report(const options *o, const char *path, const blas_info *bi,
                 ts->images_per_second, ts->final_loss, ts->final_nll, ts->final_kl,
                 oc.kind == BNN_OPT_IVON ? "ivon" : "adam", (int)o->lr_decay, (double)o->lr_end,
                 (double)oc.ivon_ess, (double)oc.ivon_beta2, (double)oc.ivon_hess_init,
-                (double)oc.ivon_clip_radius);
+                (double)oc.ivon_clip_radius, o->kl_warmup);
     }
     fprintf(f, "  \"evaluation\": {\n");
     fprintf(f,

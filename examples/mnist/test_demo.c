@@ -370,7 +370,8 @@ START_TEST(train_then_evaluate)
                                 "--batch", "32", "--seed", "3",
                                 "--out", model, "--report", rep1, "--refuse-samples", "30",
                                 "--forced-samples", "5", "--target-accuracy", "0.95",
-                                "--ood", other, "--ood-limit", "30", NULL};
+                                "--ood", other, "--ood-limit", "30", "--kl-warmup", "2",
+                                NULL};
     int rc = run(log1, train_args);
     if (rc != 0)
         show_log(log1);
@@ -391,6 +392,12 @@ START_TEST(train_then_evaluate)
 
     assert_json(rep1);
     assert_json(rep2);
+    /* A warm-up over 2 epochs stops halfway after one: the weight of its
+     * last step is half the configured 1. */
+    char *r1 = slurp(rep1);
+    ck_assert(json_number_after(r1, "\"training\"", "\"kl_warmup_epochs\": ") == 2);
+    ck_assert(json_number_after(r1, "\"training\"", "\"kl_weight\": ") == 0.5);
+    free(r1);
     char *e1 = evaluation_section(rep1), *e2 = evaluation_section(rep2);
     ck_assert_msg(strcmp(e1, e2) == 0, "evaluate --load differs from training:\n%s\n%s", e1,
                   e2);

@@ -157,6 +157,12 @@ void train(const options *o, const dataset *d, bnn_guide *g,
     if (warm >= total)
         die("--warmup %g: not shorter than the run (%zu epochs)", o->warmup, o->epochs);
     double t_start = now(), busy = 0;
+    /* KL warm-up: the weight set at creation, reached linearly over the
+     * first kl_warmup epochs.  Step t of T uses (t + 1) / T of it, never
+     * 0, which IVON refuses (its prior precision would vanish). */
+    float kl_full;
+    CHECK(bnn_optimizer_get_kl_weight(opt, &kl_full));
+    const uint64_t kl_warm = (uint64_t)(o->kl_warmup * batches);
 
     for (size_t i = 0; i < n; i++)
         order[i] = i;
@@ -182,6 +188,9 @@ void train(const options *o, const dataset *d, bnn_guide *g,
                 yb[k] = d->train.y[j];
             }
             CHECK(bnn_optimizer_set_lr(opt, step_lr(o, ts->steps, total, warm)));
+            if (ts->steps < kl_warm)
+                CHECK(bnn_optimizer_set_kl_weight(
+                    opt, (float)((double)kl_full * (double)(ts->steps + 1) / (double)kl_warm)));
             bnn_svi_stats st = {.struct_size = sizeof st};
             bnn_status rc = bnn_svi_step(opt, xb, yb, NULL, m, &st);
             if (rc != BNN_OK)
