@@ -974,10 +974,10 @@ static bnn_status parse_optimizer(io_reader *r, io_contents *c)
         if (!check_f32_block(c->m, (size_t)n_state, 0))
             return FORMAT_ERR("the IVON state holds NaN or Inf");
         float lam = o->ivon_ess > 0.0f ? o->ivon_ess : (float)s->dataset_size;
-        float delta = optim_ivon_delta(s->kl_weight, c->mcfg.prior_sigma, lam);
         size_t P = c->n_params;
         for (size_t i = 0; i < P; i++)
-            if (!(bits_to_f32(le_u32(c->m + 4 * (P + i))) + delta > 0.0f))
+            if (!(bits_to_f32(le_u32(c->m + 4 * (P + i))) +
+                      optim_ivon_delta_at(&c->desc, i, s->kl_weight, lam) > 0.0f))
                 return FORMAT_ERR("IVON Hessian estimate %zu is not above -delta", i);
         return parse_noise_state(r, c);
     }
