@@ -311,7 +311,7 @@ BNN_API bnn_status bnn_optimizer_set_kl_weight(bnn_optimizer *o, float kl_weight
                                  "the posterior would be improper", i, (double)h[i],
                                  -(double)delta[s], (double)kl_weight);
     o->svi.kl_weight = kl_weight;
-    memcpy(o->ivon_delta, delta, sizeof delta);
+    memcpy(o->ivon_delta, delta, o->n_seg * sizeof delta[0]);
     return BNN_OK;
 }
 
