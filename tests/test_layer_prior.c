@@ -451,6 +451,64 @@ START_TEST(test_ivon_delta_per_layer)
 }
 END_TEST
 
+/* A file keeps each layer's prior: an IVON optimizer saved after two
+ * steps loads with the same per-layer deltas and takes the same third
+ * step, bit for bit.  The loader checks each Hessian estimate against its
+ * own layer's delta: h = -delta_0 / 2 in the first layer (prior N(0,
+ * 0.25^2), a large delta) loads although it is below the model prior's
+ * -delta, and h = -1.5 delta_0 is refused. */
+START_TEST(test_ivon_file_keeps_layer_priors)
+{
+    static const size_t units[] = {6, 3};
+    static const lprior pr[] = {NORMAL(0.25), INHERIT};
+    net t;
+    net_model(&t, 4, units, 2, pr, (lprior)NORMAL(3.0));
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = BNN_OPT_IVON;
+    oc.lr = 0.1f;
+    net_train(&t, &oc, BNN_EST_WEIGHT_SAMPLING, BNN_KL_ANALYTIC);
+    float x[NB * 4];
+    int32_t y[NB];
+    for (unsigned k = 0; k < 2; k++) {
+        batch(&t, 10 + k, x, y);
+        ck_assert_int_eq(bnn_svi_step(t.o, x, y, NULL, NB, NULL), BNN_OK);
+    }
+    size_t P = t.P;
+    float d0 = t.o->ivon_delta[0];
+    ck_assert(d0 > 100.0f * t.o->ivon_delta[1]); /* (3 / 0.25)^2 = 144 */
+    t.o->m[P + 2] = -0.5f * d0;
+    size_t size = 0, wr = 0;
+    ck_assert_int_eq(bnn_save_size(t.g, t.o, &size), BNN_OK);
+    unsigned char *buf = malloc(size);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_int_eq(bnn_save_to_memory(t.g, t.o, buf, size, &wr), BNN_OK);
+    net u;
+    memset(&u, 0, sizeof u);
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &u.m, &u.g, &u.o), BNN_OK);
+    ck_assert_uint_eq(u.o->n_seg, 2);
+    ck_assert(u.o->ivon_delta[0] == t.o->ivon_delta[0]);
+    ck_assert(u.o->ivon_delta[1] == t.o->ivon_delta[1]);
+    batch(&t, 12, x, y);
+    ck_assert_int_eq(bnn_svi_step(t.o, x, y, NULL, NB, NULL), BNN_OK);
+    ck_assert_int_eq(bnn_svi_step(u.o, x, y, NULL, NB, NULL), BNN_OK);
+    size_t n;
+    const float *pt = bnn_guide_params(t.g, &n), *pu = bnn_guide_params(u.g, NULL);
+    ck_assert(memcmp(pt, pu, n * sizeof *pt) == 0);
+    ck_assert(memcmp(t.o->m, u.o->m, 2 * P * sizeof(float)) == 0);
+    net_free(&u);
+
+    t.o->m[P + 2] = -1.5f * t.o->ivon_delta[0];
+    ck_assert_int_eq(bnn_save_to_memory(t.g, t.o, buf, size, &wr), BNN_OK);
+    bnn_model *m = (bnn_model *)0x1;
+    ck_assert_int_eq(bnn_load_from_memory(buf, size, NULL, &m, &u.g, &u.o), BNN_E_FORMAT);
+    ck_assert_ptr_nonnull(strstr(bnn_last_error(), "Hessian estimate 2"));
+    ck_assert_ptr_eq(m, (bnn_model *)0x1);
+    free(buf);
+    net_free(&t);
+}
+END_TEST
+
 /* IVON refuses a scale mixture on any layer, naming it, and the analytic
  * KL likewise; a model-wide mixture that every layer overrides with a
  * Normal prior is accepted by both. */
@@ -500,6 +558,7 @@ int main(void)
     tcase_add_loop_test(tc, test_grad_fd_mixed_priors, 0, 6);
     tcase_add_loop_test(tc, test_decomposition_one_layer_changes, 0, 2);
     tcase_add_test(tc, test_ivon_delta_per_layer);
+    tcase_add_test(tc, test_ivon_file_keeps_layer_priors);
     tcase_add_test(tc, test_refusals);
     suite_add_tcase(s, tc);
     return tu_run(s);
