@@ -276,6 +276,18 @@ int main(int argc, char **argv)
         printf("Model loaded from %s (%zu parameters)\n", o.load, bnn_model_param_count(model));
     }
 
+    /* The library samples a network with convolutions whole in the
+     * marginal mode too (the marginal rule is exact for dense layers
+     * only): say so where the figures say "marginal". */
+    bnn_model_config got;
+    bnn_model_config_init(&got);
+    CHECK(bnn_model_get_config(model, &got));
+    int has_conv = 0;
+    for (size_t k = 0; k < got.n_layers; k++)
+        has_conv |= got.layers[k].kind == BNN_LAYER_CONV2D;
+    if (has_conv && o.sampling == BNN_SAMPLING_MARGINAL)
+        printf("Convolutional network: marginal sampling draws whole networks\n");
+
     eval_report r;
     slice_pred tp;
     evaluate(&o, guide, &d, &r, &tp);

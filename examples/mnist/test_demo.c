@@ -507,6 +507,7 @@ START_TEST(cnn_arch)
     ck_assert_int_eq(run(log, args), 0);
     char *t = slurp(log);
     ck_assert_msg(strstr(t, "conv5x5x2 pool conv5x5x3 pool-6-10") != NULL, "%s", t);
+    ck_assert_msg(strstr(t, "marginal sampling draws whole networks") != NULL, "%s", t);
     free(t);
     assert_json(rep);
     t = slurp(rep);
@@ -519,6 +520,7 @@ START_TEST(cnn_arch)
     ck_assert_int_eq(run(log, eval), 0);
     t = slurp(log);
     ck_assert_msg(strstr(t, "Model loaded from") != NULL, "%s", t);
+    ck_assert_msg(strstr(t, "marginal sampling draws whole networks") != NULL, "%s", t);
     free(t);
     const char *bad[] = {"train", "--data", dir, "--arch", "resnet", NULL};
     ck_assert_int_ne(run(log, bad), 0);
