@@ -1262,9 +1262,16 @@ static void run_rss(const char *self, int threads, int with_cnn, int *failures)
             snprintf(name, sizeof name, "rss/%s/%s", nets[0].name, ests[e].name);
         else
             snprintf(name, sizeof name, "rss/cnn/ivon");
-        int over = peak - data >= 64.0;
-        printf("%-30s %2d %10.1f %10.1f %10.1f %10.1f %10.1f%s\n", name, threads, peak, data,
-               peak - data, base, hwm - data, over ? "  (over 64 MB)" : "");
+        /* A flag for a change worth a look, not a limit: beyond the data the
+         * MLP rows stay under 64 MB; the CNN's im2col matrices and
+         * pre-pooling activations at batch 128 take about 100 MB. */
+        double bound = e < N_ESTS ? 64.0 : 128.0;
+        int over = peak - data >= bound;
+        printf("%-30s %2d %10.1f %10.1f %10.1f %10.1f %10.1f", name, threads, peak, data,
+               peak - data, base, hwm - data);
+        if (over)
+            printf("  (over %.0f MB)", bound);
+        printf("\n");
         printf("JSON {");
         int first = 1;
         json_str("case", name, &first);

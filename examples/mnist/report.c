@@ -177,6 +177,21 @@ const char *sampling_name(bnn_sampling s)
     }
 }
 
+/* What a sample is: a network with convolutions is drawn as whole networks
+ * in the marginal mode too (the marginal rule is exact for dense layers
+ * only), so "sampling" alone would misdescribe it. */
+static const char *draws_name(bnn_sampling s, const bnn_model_config *mc)
+{
+    int has_conv = 0;
+    for (size_t k = 0; k < mc->n_layers; k++)
+        has_conv |= mc->layers[k].kind == BNN_LAYER_CONV2D;
+    switch (s) {
+    case BNN_SAMPLING_NETWORKS: return "whole networks";
+    case BNN_SAMPLING_MEAN: return "mean network";
+    default: return has_conv ? "whole networks" : "per-input pre-activations";
+    }
+}
+
 const char *estimator_name(bnn_estimator e)
 {
     return e == BNN_EST_LOCAL_REPARAM ? "lrt" : e == BNN_EST_WEIGHT_SAMPLING ? "weight" : "flipout";
@@ -281,8 +296,9 @@ void write_report(const options *o, const char *path, const blas_info *bi,
     fprintf(f, "  \"evaluation\": {\n");
     fprintf(f,
             "    \"test_images\": %zu, \"validation_images\": %zu, \"predict_seed\": %llu, "
-            "\"sampling\": \"%s\",\n",
-            r->n_test, r->n_val, (unsigned long long)o->predict_seed, sampling_name(o->sampling));
+            "\"sampling\": \"%s\", \"draws\": \"%s\",\n",
+            r->n_test, r->n_val, (unsigned long long)o->predict_seed, sampling_name(o->sampling),
+            draws_name(o->sampling, &mc));
     fprintf(f, "    \"forced\": {\"samples\": %zu, \"accuracy\": %.9g},\n", o->forced_samples,
             r->forced_accuracy);
     fprintf(f,

@@ -397,6 +397,7 @@ START_TEST(train_then_evaluate)
     char *r1 = slurp(rep1);
     ck_assert(json_number_after(r1, "\"training\"", "\"kl_warmup_epochs\": ") == 2);
     ck_assert(json_number_after(r1, "\"training\"", "\"kl_weight\": ") == 0.5);
+    ck_assert_msg(strstr(r1, "\"draws\": \"per-input pre-activations\"") != NULL, "%s", r1);
     free(r1);
     char *e1 = evaluation_section(rep1), *e2 = evaluation_section(rep2);
     ck_assert_msg(strcmp(e1, e2) == 0, "evaluate --load differs from training:\n%s\n%s", e1,
@@ -513,6 +514,9 @@ START_TEST(cnn_arch)
     t = slurp(rep);
     /* 784, 14x14x2 and 7x7x3 after pooling, 6, 10 */
     ck_assert_msg(strstr(t, "\"arch\": \"cnn\", \"layers\": [784, 392, 147, 6, 10]") != NULL,
+                  "%s", t);
+    ck_assert_msg(strstr(t, "\"sampling\": \"marginal\", \"draws\": \"whole networks\"") !=
+                      NULL,
                   "%s", t);
     free(t);
     const char *eval[] = {"evaluate", "--data", dir, "--load", model, "--ood", "none",
