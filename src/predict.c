@@ -816,14 +816,6 @@ static bnn_status check_run(const char *fn, const bnn_predictor *p,
     return BNN_OK;
 }
 
-static bnn_status check_x(const char *fn, const bnn_predictor *p,
-                          const float *x, size_t n)
-{
-    if (!tensor_all_finite(x, n * p->in))
-        return error_set(BNN_E_INVALID, "%s: x holds NaN or Inf", fn);
-    return BNN_OK;
-}
-
 /* Reads the guide: finiteness, and sigma^2 for MARGINAL. */
 static bnn_status load_guide(bnn_predictor *p, const char *fn)
 {
@@ -1155,18 +1147,24 @@ static void samples_task(void *vj, size_t t)
                    C * sizeof(float));
 }
 
-static void run_chunks(const bnn_predictor *p, const float *x, size_t n,
-                       pool_task reduce, reduce_job *j)
+/* The tail of every predictor call, once its other arguments are checked:
+ * x's finiteness (read once, before any work), then the chunks, each
+ * filled and reduced into job's outputs. */
+static bnn_status run_chunks(const char *fn, const bnn_predictor *p, const float *x,
+                             size_t n, pool_task reduce, reduce_job job)
 {
-    j->p = p;
-    j->n = n;
+    if (!tensor_all_finite(x, n * p->in))
+        return error_set(BNN_E_INVALID, "%s: x holds NaN or Inf", fn);
+    job.p = p;
+    job.n = n;
     for (size_t i0 = 0; i0 < n; i0 += p->chunk) {
         size_t ni = n - i0 < p->chunk ? n - i0 : p->chunk;
         fill_chunk(p, x + i0 * p->in, ni);
-        j->i0 = i0;
-        j->ni = ni;
-        pool_run(p->workers, reduce, j, p->T);
+        job.i0 = i0;
+        job.ni = ni;
+        pool_run(p->workers, reduce, &job, p->T);
     }
+    return BNN_OK;
 }
 
 static bnn_status predictor_run_fn(bnn_predictor *p, const float *x, size_t n,
@@ -1196,17 +1194,9 @@ static bnn_status predictor_run_fn(bnn_predictor *p, const float *x, size_t n,
          mem_mul_overflow(tmp, sizeof(float), &tmp)))
         return error_set(BNN_E_SHAPE,
                          "%s: n * classes * n_quantiles overflows", fn);
-    if ((st = check_x(fn, p, x, n)))
-        return st;
-    reduce_job j;
-    memset(&j, 0, sizeof j);
-    j.rec = (unsigned char *)out;
-    j.rs = rs;
-    j.medians = medians;
-    j.quantiles = nq ? quantiles : NULL;
-    j.o1 = mean_probs;
-    run_chunks(p, x, n, records_task, &j);
-    return BNN_OK;
+    return run_chunks(fn, p, x, n, records_task,
+                      (reduce_job){.rec = (unsigned char *)out, .rs = rs, .medians = medians,
+                                   .quantiles = nq ? quantiles : NULL, .o1 = mean_probs});
 }
 
 BNN_API bnn_status bnn_predictor_run(bnn_predictor *p, const float *x,
@@ -1227,13 +1217,7 @@ static bnn_status probs_fn(bnn_predictor *p, const float *x, size_t n,
         return st;
     if (!probs)
         return error_set(BNN_E_INVALID, "%s: NULL probs", fn);
-    if ((st = check_x(fn, p, x, n)))
-        return st;
-    reduce_job j;
-    memset(&j, 0, sizeof j);
-    j.o1 = probs;
-    run_chunks(p, x, n, probs_task, &j);
-    return BNN_OK;
+    return run_chunks(fn, p, x, n, probs_task, (reduce_job){.o1 = probs});
 }
 
 BNN_API bnn_status bnn_predictor_probs(bnn_predictor *p, const float *x,
@@ -1256,13 +1240,7 @@ static bnn_status samples_fn(bnn_predictor *p, const float *x, size_t n,
         mem_mul_overflow(tmp, sizeof(float), &tmp))
         return error_set(BNN_E_SHAPE,
                          "%s: num_samples * n * classes overflows", fn);
-    if ((st = check_x(fn, p, x, n)))
-        return st;
-    reduce_job j;
-    memset(&j, 0, sizeof j);
-    j.o1 = logp;
-    run_chunks(p, x, n, samples_task, &j);
-    return BNN_OK;
+    return run_chunks(fn, p, x, n, samples_task, (reduce_job){.o1 = logp});
 }
 
 BNN_API bnn_status bnn_predictor_samples(bnn_predictor *p, const float *x,
@@ -1280,14 +1258,7 @@ static bnn_status regression_fn(bnn_predictor *p, const float *x, size_t n,
         return st;
     if (!mean)
         return error_set(BNN_E_INVALID, "%s: NULL mean", fn);
-    if ((st = check_x(fn, p, x, n)))
-        return st;
-    reduce_job j;
-    memset(&j, 0, sizeof j);
-    j.o1 = mean;
-    j.o2 = var;
-    run_chunks(p, x, n, regression_task, &j);
-    return BNN_OK;
+    return run_chunks(fn, p, x, n, regression_task, (reduce_job){.o1 = mean, .o2 = var});
 }
 
 BNN_API bnn_status bnn_predictor_regression(bnn_predictor *p, const float *x,
@@ -1315,14 +1286,8 @@ static bnn_status split_fn(bnn_predictor *p, const float *x, size_t n,
         mem_mul_overflow(tmp, rs, &tmp))
         return error_set(BNN_E_SHAPE, "%s: n * outputs * record_size "
                          "overflows", fn);
-    if ((st = check_x(fn, p, x, n)))
-        return st;
-    reduce_job j;
-    memset(&j, 0, sizeof j);
-    j.rec = (unsigned char *)out;
-    j.rs = rs;
-    run_chunks(p, x, n, split_task, &j);
-    return BNN_OK;
+    return run_chunks(fn, p, x, n, split_task,
+                      (reduce_job){.rec = (unsigned char *)out, .rs = rs});
 }
 
 BNN_API bnn_status bnn_predictor_regression_split(bnn_predictor *p,
