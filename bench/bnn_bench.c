@@ -407,6 +407,25 @@ typedef struct trainer {
     bnn_optimizer *o;
 } trainer;
 
+/* The training configuration every trainer uses, on t's guide. */
+static void trainer_optimizer(trainer *t, const est_def *e, size_t batch, int threads,
+                              const char *what)
+{
+    bnn_svi_config sc;
+    bnn_svi_config_init(&sc);
+    sc.dataset_size = DATASET;
+    sc.estimator = e->est;
+    sc.kl_mode = e->kl;
+    sc.max_batch = batch;
+    sc.num_threads = (size_t)threads;
+    bnn_optimizer_config oc;
+    bnn_optimizer_config_init(&oc);
+    oc.kind = e->opt;
+    if (e->opt == BNN_OPT_IVON)
+        oc.lr = 0.1f;
+    check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), what);
+}
+
 static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t batch,
                          int threads)
 {
@@ -424,19 +443,7 @@ static void trainer_make(trainer *t, const net_def *nd, const est_def *e, size_t
     bnn_guide_config_init(&gc);
     gc.init = e->init;
     check(bnn_guide_create(t->m, &gc, &t->g), "bnn_guide_create");
-    bnn_svi_config sc;
-    bnn_svi_config_init(&sc);
-    sc.dataset_size = DATASET;
-    sc.estimator = e->est;
-    sc.kl_mode = e->kl;
-    sc.max_batch = batch;
-    sc.num_threads = (size_t)threads;
-    bnn_optimizer_config oc;
-    bnn_optimizer_config_init(&oc);
-    oc.kind = e->opt;
-    if (e->opt == BNN_OPT_IVON)
-        oc.lr = 0.1f;
-    check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), "bnn_optimizer_create");
+    trainer_optimizer(t, e, batch, threads, "bnn_optimizer_create");
 }
 
 static void trainer_free(trainer *t)
@@ -1051,19 +1058,7 @@ static void cnn_make(trainer *t, const est_def *e, size_t batch, int threads)
     mc.allocator = &t->alloc;
     check(bnn_model_create(&mc, &t->m), "bnn_model_create (cnn)");
     check(bnn_guide_create(t->m, NULL, &t->g), "bnn_guide_create");
-    bnn_svi_config sc;
-    bnn_svi_config_init(&sc);
-    sc.dataset_size = DATASET;
-    sc.estimator = e->est;
-    sc.kl_mode = e->kl;
-    sc.max_batch = batch;
-    sc.num_threads = (size_t)threads;
-    bnn_optimizer_config oc;
-    bnn_optimizer_config_init(&oc);
-    oc.kind = e->opt;
-    if (e->opt == BNN_OPT_IVON)
-        oc.lr = 0.1f;
-    check(bnn_optimizer_create(t->g, &oc, &sc, &t->o), "bnn_optimizer_create (cnn)");
+    trainer_optimizer(t, e, batch, threads, "bnn_optimizer_create (cnn)");
 }
 
 static void run_cnn(const options *op, const est_def *e, int threads, int *failures)
