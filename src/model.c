@@ -391,24 +391,15 @@ BNN_API bnn_status bnn_model_create(const bnn_model_config *user, bnn_model **ou
     if ((st = validate(&c)) != BNN_OK)
         return st;
     bnn_allocator alloc = c.allocator ? *c.allocator : mem_default_allocator();
-    /* The plan is made in the model's own allocation (the copied sequence
-     * is a few KiB), which is freed again if it is refused. */
+    /* The layout is planned in the model's own allocation (the copied
+     * sequence is a few KiB), which is freed again if it is refused. */
     bnn_model *m = mem_alloc(&alloc, sizeof *m);
     if (!m)
         return error_set(BNN_E_NOMEM, "out of memory allocating the model");
-    memset(m, 0, sizeof *m);
-    struct model_plan plan = {0, m->layer, 0, m->specs};
-    if (c.n_layers)
-        st = plan_sequence(&c, &plan);
-    else
-        plan_sizes(&c, &plan);
-    if (st == BNN_OK)
-        st = build(m, &c, &plan);
-    if (st != BNN_OK) {
+    if ((st = model_describe(&c, m)) != BNN_OK) {
         mem_free(&alloc, m);
         return st;
     }
-    m->alloc = alloc;
     *out = m;
     return BNN_OK;
 }
